@@ -1,0 +1,5 @@
+import sys
+
+from bchw.cli import main
+
+sys.exit(main())

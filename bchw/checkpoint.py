@@ -1,0 +1,118 @@
+"""Training checkpoints: a plain dict of tensors and JSON-like values, loaded with
+``torch.load(weights_only=True)`` so that no pickled code ever runs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bchw.errors import BchwError
+from bchw.nn import BINARIZATIONS, BinaryConnectMLP, parse_arch
+from bchw.outputs import write_bytes_atomic
+
+CHECKPOINT_FORMAT = "bchw-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A trained float model and what it was trained on."""
+
+    model: BinaryConnectMLP
+    config: dict[str, Any]
+    dataset: str
+    input_scale: float
+    pixel_max: int
+    epoch: int
+    metrics: dict[str, float]
+    sha256: str
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: BinaryConnectMLP,
+    config: dict[str, Any],
+    *,
+    dataset: str,
+    input_scale: float,
+    pixel_max: int,
+    epoch: int,
+    metrics: dict[str, float],
+) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": dict(config),
+        "dataset": dataset,
+        "input_scale": float(input_scale),
+        "pixel_max": int(pixel_max),
+        "epoch": int(epoch),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load and check a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BchwError(f"checkpoint {path} does not exist")
+    try:
+        data = path.read_bytes()
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BchwError(f"{path}: not a readable bchw checkpoint ({reason[:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise BchwError(f"{path}: not a bchw checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise BchwError(
+            f"{path}: checkpoint version {payload.get('version')!r} is not supported "
+            f"(expected {CHECKPOINT_VERSION})"
+        )
+    try:
+        config = payload["config"]
+        sizes = parse_arch(config["arch"])
+        binarization = config["binarization"]
+        if binarization not in BINARIZATIONS:
+            raise BchwError(f"{path}: unknown binarization {binarization!r}")
+        model = BinaryConnectMLP(
+            sizes,
+            binarization=binarization,
+            bn_momentum=float(config["bn_momentum"]),
+            bn_eps=float(config["bn_eps"]),
+        )
+        state = payload["state_dict"]
+        model.load_state_dict(state, strict=True)
+    except BchwError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BchwError(f"{path}: checkpoint is inconsistent ({reason[:160]})") from None
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise BchwError(f"{path}: checkpoint tensor {name} holds NaN or infinite values")
+    input_scale = payload.get("input_scale")
+    if not isinstance(input_scale, float) or not math.isfinite(input_scale) or input_scale <= 0:
+        raise BchwError(f"{path}: checkpoint input_scale {input_scale!r} is not a positive number")
+    model.eval()
+    return Checkpoint(
+        model=model,
+        config=config,
+        dataset=str(payload.get("dataset")),
+        input_scale=input_scale,
+        pixel_max=int(payload.get("pixel_max", 255)),
+        epoch=int(payload.get("epoch", -1)),
+        metrics=dict(payload.get("metrics", {})),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )

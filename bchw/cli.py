@@ -1,0 +1,460 @@
+"""The ``bchw`` command: ``bchw train | export | eval``, each with ``--help``.
+
+Every command prints human-readable lines; ``--json`` adds one JSON object as the last line of
+stdout. Errors are one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bchw import __version__
+from bchw.data import DATA_DIR_ENV, DATASETS
+from bchw.errors import BchwError
+
+EPILOG = (
+    f"Data: digits (scikit-learn's 8x8 digits) needs no download; mnist reads the four IDX files "
+    f"from --data-dir DIR or ${DATA_DIR_ENV}. Errors print one line and exit with status 2 "
+    f"(set BCHW_DEBUG=1 for a traceback)."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and exit status 2, as argparse's are)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not integers separated by commas, such as 5,4,3"
+        ) from None
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=default,
+        help="data set (default: %(default)s)"
+        if default
+        else "data set (default: the one the model was trained on)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"folder with MNIST's four IDX files, raw or .gz (default: ${DATA_DIR_ENV})",
+    )
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary as the last line of stdout"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bchw.export import (
+        DEFAULT_ACT_BITS,
+        DEFAULT_CALIBRATION_IMAGES,
+        DEFAULT_INPUT_BITS,
+        DEFAULT_SCALE_TERMS,
+    )
+    from bchw.train import DEFAULT_ARCH, DEFAULT_EPOCHS, TrainConfig
+
+    defaults = TrainConfig()
+    parser = _Parser(
+        prog="bchw",
+        description="BinaryConnect networks to verified, multiplier-free FPGA hardware.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"bchw {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+
+    train = commands.add_parser(
+        "train",
+        help="train a BinaryConnect MLP",
+        description=(
+            "Train a BinaryConnect MLP as in Courbariaux et al. (2015): real weights kept and "
+            "clipped to [-1, 1], binarized in the forward and backward pass, Glorot "
+            "learning-rate scale per binary layer, batch norm after every layer, Adam with "
+            "exponential learning-rate decay. Writes checkpoint.pt (best validation epoch), "
+            "train_log.jsonl and learning_curve.png to --out."
+        ),
+        epilog=EPILOG,
+    )
+    _add_data_args(train)
+    train.add_argument(
+        "--arch",
+        default="",
+        help="layer sizes joined by '-', input to classes "
+        f"(default: digits {DEFAULT_ARCH['digits']}, mnist {DEFAULT_ARCH['mnist']})",
+    )
+    train.add_argument(
+        "--binarization",
+        choices=("deterministic", "stochastic", "none"),
+        default=defaults.binarization,
+        help="sign, hard-sigmoid sampling, or float weights for a baseline (default: %(default)s)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help=f"epochs (default: digits {DEFAULT_EPOCHS['digits']}, "
+        f"mnist {DEFAULT_EPOCHS['mnist']})",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=defaults.batch_size,
+        help="minibatch size (default: %(default)s)",
+    )
+    train.add_argument(
+        "--lr-start",
+        type=float,
+        default=defaults.lr_start,
+        help="learning rate of the first epoch (default: %(default)s)",
+    )
+    train.add_argument(
+        "--lr-end",
+        type=float,
+        default=defaults.lr_end,
+        help="learning rate the exponential decay reaches after the last epoch "
+        "(default: %(default)s)",
+    )
+    train.add_argument(
+        "--loss",
+        choices=("square-hinge", "cross-entropy"),
+        default=defaults.loss,
+        help="loss (default: %(default)s, on one-hot targets in {-1, +1})",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed for initialisation, shuffling and sampling (default: %(default)s)",
+    )
+    train.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=defaults.bn_momentum,
+        help="batch-norm running-average momentum (default: %(default)s)",
+    )
+    train.add_argument(
+        "--bn-eps",
+        type=float,
+        default=defaults.bn_eps,
+        help="batch-norm epsilon (default: %(default)s)",
+    )
+    train.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_json(train)
+    train.set_defaults(handler=cmd_train)
+
+    export = commands.add_parser(
+        "export",
+        help="turn a checkpoint into an integer model file",
+        description=(
+            "Export a checkpoint to an integer model: weights as packed bits; bias and batch "
+            "norm folded per neuron into a multiplier-free requantization (a sum of at most K "
+            "signed powers of two, an offset, rounding, saturation, ReLU on hidden layers); "
+            "fixed-point activations whose fractional bits are chosen by calibration on "
+            "training images. The format is in docs/integer-model.md."
+        ),
+        epilog=EPILOG,
+    )
+    export.add_argument("checkpoint", help="checkpoint.pt written by bchw train")
+    export.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="FILE",
+        help="integer model file to write (conventionally *.bchw)",
+    )
+    export.add_argument(
+        "--act-bits",
+        type=int,
+        default=DEFAULT_ACT_BITS,
+        help="bits of hidden activations, unsigned after ReLU (default: %(default)s)",
+    )
+    export.add_argument(
+        "--out-bits", type=int, help="bits of the signed output scores (default: --act-bits)"
+    )
+    export.add_argument(
+        "--input-bits",
+        type=int,
+        default=DEFAULT_INPUT_BITS,
+        help="bits of the unsigned input pixels (default: %(default)s)",
+    )
+    export.add_argument(
+        "--scale-terms",
+        "-K",
+        type=int,
+        default=DEFAULT_SCALE_TERMS,
+        help="signed powers of two per neuron scale (default: %(default)s)",
+    )
+    export.add_argument(
+        "--frac-bits",
+        type=_int_list,
+        metavar="F[,F...]",
+        help="fractional bits of each layer's output, overriding calibration "
+        "(one value for all layers, or one per layer)",
+    )
+    export.add_argument(
+        "--calibration-images",
+        type=_positive_int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help="training images used for calibration (default: %(default)s)",
+    )
+    export.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"MNIST folder for calibration, for mnist checkpoints (default: ${DATA_DIR_ENV})",
+    )
+    _add_json(export)
+    export.set_defaults(handler=cmd_export)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="accuracy of an integer model (bit-exact numpy reference)",
+        description=(
+            "Run the bit-exact numpy reference of an integer model on a data split and report "
+            "its accuracy and per-layer saturation counts; with --checkpoint, the float "
+            "(binary-weight) model's accuracy beside it. --dump writes every image's integer "
+            "scores and class to an .npz file (format in docs/integer-model.md)."
+        ),
+        epilog=EPILOG,
+    )
+    evaluate.add_argument("model", help="integer model file written by bchw export")
+    _add_data_args(evaluate, default=None)
+    evaluate.add_argument(
+        "--split",
+        choices=("test", "validation", "train"),
+        default="test",
+        help="which split (default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="only the first N images of the split"
+    )
+    evaluate.add_argument(
+        "--checkpoint", metavar="FILE", help="also evaluate this float checkpoint for comparison"
+    )
+    evaluate.add_argument(
+        "--dump", metavar="FILE", help="write scores and predicted classes of every image (.npz)"
+    )
+    _add_json(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
+    return parser
+
+
+def _emit_json(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bchw.data import load_dataset
+    from bchw.train import DEFAULT_EPOCHS, TrainConfig, train
+
+    config = TrainConfig(
+        dataset=args.dataset,
+        arch=args.arch,
+        binarization=args.binarization,
+        epochs=args.epochs or DEFAULT_EPOCHS[args.dataset],
+        batch_size=args.batch_size,
+        lr_start=args.lr_start,
+        lr_end=args.lr_end,
+        loss=args.loss,
+        seed=args.seed,
+        bn_momentum=args.bn_momentum,
+        bn_eps=args.bn_eps,
+    )
+    dataset = load_dataset(args.dataset, args.data_dir)
+    config.check(dataset)
+    print(
+        f"training {config.resolved_arch()} ({config.binarization}) on {dataset.name}: "
+        f"{len(dataset.train)} train, {len(dataset.validation)} validation, "
+        f"{len(dataset.test)} test images, {config.epochs} epochs"
+    )
+    result = train(config, dataset, args.out, progress=not args.quiet)
+    print(
+        f"best epoch {result.best_epoch}: validation error "
+        f"{100 * result.validation_error:.2f} %, test error {100 * result.test_error:.2f} % "
+        f"({result.seconds_per_epoch:.2f} s per epoch)"
+    )
+    print(f"checkpoint    {result.checkpoint}")
+    print(f"training log  {result.log}")
+    print(f"learning curve {result.curve}")
+    _emit_json(
+        args,
+        {
+            "best_epoch": result.best_epoch,
+            "validation_error": result.validation_error,
+            "test_error": result.test_error,
+            "test_error_binary": result.test_error_binary,
+            "seconds_per_epoch": result.seconds_per_epoch,
+            "checkpoint": str(result.checkpoint),
+            "log": str(result.log),
+            "curve": str(result.curve),
+        },
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bchw import intmodel
+    from bchw.checkpoint import load_checkpoint
+    from bchw.data import load_dataset
+    from bchw.export import ExportOptions, export_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    options = ExportOptions(
+        act_bits=args.act_bits,
+        out_bits=args.out_bits,
+        input_bits=args.input_bits,
+        scale_terms=args.scale_terms,
+        frac_bits=args.frac_bits,
+        calibration_images=args.calibration_images,
+    )
+    options.check(len(checkpoint.model.linears))
+    if args.frac_bits is not None:
+        calibration = np.zeros((1, checkpoint.model.sizes[0]), dtype=np.uint8)
+    else:
+        if checkpoint.dataset not in DATASETS:
+            raise BchwError(f"checkpoint names an unknown dataset {checkpoint.dataset!r}")
+        calibration = load_dataset(checkpoint.dataset, args.data_dir).train.images
+    output = Path(args.output)
+    if output.is_dir():
+        raise BchwError(f"output {output} is a folder; name the model file to write")
+    model = export_checkpoint(checkpoint, calibration, options)
+    digest = intmodel.save(model, output)
+    print(f"integer model {output} (sha256 {digest})")
+    print("layer  in -> out   input  acc  requant  R   output")
+    for index, layer in enumerate(model.layers):
+        kind = "signed" if layer.output_signed else "relu"
+        print(
+            f"{index:>5}  {layer.in_features:>4} -> {layer.out_features:<4}  "
+            f"u{layer.input_bits:<4}  {layer.acc_bits:>3}  {layer.requant_bits:>7}  "
+            f"{layer.requant_shift:>2}  {kind} {layer.output_bits} bits, "
+            f"{layer.output_frac_bits} fractional"
+        )
+    _emit_json(
+        args,
+        {
+            "model": str(output),
+            "sha256": digest,
+            "arch": model.arch(),
+            "layers": [
+                {
+                    "in_features": layer.in_features,
+                    "out_features": layer.out_features,
+                    "input_bits": layer.input_bits,
+                    "acc_bits": layer.acc_bits,
+                    "requant_bits": layer.requant_bits,
+                    "requant_shift": layer.requant_shift,
+                    "output_bits": layer.output_bits,
+                    "output_frac_bits": layer.output_frac_bits,
+                }
+                for layer in model.layers
+            ],
+        },
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bchw import intmodel
+    from bchw.data import load_dataset
+    from bchw.evaluate import evaluate, write_dump
+
+    model = intmodel.load(args.model)
+    dataset_name = args.dataset or model.provenance.get("dataset")
+    if dataset_name not in DATASETS:
+        raise BchwError("the model does not name its dataset: pass --dataset")
+    dataset = load_dataset(dataset_name, args.data_dir)
+    if dataset.num_features != model.input_size:
+        raise BchwError(
+            f"{dataset_name} images have {dataset.num_features} pixels but the model takes "
+            f"{model.input_size} inputs"
+        )
+    split = dataset.split(args.split).head(args.limit)
+    checkpoint = None
+    if args.checkpoint:
+        from bchw.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(args.checkpoint)
+    report, result = evaluate(
+        model,
+        split,
+        dataset=dataset_name,
+        split_name=args.split,
+        checkpoint=checkpoint,
+        input_scale=dataset.input_scale,
+    )
+    if args.dump:
+        write_dump(args.dump, model, result, split.labels)
+    print(f"model     {args.model} (sha256 {model.sha256[:16]}...), {model.arch()}")
+    print(f"data      {dataset_name} {args.split} split, {report.images} images")
+    print(
+        f"integer   accuracy {report.accuracy:.4f} ({report.correct}/{report.images}), "
+        f"{report.seconds:.3f} s"
+    )
+    for mode, accuracy in report.float_accuracy.items():
+        print(f"float     accuracy {accuracy:.4f} ({mode} weights)")
+    for index, sat in enumerate(report.saturation):
+        share = 100 * sat.total / sat.outputs if sat.outputs else 0.0
+        print(f"layer {index}   saturated {sat.total} of {sat.outputs} outputs ({share:.3f} %)")
+    if args.dump:
+        print(f"dump      {args.dump}")
+    _emit_json(args, report.to_json())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except BchwError as exc:
+        print(f"bchw: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bchw: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("BCHW_DEBUG"):
+            raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"bchw: error: unexpected {type(exc).__name__}: {detail[:200]} "
+            "(set BCHW_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

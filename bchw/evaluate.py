@@ -1,0 +1,136 @@
+"""``bchw eval``: the integer model's accuracy, the float model's beside it, and dumps."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bchw import reference
+from bchw.data import Split
+from bchw.errors import BchwError
+from bchw.intmodel import IntegerModel
+from bchw.outputs import write_bytes_atomic
+
+DUMP_FORMAT = "bchw-eval-dump"
+DUMP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What ``bchw eval --json`` prints."""
+
+    model_sha256: str
+    dataset: str
+    split: str
+    images: int
+    correct: int
+    seconds: float
+    saturation: tuple[reference.LayerSaturation, ...]
+    float_accuracy: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.images if self.images else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model_sha256": self.model_sha256,
+            "dataset": self.dataset,
+            "split": self.split,
+            "images": self.images,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "seconds": round(self.seconds, 4),
+            "saturation": [
+                {"layer": i, "high": s.high, "low": s.low, "outputs": s.outputs}
+                for i, s in enumerate(self.saturation)
+            ],
+        }
+        if "binary" in self.float_accuracy:
+            out["float_accuracy"] = self.float_accuracy["binary"]
+        if "real" in self.float_accuracy:
+            out["float_accuracy_real_weights"] = self.float_accuracy["real"]
+        return out
+
+
+def evaluate(
+    model: IntegerModel,
+    split: Split,
+    *,
+    dataset: str,
+    split_name: str,
+    checkpoint: Any = None,
+    input_scale: float | None = None,
+) -> tuple[EvalReport, reference.ReferenceResult]:
+    """Run the reference on ``split``; with a checkpoint, the float model too."""
+    start = time.perf_counter()
+    result = reference.run(model, split.images)
+    seconds = time.perf_counter() - start
+    floats: dict[str, float] = {}
+    if checkpoint is not None:
+        floats = float_accuracies(model, checkpoint, split, input_scale)
+    report = EvalReport(
+        model_sha256=model.sha256,
+        dataset=dataset,
+        split=split_name,
+        images=len(split),
+        correct=int(np.count_nonzero(result.predicted == split.labels)),
+        seconds=seconds,
+        saturation=result.saturation,
+        float_accuracy=floats,
+    )
+    return report, result
+
+
+def float_accuracies(
+    model: IntegerModel, checkpoint: Any, split: Split, input_scale: float | None
+) -> dict[str, float]:
+    """The float model's accuracy with binary weights (and real weights when stochastic)."""
+    from bchw.train import predict
+
+    float_model = checkpoint.model
+    if float_model.sizes != model.sizes:
+        raise BchwError(
+            f"checkpoint architecture {'-'.join(map(str, float_model.sizes))} does not match "
+            f"the integer model's {model.arch()}"
+        )
+    if model.provenance.get("checkpoint_sha256") not in (None, checkpoint.sha256):
+        print(
+            "bchw: note: this checkpoint is not the one the integer model was exported from",
+            file=sys.stderr,
+        )
+    scale = checkpoint.input_scale if input_scale is None else input_scale
+    modes = ["binary"] + (["real"] if float_model.binarization == "stochastic" else [])
+    out = {}
+    for mode in modes:
+        float_model.set_test_weights(mode)
+        out[mode] = float(np.mean(predict(float_model, split, scale) == split.labels))
+    float_model.set_test_weights("binary")
+    return out
+
+
+def write_dump(
+    path: str | os.PathLike[str],
+    model: IntegerModel,
+    result: reference.ReferenceResult,
+    labels: np.ndarray,
+) -> None:
+    """Write every image's scores and class as ``.npz`` (no pickled objects; see the docs)."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        format=np.array(DUMP_FORMAT),
+        version=np.array(DUMP_VERSION, dtype=np.int64),
+        model_sha256=np.array(model.sha256),
+        index=np.arange(len(labels), dtype=np.int64),
+        scores=result.scores.astype(np.int64),
+        predicted=result.predicted.astype(np.int64),
+        labels=np.asarray(labels, dtype=np.int64),
+    )
+    write_bytes_atomic(path, buffer.getvalue())

@@ -1,0 +1,200 @@
+"""BinaryConnect layers and the MLP, after Courbariaux, Bengio and David (NeurIPS 2015).
+
+The real-valued weights are kept and trained; the forward and backward passes use their
+binarization. The gradient with respect to the binary weights is applied to the real weights
+unchanged (straight-through), and the real weights are clipped to [-1, 1] after every step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from bchw.errors import BchwError
+
+Binarization = Literal["deterministic", "stochastic", "none"]
+BINARIZATIONS: tuple[str, ...] = ("deterministic", "stochastic", "none")
+TestWeights = Literal["binary", "real"]
+
+# (-H, +H) are the two binary values; the paper and its MNIST code use H = 1.
+H = 1.0
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``clip((x + 1) / 2, 0, 1)``: the probability that a weight binarizes to +1."""
+    return torch.clamp((x + 1.0) / 2.0, 0.0, 1.0)
+
+
+def binarize_deterministic(w: torch.Tensor) -> torch.Tensor:
+    """+H where ``w >= 0`` else -H (the original rounds p = 0.5 up, so 0 maps to +H)."""
+    return torch.where(w >= 0, H, -H).to(w.dtype)
+
+
+def binarize_stochastic(w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """+H with probability ``hard_sigmoid(w / H)``, else -H."""
+    p = hard_sigmoid(w / H)
+    u = torch.rand(w.shape, generator=generator, dtype=w.dtype, device=w.device)
+    return torch.where(u < p, H, -H).to(w.dtype)
+
+
+class BinaryLinear(nn.Linear):
+    """A dense layer whose weights are binarized in the forward pass (straight-through).
+
+    Parameters
+    ----------
+    in_features, out_features:
+        Layer size.
+    binarization:
+        ``"deterministic"`` (sign), ``"stochastic"`` (hard-sigmoid sampling) or ``"none"``
+        (a plain float layer, for baselines).
+
+    The real weights start uniform in [-H, H]. ``test_weights`` selects what evaluation uses:
+    ``"binary"`` (the sign of the real weights; what the hardware computes) or ``"real"`` (the
+    paper's test-time choice for stochastic BinaryConnect).
+    """
+
+    def __init__(self, in_features: int, out_features: int, binarization: Binarization) -> None:
+        super().__init__(in_features, out_features, bias=True)
+        if binarization not in BINARIZATIONS:
+            raise BchwError(f"unknown binarization {binarization!r}")
+        self.binarization = binarization
+        self.test_weights: TestWeights = "binary" if binarization != "none" else "real"
+        self.generator: torch.Generator | None = None
+        with torch.no_grad():
+            if binarization != "none":
+                self.weight.uniform_(-H, H)
+            self.bias.zero_()
+
+    @property
+    def is_binary(self) -> bool:
+        return self.binarization != "none"
+
+    @property
+    def lr_scale(self) -> float:
+        """Glorot learning-rate scale ``1 / sqrt(1.5 / (fan_in + fan_out))`` for binary weights."""
+        if not self.is_binary:
+            return 1.0
+        return 1.0 / math.sqrt(1.5 / (self.in_features + self.out_features))
+
+    def effective_weight(self) -> torch.Tensor:
+        w = self.weight
+        if not self.is_binary:
+            return w
+        if self.training:
+            if self.binarization == "stochastic":
+                wb = binarize_stochastic(w.detach(), self.generator)
+            else:
+                wb = binarize_deterministic(w.detach())
+        elif self.test_weights == "real":
+            return w
+        else:
+            wb = binarize_deterministic(w.detach())
+        # Straight-through: the value is wb, the gradient flows to w unchanged.
+        return w + (wb - w).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.effective_weight(), self.bias)
+
+    def clip_(self) -> None:
+        """Clip the real weights to [-H, H] (after every optimizer step)."""
+        if self.is_binary:
+            with torch.no_grad():
+                self.weight.clamp_(-H, H)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, binarization={self.binarization}"
+
+
+def parse_arch(arch: str) -> list[int]:
+    """``"784-1024-10"`` -> ``[784, 1024, 10]``: input size, hidden sizes, classes."""
+    parts = arch.replace(" ", "").split("-")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise BchwError(
+            f"architecture {arch!r} is not sizes joined by '-', such as 784-1024-1024-1024-10"
+        ) from None
+    if len(sizes) < 2:
+        raise BchwError(f"architecture {arch!r} needs at least an input size and a class count")
+    if any(s < 1 for s in sizes):
+        raise BchwError(f"architecture {arch!r} has a size below 1")
+    if max(sizes) > 1 << 16:
+        raise BchwError(f"architecture {arch!r} has a layer wider than 65536")
+    return sizes
+
+
+class BinaryConnectMLP(nn.Module):
+    """Dense layers, each followed by batch norm; ReLU on the hidden layers.
+
+    The output layer is binary and batch-normalized too, as in the paper. Batch norm follows the
+    original code's constants: momentum (alpha) 0.15 and epsilon 1e-4 by default.
+    """
+
+    def __init__(
+        self,
+        sizes: list[int],
+        binarization: Binarization = "deterministic",
+        bn_momentum: float = 0.15,
+        bn_eps: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.sizes = list(sizes)
+        self.binarization = binarization
+        self.linears = nn.ModuleList(
+            BinaryLinear(n_in, n_out, binarization)
+            for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(n_out, eps=bn_eps, momentum=bn_momentum) for n_out in sizes[1:]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.linears) - 1
+        for index, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
+            x = norm(linear(x))
+            if index != last:
+                x = torch.relu(x)
+        return x
+
+    def set_test_weights(self, mode: TestWeights) -> None:
+        """Evaluate with ``"binary"`` or ``"real"`` weights (stochastic models offer both)."""
+        for linear in self.linears:
+            if linear.is_binary:
+                linear.test_weights = mode
+
+    def clip_(self) -> None:
+        for linear in self.linears:
+            linear.clip_()
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Adam parameter groups: each binary weight at ``lr * lr_scale``; the rest at ``lr``.
+
+        The ``base_lr`` entry lets the schedule set ``lr = schedule(epoch) * base_lr``.
+        """
+        groups: list[dict] = []
+        plain: list[nn.Parameter] = []
+        for linear in self.linears:
+            groups.append(
+                {"params": [linear.weight], "lr": lr * linear.lr_scale, "lr_scale": linear.lr_scale}
+            )
+            plain.append(linear.bias)
+        for norm in self.norms:
+            plain.extend([norm.weight, norm.bias])
+        groups.append({"params": plain, "lr": lr, "lr_scale": 1.0})
+        return groups
+
+
+def square_hinge_loss(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``mean(max(0, 1 - t * y)^2)`` over batch and classes, with one-hot targets in {-1, +1}."""
+    targets = 2.0 * nn.functional.one_hot(labels, output.shape[1]).to(output.dtype) - 1.0
+    return torch.clamp(1.0 - targets * output, min=0.0).square().mean()
+
+
+def cross_entropy_loss(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(output, labels)
+
+
+LOSSES = {"square-hinge": square_hinge_loss, "cross-entropy": cross_entropy_loss}

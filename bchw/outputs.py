@@ -1,0 +1,54 @@
+"""Writing output files so that a failure never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from bchw.errors import BchwError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path``; on success rename it over ``path``.
+
+    The rename is atomic on POSIX, so readers see the old file or the complete new one. On any
+    exception the temporary file is removed and ``path`` is untouched.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise BchwError(f"output folder {directory} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path) as handle:
+        handle.write(data)
+
+
+def make_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the user's output folder (and parents); refuse a path that is a file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise BchwError(f"output path {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BchwError(f"cannot create output folder {out}: {exc.strerror}") from None
+    return out

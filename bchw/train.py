@@ -1,0 +1,274 @@
+"""BinaryConnect training: Adam with per-layer learning-rate scales, exponential decay,
+clipping after every step, and the best-validation-epoch checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bchw.checkpoint import save_checkpoint
+from bchw.data import Dataset, Split
+from bchw.errors import BchwError
+from bchw.nn import BINARIZATIONS, LOSSES, BinaryConnectMLP, parse_arch
+from bchw.outputs import make_output_dir, write_bytes_atomic
+
+DEFAULT_ARCH = {"digits": "64-256-256-10", "mnist": "784-1024-1024-1024-10"}
+DEFAULT_EPOCHS = {"digits": 100, "mnist": 250}
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.jsonl"
+CURVE_NAME = "learning_curve.png"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (seeded: the same config gives the same model)."""
+
+    dataset: str = "digits"
+    arch: str = ""
+    binarization: str = "deterministic"
+    epochs: int = 100
+    batch_size: int = 100
+    lr_start: float = 1e-3
+    lr_end: float = 3e-6
+    loss: str = "square-hinge"
+    seed: int = 0
+    bn_momentum: float = 0.15
+    bn_eps: float = 1e-4
+
+    def resolved_arch(self) -> str:
+        return self.arch or DEFAULT_ARCH.get(self.dataset, "")
+
+    def check(self, dataset: Dataset) -> list[int]:
+        """Validate against the data set; return the layer sizes."""
+        if self.binarization not in BINARIZATIONS:
+            raise BchwError(
+                f"unknown binarization {self.binarization!r}: use {', '.join(BINARIZATIONS)}"
+            )
+        if self.loss not in LOSSES:
+            raise BchwError(f"unknown loss {self.loss!r}: use {', '.join(LOSSES)}")
+        if self.epochs < 1:
+            raise BchwError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise BchwError(f"batch size must be at least 2 (batch norm), got {self.batch_size}")
+        for name in ("lr_start", "lr_end"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise BchwError(f"{name.replace('_', '-')} must be a positive number, got {value}")
+        if not (0 < self.bn_momentum <= 1 and self.bn_eps > 0):
+            raise BchwError("batch-norm momentum must lie in (0, 1] and epsilon be positive")
+        sizes = parse_arch(self.resolved_arch())
+        if sizes[0] != dataset.num_features:
+            raise BchwError(
+                f"architecture {self.resolved_arch()} takes {sizes[0]} inputs but {dataset.name} "
+                f"images have {dataset.num_features} pixels"
+            )
+        if sizes[-1] != dataset.num_classes:
+            raise BchwError(
+                f"architecture {self.resolved_arch()} ends in {sizes[-1]} outputs but "
+                f"{dataset.name} has {dataset.num_classes} classes"
+            )
+        return sizes
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_epoch: int
+    validation_error: float
+    test_error: float
+    test_error_binary: float
+    seconds_per_epoch: float
+    checkpoint: Path
+    log: Path
+    curve: Path
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
+    """``lr_start * (lr_end / lr_start) ** (epoch / epochs)``, as the original code decays it."""
+    decay = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
+    return config.lr_start * decay**epoch
+
+
+def to_model_input(images: np.ndarray, input_scale: float) -> torch.Tensor:
+    """Raw uint8 pixels -> the float model's input (``pixel * input_scale``)."""
+    return torch.from_numpy(images.astype(np.float32) * np.float32(input_scale))
+
+
+@torch.no_grad()
+def predict(
+    model: BinaryConnectMLP, split: Split, input_scale: float, batch: int = 2000
+) -> np.ndarray:
+    """Class predictions of the float model in evaluation mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(split), batch):
+        x = to_model_input(split.images[start : start + batch], input_scale)
+        out.append(model(x).argmax(dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def error_rate(model: BinaryConnectMLP, split: Split, input_scale: float) -> float:
+    return float(np.mean(predict(model, split, input_scale) != split.labels))
+
+
+def train(
+    config: TrainConfig, dataset: Dataset, out_dir: str | Path, *, progress: bool = True
+) -> TrainResult:
+    """Train a BinaryConnect MLP; write the checkpoint, log and learning curve to ``out_dir``.
+
+    The checkpoint holds the model of the epoch with the lowest validation error. For stochastic
+    binarization, the validation error that selects it uses the paper's real test-time weights
+    and the log records the binary-weight errors beside it.
+    """
+    sizes = config.check(dataset)
+    out = make_output_dir(out_dir)
+    config.arch = config.resolved_arch()
+    torch.manual_seed(config.seed)
+    model = BinaryConnectMLP(sizes, config.binarization, config.bn_momentum, config.bn_eps)
+    shuffle_gen = torch.Generator().manual_seed(config.seed + 1)
+    sample_gen = torch.Generator().manual_seed(config.seed + 2)
+    for linear in model.linears:
+        linear.generator = sample_gen
+    optimizer = torch.optim.Adam(model.param_groups(config.lr_start))
+    loss_fn = LOSSES[config.loss]
+    paper_mode = "real" if config.binarization == "stochastic" else "binary"
+
+    train_x = to_model_input(dataset.train.images, dataset.input_scale)
+    train_y = torch.from_numpy(dataset.train.labels)
+    n_train = len(train_y)
+    if n_train < config.batch_size:
+        raise BchwError(f"batch size {config.batch_size} exceeds the {n_train} training images")
+    # Drop the last partial batch: batch norm on a handful of images is noise.
+    n_batches = n_train // config.batch_size
+
+    log_path, ckpt_path, curve_path = out / LOG_NAME, out / CHECKPOINT_NAME, out / CURVE_NAME
+    records: list[dict] = []
+    best: dict | None = None
+    for epoch in range(config.epochs):
+        lr = lr_at_epoch(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n_train, generator=shuffle_gen)
+        total_loss = 0.0
+        bar = tqdm(
+            range(n_batches),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=not progress or not sys.stderr.isatty(),
+            file=sys.stderr,
+            unit="batch",
+        )
+        for b in bar:
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(train_x[idx]), train_y[idx])
+            loss.backward()
+            optimizer.step()
+            model.clip_()
+            total_loss += float(loss)
+            bar.set_postfix(loss=f"{total_loss / (b + 1):.4f}")
+        train_seconds = time.perf_counter() - start
+        if not math.isfinite(total_loss):
+            raise BchwError(f"training diverged at epoch {epoch + 1} (loss is not finite)")
+
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": total_loss / n_batches,
+            "epoch_seconds": train_seconds,
+        }
+        model.set_test_weights(paper_mode)
+        record["validation_error"] = error_rate(model, dataset.validation, dataset.input_scale)
+        record["test_error"] = error_rate(model, dataset.test, dataset.input_scale)
+        if paper_mode != "binary":
+            model.set_test_weights("binary")
+            record["validation_error_binary"] = error_rate(
+                model, dataset.validation, dataset.input_scale
+            )
+            record["test_error_binary"] = error_rate(model, dataset.test, dataset.input_scale)
+            model.set_test_weights(paper_mode)
+        else:
+            record["test_error_binary"] = record["test_error"]
+        improved = best is None or record["validation_error"] < best["validation_error"]
+        record["best"] = improved
+        records.append(record)
+        if improved:
+            best = record
+            model.set_test_weights("binary")
+            save_checkpoint(
+                ckpt_path,
+                model,
+                asdict(config),
+                dataset=dataset.name,
+                input_scale=dataset.input_scale,
+                pixel_max=dataset.pixel_max,
+                epoch=epoch + 1,
+                metrics={k: v for k, v in record.items() if k.endswith("error")},
+            )
+        write_bytes_atomic(log_path, "".join(json.dumps(r) + "\n" for r in records).encode())
+        if progress:
+            print(
+                f"epoch {epoch + 1:>3}/{config.epochs}  loss {record['train_loss']:.4f}  "
+                f"val err {100 * record['validation_error']:.2f} %  "
+                f"test err {100 * record['test_error']:.2f} %  lr {lr:.2e}  "
+                f"{train_seconds:.1f} s{'  *best' if improved else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
+    assert best is not None
+    plot_learning_curve(
+        records, curve_path, title=f"{dataset.name} {config.arch} ({config.binarization})"
+    )
+    return TrainResult(
+        best_epoch=best["epoch"],
+        validation_error=best["validation_error"],
+        test_error=best["test_error"],
+        test_error_binary=best["test_error_binary"],
+        seconds_per_epoch=float(np.mean([r["epoch_seconds"] for r in records])),
+        checkpoint=ckpt_path,
+        log=log_path,
+        curve=curve_path,
+    )
+
+
+def plot_learning_curve(records: list[dict], path: Path, title: str) -> None:
+    """Training loss and validation/test error per epoch, best epoch marked."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in records], color="tab:blue")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss", yscale="log")
+    ax_err.plot(epochs, [100 * r["validation_error"] for r in records], label="validation")
+    ax_err.plot(epochs, [100 * r["test_error"] for r in records], label="test")
+    if any("validation_error_binary" in r for r in records):
+        ax_err.plot(
+            epochs,
+            [100 * r["test_error_binary"] for r in records],
+            label="test (binary weights)",
+            linestyle="--",
+        )
+    best = min(records, key=lambda r: (r["validation_error"], r["epoch"]))
+    ax_err.axvline(best["epoch"], color="grey", linestyle=":", label=f"best epoch {best['epoch']}")
+    ax_err.set(xlabel="epoch", ylabel="error (%)", title="error")
+    ax_err.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
