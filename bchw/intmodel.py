@@ -9,7 +9,10 @@ File layout (all integers little-endian)::
     header_len   4 bytes   uint32, length of the JSON header in bytes
     header       JSON      UTF-8, describes every field and every array
     payload      bytes     the arrays, back to back, at the offsets the header gives
-    sha256       32 bytes  SHA-256 of every byte before it (the model's content hash)
+    trailer      32 bytes  SHA-256 of every byte before it (integrity check)
+
+A model's identity, ``IntegerModel.sha256``, is the SHA-256 of the whole file (what
+``sha256sum`` prints).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ MAX_HIDDEN_BITS = 16
 MAX_OUTPUT_BITS = 32
 MAX_SCALE_TERMS = 8
 MAX_SHIFT = 48
-MAX_REQUANT_BITS = 63
+PARTIAL_SUM_LIMIT = 1 << 62
 MAX_HEADER_BYTES = 1 << 20
 
 ARRAY_DTYPES = {"weights": "u1", "scale_sign": "i1", "scale_shift": "u1", "offset": "<i8"}
@@ -118,21 +121,33 @@ class IntegerLayer:
         """The constant added before the final shift: 2^(R-1), or 0 when R = 0."""
         return (1 << self.requant_shift) >> 1
 
+    def _gains(self, magnitude: bool) -> np.ndarray:
+        """Per neuron ``sum_k s_k 2^h_k`` (or ``sum_k |s_k| 2^h_k``) as exact Python ints."""
+        signs = np.abs(self.scale_sign) if magnitude else self.scale_sign
+        terms = signs.astype(object) * (
+            np.ones_like(self.scale_shift, dtype=object) << self.scale_shift.astype(object)
+        )
+        return terms.sum(axis=1)
+
     def requant_range(self) -> tuple[int, int]:
-        """Exact bounds of the pre-shift value ``t`` over every neuron and every reachable acc."""
-        shifts = self.scale_shift.astype(object)
-        signs = self.scale_sign.astype(object)
-        gain = (signs * (np.full_like(shifts, 1) << shifts)).sum(axis=1)  # exact Python ints
-        spread = np.abs(gain) * self.acc_bound
+        """Exact bounds of ``t`` (before the final shift) over every neuron and reachable acc.
+
+        ``t = acc * sum_k s_k 2^h_k + o + rho``; this is the width a requantizer needs when it
+        adds in two's complement (partial sums may wrap; the final value cannot).
+        """
+        spread = np.abs(self._gains(magnitude=False)) * self.acc_bound
         base = self.offset.astype(object) + self.rounding
-        lo = min((base - spread).tolist(), default=0)
-        hi = max((base + spread).tolist(), default=0)
-        return int(lo), int(hi)
+        return int(min(base - spread)), int(max(base + spread))
 
     @property
     def requant_bits(self) -> int:
-        """Signed width of ``t`` (what the requantizer's adder must hold)."""
+        """Signed width of ``t``."""
         return signed_bits(*self.requant_range())
+
+    def partial_sum_bound(self) -> int:
+        """Bound on |any partial sum| of ``t``'s terms, in any order of addition."""
+        spread = self._gains(magnitude=True) * self.acc_bound
+        return int(max(np.abs(self.offset.astype(object)) + self.rounding + spread))
 
     def packed_weights(self) -> np.ndarray:
         """``uint8[out, ceil(in / 8)]``: bit i%8 of byte i//8 of row j is 1 where w[j, i] = +1."""
@@ -148,7 +163,7 @@ class IntegerModel:
     input_scale: float
     layers: tuple[IntegerLayer, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
-    sha256: str = ""
+    sha256: str = ""  # of the whole file; empty for a model not read from or written to bytes
 
     @property
     def num_classes(self) -> int:
@@ -231,10 +246,10 @@ def to_bytes(model: IntegerModel) -> bytes:
 
 
 def save(model: IntegerModel, path: str | os.PathLike[str]) -> str:
-    """Write ``model`` atomically; return its content hash (hex SHA-256)."""
+    """Write ``model`` atomically; return the file's SHA-256 (hex)."""
     data = to_bytes(model)
     write_bytes_atomic(path, data)
-    return data[-HASH_BYTES:].hex()
+    return hashlib.sha256(data).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,7 +356,9 @@ def _parse(data: bytes) -> IntegerModel:
         raise _Invalid(f"{len(data) - expected_size} unexpected bytes after the end of the model")
     digest = hashlib.sha256(data[:-HASH_BYTES]).digest()
     if digest != data[-HASH_BYTES:]:
-        raise _Invalid("content hash mismatch: the file is corrupted or was edited")
+        raise _Invalid(
+            "integrity check failed (SHA-256 trailer): the file is corrupted or was edited"
+        )
     payload = memoryview(data)[
         PREFIX_BYTES + header_len : PREFIX_BYTES + header_len + payload_bytes
     ]
@@ -465,10 +482,11 @@ def _parse(data: bytes) -> IntegerModel:
                 f"{where}: acc_bits = {acc_bits}, but {n_in} inputs of {in_bits} bits need "
                 f"exactly {layer.acc_bits}"
             )
-        if layer.requant_bits > MAX_REQUANT_BITS:
+        if layer.partial_sum_bound() >= PARTIAL_SUM_LIMIT:
             raise _Invalid(
-                f"{where}: the requantization needs {layer.requant_bits} bits "
-                f"(limit {MAX_REQUANT_BITS}); the shifts or offsets are absurd"
+                f"{where}: requantization sums can reach "
+                f"2^{layer.partial_sum_bound().bit_length()} (limit 2^62); "
+                "the shifts or offsets are absurd"
             )
         layers.append(layer)
         prev_features, prev_bits = n_out, out_bits
@@ -482,5 +500,5 @@ def _parse(data: bytes) -> IntegerModel:
         input_scale=input_scale,
         layers=tuple(layers),
         provenance=provenance,
-        sha256=data[-HASH_BYTES:].hex(),
+        sha256=hashlib.sha256(data).hexdigest(),
     )

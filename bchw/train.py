@@ -174,7 +174,7 @@ def train(
             loss.backward()
             optimizer.step()
             model.clip_()
-            total_loss += float(loss)
+            total_loss += loss.item()
             bar.set_postfix(loss=f"{total_loss / (b + 1):.4f}")
         train_seconds = time.perf_counter() - start
         if not math.isfinite(total_loss):

@@ -1,0 +1,51 @@
+"""Shared fixtures: the digits data set, a short trained model, and the MNIST folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bchw.checkpoint import Checkpoint, load_checkpoint
+from bchw.data import DATA_DIR_ENV, Dataset, load_digits
+from bchw.export import ExportOptions, export_checkpoint
+from bchw.intmodel import IntegerModel
+from bchw.train import TrainConfig, TrainResult, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT_TRAINING = TrainConfig(dataset="digits", arch="64-96-96-10", epochs=20, seed=3)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory: pytest.TempPathFactory, digits: Dataset) -> TrainResult:
+    """A deterministic BinaryConnect model trained for 20 epochs on digits (about 1 s)."""
+    config = TrainConfig(**vars(SHORT_TRAINING))
+    return train(config, digits, tmp_path_factory.mktemp("short_run"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def short_checkpoint(short_run: TrainResult) -> Checkpoint:
+    return load_checkpoint(short_run.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def short_model(short_checkpoint: Checkpoint, digits: Dataset) -> IntegerModel:
+    return export_checkpoint(short_checkpoint, digits.train.images, ExportOptions())
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The MNIST folder from $BCHW_DATA_DIR; tests that need it skip, saying why, without it."""
+    value = os.environ.get(DATA_DIR_ENV)
+    if not value:
+        pytest.skip(f"MNIST tests need {DATA_DIR_ENV} (CI sets it to ../shared/data/mnist)")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.skip(f"{DATA_DIR_ENV}={value} is not a folder")
+    return path

@@ -1,0 +1,78 @@
+"""Training: accuracy of a short run, reproducibility, the outputs it writes, the schedule."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bchw.checkpoint import load_checkpoint
+from bchw.errors import BchwError
+from bchw.reference import run
+from bchw.train import TrainConfig, error_rate, lr_at_epoch, train
+
+from .conftest import SHORT_TRAINING
+
+
+def test_short_digits_training_reaches_90_percent(short_run, short_checkpoint, short_model, digits):
+    float_accuracy = 1 - error_rate(short_checkpoint.model, digits.test, digits.input_scale)
+    assert float_accuracy >= 0.90
+    assert 1 - short_run.test_error == pytest.approx(float_accuracy)
+    integer = run(short_model, digits.test.images)
+    assert np.mean(integer.predicted == digits.test.labels) >= 0.90
+
+
+def test_outputs_log_curve_and_checkpoint(short_run):
+    lines = short_run.log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == list(range(1, SHORT_TRAINING.epochs + 1))
+    for key in ("lr", "train_loss", "validation_error", "test_error", "epoch_seconds"):
+        assert all(key in r for r in records)
+    best = min(records, key=lambda r: (r["validation_error"], r["epoch"]))
+    assert short_run.best_epoch == best["epoch"]
+    assert short_run.curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checkpoint = load_checkpoint(short_run.checkpoint)
+    assert checkpoint.epoch == best["epoch"]
+
+
+def test_same_seed_gives_the_same_model(tmp_path, digits, short_checkpoint):
+    config = TrainConfig(**vars(SHORT_TRAINING))
+    result = train(config, digits, tmp_path, progress=False)
+    again = load_checkpoint(result.checkpoint)
+    for (name, a), b in zip(
+        short_checkpoint.model.state_dict().items(), again.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_stochastic_training_logs_both_test_time_modes(tmp_path, digits):
+    config = TrainConfig(arch="64-32-10", binarization="stochastic", epochs=2, seed=1)
+    train(config, digits, tmp_path, progress=False)
+    record = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[-1])
+    assert {"validation_error_binary", "test_error_binary"} <= set(record)
+
+
+def test_learning_rate_decays_exponentially_from_start_to_end():
+    config = TrainConfig(epochs=10, lr_start=1e-3, lr_end=1e-5)
+    assert lr_at_epoch(config, 0) == pytest.approx(1e-3)
+    assert lr_at_epoch(config, 5) == pytest.approx(1e-4)
+    assert lr_at_epoch(config, 10) == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"arch": "65-10"}, "takes 65 inputs"),
+        ({"arch": "64-7"}, "ends in 7 outputs"),
+        ({"epochs": 0}, "epochs"),
+        ({"lr_start": -1.0}, "lr-start"),
+        ({"binarization": "ternary"}, "binarization"),
+        ({"loss": "mse"}, "loss"),
+    ],
+)
+def test_bad_configurations_are_refused(tmp_path, digits, changes, message):
+    config = TrainConfig(**{**vars(SHORT_TRAINING), **changes})
+    with pytest.raises(BchwError, match=message):
+        train(config, digits, tmp_path, progress=False)
