@@ -444,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bchw: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (``bchw ... | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if os.environ.get("BCHW_DEBUG"):
             raise

@@ -1,0 +1,41 @@
+"""The models shipped in models/: hashes as documented, accuracy as promised."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from bchw import intmodel, reference
+from bchw.data import load_digits
+
+from .conftest import REPO
+
+MODELS = REPO / "models"
+
+
+def documented_hashes() -> dict[str, str]:
+    text = (MODELS / "README.md").read_text()
+    return dict(re.findall(r"`([\w.-]+\.bchw)`[^\n]*?`([0-9a-f]{64})`", text))
+
+
+def test_every_shipped_model_is_documented_with_its_hash():
+    hashes = documented_hashes()
+    shipped = sorted(p.name for p in MODELS.glob("*.bchw"))
+    assert shipped and sorted(hashes) == shipped
+    for name, digest in hashes.items():
+        assert hashlib.sha256((MODELS / name).read_bytes()).hexdigest() == digest
+        assert intmodel.load(MODELS / name).sha256 == digest
+
+
+def test_digits_model_accuracy():
+    model = intmodel.load(MODELS / "digits.bchw")
+    digits = load_digits()
+    result = reference.run(model, digits.test.images)
+    accuracy = float(np.mean(result.predicted == digits.test.labels))
+    assert accuracy >= 0.94
+    documented = re.search(
+        r"digits\.bchw.*?integer test accuracy ([0-9.]+)", (MODELS / "README.md").read_text(), re.S
+    )
+    assert documented and float(documented.group(1)) == round(accuracy, 4)
