@@ -44,6 +44,7 @@ CALIBRATION_SEED = 0
 # the pre-rounding value by less than 2^-(MAX_SCALE_SHIFT-26) LSB.
 MAX_SCALE_SHIFT = 30
 FRAC_SEARCH = range(-16, 33)
+CALIBRATION_VALUES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,12 @@ class FoldBatchNorm:
 def best_frac_bits(values: np.ndarray, bits: int, signed: bool) -> int:
     """Fractional bits that minimise the mean squared rounding-and-saturation error.
 
-    Ties go to the format with more range (fewer fractional bits).
+    Ties go to the format with more range (fewer fractional bits). Large inputs are evaluated on
+    an evenly spaced subsample of at most ``CALIBRATION_VALUES`` values (deterministic).
     """
+    values = np.ravel(values)
+    if values.size > CALIBRATION_VALUES:
+        values = values[np.linspace(0, values.size - 1, CALIBRATION_VALUES).astype(np.int64)]
     lo, hi = output_range(bits, signed)
     best_f, best_err = 0, math.inf
     for f in FRAC_SEARCH:

@@ -124,3 +124,25 @@ def test_real_mnist(mnist_dir):
         5851,
         5949,
     ]
+
+
+@pytest.mark.data
+def test_mnist_train_export_eval_end_to_end(mnist_dir, tmp_path):
+    """A small MLP, one epoch on real MNIST, exported and run bit-exactly by two implementations."""
+    from bchw import intmodel, reference
+    from bchw.checkpoint import load_checkpoint
+    from bchw.export import ExportOptions, export_checkpoint
+    from bchw.train import TrainConfig, train
+
+    from . import independent
+
+    ds = load_mnist(mnist_dir)
+    config = TrainConfig(dataset="mnist", arch="784-128-10", epochs=1, seed=0)
+    result = train(config, ds, tmp_path, progress=False)
+    assert result.test_error < 0.10
+    model = export_checkpoint(load_checkpoint(result.checkpoint), ds.train.images, ExportOptions())
+    images = ds.test.images[:2000]
+    integer = reference.run(model, images)
+    assert np.mean(integer.predicted == ds.test.labels[:2000]) >= 0.88
+    scores, predicted = independent.run(intmodel.to_bytes(model), images)
+    assert np.array_equal(scores, integer.scores) and np.array_equal(predicted, integer.predicted)
