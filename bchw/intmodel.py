@@ -264,6 +264,29 @@ def _reject_constant(name: str) -> float:
     raise _Invalid(f"header holds the non-finite number {name}")
 
 
+HEADER_KEYS = {"format", "version", "input", "classes", "layers", "payload_bytes", "provenance"}
+INPUT_KEYS = {"size", "bits", "signed", "scale"}
+LAYER_KEYS = {
+    "in_features", "out_features", "input_bits", "input_signed", "acc_bits", "scale_terms",
+    "requant_shift", "activation", "output_bits", "output_signed", "output_frac_bits", "arrays",
+}  # fmt: skip
+ARRAY_KEYS = {"dtype", "shape", "offset", "nbytes"}
+
+
+def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise _Invalid(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise _Invalid(f"header repeats the key(s) {', '.join(map(repr, duplicated))}")
+    return dict(pairs)
+
+
 def _get(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in obj:
         raise _Invalid(f"{where}: field '{key}' is missing")
@@ -334,6 +357,7 @@ def _parse(data: bytes) -> IntegerModel:
         header = json.loads(
             data[PREFIX_BYTES : PREFIX_BYTES + header_len].decode("utf-8"),
             parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
         )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Invalid(f"header is not valid JSON ({exc})") from None
@@ -363,7 +387,9 @@ def _parse(data: bytes) -> IntegerModel:
         PREFIX_BYTES + header_len : PREFIX_BYTES + header_len + payload_bytes
     ]
 
+    _check_keys(header, HEADER_KEYS, "header")
     inp = _get(header, "input", dict, "header")
+    _check_keys(inp, INPUT_KEYS, "input")
     input_size = _get_int(inp, "size", 1, MAX_FEATURES, "input")
     input_bits = _get_int(inp, "bits", 1, MAX_INPUT_BITS, "input")
     if _get(inp, "signed", bool, "input"):
@@ -385,6 +411,7 @@ def _parse(data: bytes) -> IntegerModel:
         where = f"layer {index}"
         if not isinstance(lh, dict):
             raise _Invalid(f"{where}: not a JSON object")
+        _check_keys(lh, LAYER_KEYS, where)
         last = index == len(layer_headers) - 1
         n_in = _get_int(lh, "in_features", 1, MAX_FEATURES, where)
         n_out = _get_int(lh, "out_features", 1, MAX_FEATURES, where)
@@ -435,6 +462,7 @@ def _parse(data: bytes) -> IntegerModel:
             desc = descs[name]
             if not isinstance(desc, dict):
                 raise _Invalid(f"{awhere}: not a JSON object")
+            _check_keys(desc, ARRAY_KEYS, awhere)
             if _get(desc, "dtype", str, awhere) != dtype:
                 raise _Invalid(f"{awhere}: dtype {desc['dtype']!r}, expected {dtype!r}")
             shape = _get(desc, "shape", list, awhere)

@@ -176,6 +176,12 @@ MALFORMED = {
         "output_signed",
     ),
     "no layers": (rewrite(GOOD, lambda h: h.update(layers=[])), "no layers"),
+    "unknown top-level field": (rewrite(GOOD, lambda h: h.update(comment="x")), "unknown"),
+    "unknown layer field": (rewrite(GOOD, lambda h: first_layer(h).update(bias=[1])), "unknown"),
+    "unknown array field": (
+        rewrite(GOOD, lambda h: first_layer(h)["arrays"]["offset"].update(order="F")),
+        "unknown",
+    ),
     "layers not a list": (rewrite(GOOD, lambda h: h.update(layers={})), "list"),
     "header not an object": (rewrite(GOOD, lambda h: None), None),
     "payload size lie": (
@@ -238,6 +244,15 @@ def test_header_that_is_not_an_object_is_refused():
     text = b"[1, 2]"
     body = GOOD[:8] + struct.pack("<I", len(text)) + text
     with pytest.raises(BchwError, match="not a JSON object"):
+        intmodel.from_bytes(body + hashlib.sha256(body).digest())
+
+
+def test_duplicate_header_keys_are_refused():
+    (n,) = struct.unpack("<I", GOOD[8:12])
+    text = GOOD[12 : 12 + n].replace(b'"version": 1', b'"version": 1, "version": 1', 1)
+    assert text != GOOD[12 : 12 + n]
+    body = GOOD[:8] + struct.pack("<I", len(text)) + text + GOOD[12 + n : -32]
+    with pytest.raises(BchwError, match="repeats"):
         intmodel.from_bytes(body + hashlib.sha256(body).digest())
 
 
