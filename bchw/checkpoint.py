@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from bchw.errors import BchwError
+from bchw.errors import BchwError, first_line
 from bchw.nn import BINARIZATIONS, BinaryConnectMLP, parse_arch
 from bchw.outputs import write_bytes_atomic
 
@@ -71,8 +71,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         data = path.read_bytes()
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BchwError(f"{path}: not a readable bchw checkpoint ({reason[:160]})") from None
+        raise BchwError(f"{path}: not a readable bchw checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise BchwError(f"{path}: not a bchw checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -97,8 +96,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except BchwError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BchwError(f"{path}: checkpoint is inconsistent ({reason[:160]})") from None
+        raise BchwError(f"{path}: checkpoint is inconsistent ({first_line(exc)})") from None
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise BchwError(f"{path}: checkpoint tensor {name} holds NaN or infinite values")

@@ -10,12 +10,12 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 from bchw import __version__
 from bchw.data import DATA_DIR_ENV, DATASETS
-from bchw.errors import BchwError
+from bchw.errors import BchwError, first_line
+from bchw.outputs import check_output_file, make_output_dir
 
 EPILOG = (
     f"Data: digits (scikit-learn's 8x8 digits) needs no download; mnist reads the four IDX files "
@@ -292,10 +292,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     dataset = load_dataset(args.dataset, args.data_dir)
     config.check(dataset)
+    make_output_dir(args.out)
     print(
         f"training {config.resolved_arch()} ({config.binarization}) on {dataset.name}: "
         f"{len(dataset.train)} train, {len(dataset.validation)} validation, "
-        f"{len(dataset.test)} test images, {config.epochs} epochs"
+        f"{len(dataset.test)} test images, {config.epochs} epoch{'s' if config.epochs > 1 else ''}"
     )
     result = train(config, dataset, args.out, progress=not args.quiet)
     print(
@@ -330,6 +331,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from bchw.data import load_dataset
     from bchw.export import ExportOptions, export_checkpoint
 
+    output = check_output_file(args.output)
     checkpoint = load_checkpoint(args.checkpoint)
     options = ExportOptions(
         act_bits=args.act_bits,
@@ -346,9 +348,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         if checkpoint.dataset not in DATASETS:
             raise BchwError(f"checkpoint names an unknown dataset {checkpoint.dataset!r}")
         calibration = load_dataset(checkpoint.dataset, args.data_dir).train.images
-    output = Path(args.output)
-    if output.is_dir():
-        raise BchwError(f"output {output} is a folder; name the model file to write")
     model = export_checkpoint(checkpoint, calibration, options)
     digest = intmodel.save(model, output)
     print(f"integer model {output} (sha256 {digest})")
@@ -390,6 +389,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bchw.data import load_dataset
     from bchw.evaluate import evaluate, write_dump
 
+    if args.dump:
+        check_output_file(args.dump)
     model = intmodel.load(args.model)
     dataset_name = args.dataset or model.provenance.get("dataset")
     if dataset_name not in DATASETS:
@@ -451,9 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("BCHW_DEBUG"):
             raise
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"bchw: error: unexpected {type(exc).__name__}: {detail[:200]} "
+            f"bchw: error: unexpected {type(exc).__name__}: {first_line(exc, 200)} "
             "(set BCHW_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )

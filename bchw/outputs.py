@@ -50,6 +50,17 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         handle.write(data)
 
 
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work is done, an output file that could not be written."""
+    target = Path(path)
+    if target.is_dir():
+        raise BchwError(f"output {target} is a folder; name the file to write")
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise BchwError(f"output folder {directory} does not exist")
+    return target
+
+
 def make_output_dir(path: str | os.PathLike[str]) -> Path:
     """Create the user's output folder (and parents); refuse a path that is a file."""
     out = Path(path)
