@@ -287,16 +287,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
+               list: "an array", dict: "an object"}  # fmt: skip
+
+
 def _get(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in obj:
         raise _Invalid(f"{where}: field '{key}' is missing")
     value = obj[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int in Python; a JSON true must not pass for a width.
-    if isinstance(value, bool) and bool not in kinds:
-        raise _Invalid(f"{where}: field '{key}' must be {kinds[0].__name__}, found {value!r}")
-    if not isinstance(value, kinds):
-        raise _Invalid(f"{where}: field '{key}' must be {kinds[0].__name__}, found {value!r}")
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise _Invalid(f"{where}: field '{key}' must be {_TYPE_NAMES[kinds[0]]}, found {value!r}")
     return value
 
 
@@ -367,7 +369,7 @@ def _parse(data: bytes) -> IntegerModel:
     if fmt != FORMAT_NAME:
         raise _Invalid(f"format is {fmt!r}, expected {FORMAT_NAME!r}")
     version = header.get("version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != FORMAT_VERSION:
         raise _Invalid(
             f"format version {version!r} is not supported (this bchw reads {FORMAT_VERSION})"
         )
@@ -466,7 +468,7 @@ def _parse(data: bytes) -> IntegerModel:
             if _get(desc, "dtype", str, awhere) != dtype:
                 raise _Invalid(f"{awhere}: dtype {desc['dtype']!r}, expected {dtype!r}")
             shape = _get(desc, "shape", list, awhere)
-            if shape != shapes[name]:
+            if any(type(d) is not int for d in shape) or shape != shapes[name]:
                 raise _Invalid(f"{awhere}: shape {shape}, expected {shapes[name]}")
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
             if _get(desc, "nbytes", int, awhere) != nbytes:
@@ -512,9 +514,8 @@ def _parse(data: bytes) -> IntegerModel:
             )
         if layer.partial_sum_bound() >= PARTIAL_SUM_LIMIT:
             raise _Invalid(
-                f"{where}: requantization sums can reach "
-                f"2^{layer.partial_sum_bound().bit_length()} (limit 2^62); "
-                "the shifts or offsets are absurd"
+                f"{where}: requantization sums can reach {layer.partial_sum_bound()}, "
+                "not below 2^62; the shifts or offsets are absurd"
             )
         layers.append(layer)
         prev_features, prev_bits = n_out, out_bits

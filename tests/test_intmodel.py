@@ -134,6 +134,15 @@ MALFORMED = {
         "integrity",
     ),
     "wrong version": (rewrite(GOOD, lambda h: h.update(version=2)), "version 2"),
+    "version as a float": (rewrite(GOOD, lambda h: h.update(version=1.0)), "version 1.0"),
+    "float in a shape": (
+        rewrite(GOOD, lambda h: first_layer(h)["arrays"]["offset"].update(shape=[5.0])),
+        "shape",
+    ),
+    "bool in a shape": (
+        rewrite(GOOD, lambda h: first_layer(h)["arrays"]["offset"].update(shape=[True])),
+        "shape",
+    ),
     "wrong format": (rewrite(GOOD, lambda h: h.update(format="onnx")), "format"),
     "NaN in header": (rewrite(GOOD, lambda h: h["input"].update(scale=float("nan"))), "non-finite"),
     "infinity in provenance": (
@@ -182,7 +191,7 @@ MALFORMED = {
         rewrite(GOOD, lambda h: first_layer(h)["arrays"]["offset"].update(order="F")),
         "unknown",
     ),
-    "layers not a list": (rewrite(GOOD, lambda h: h.update(layers={})), "list"),
+    "layers not a list": (rewrite(GOOD, lambda h: h.update(layers={})), "must be an array"),
     "header not an object": (rewrite(GOOD, lambda h: None), None),
     "payload size lie": (
         rewrite(GOOD, lambda h: h.update(payload_bytes=h["payload_bytes"] + 8)),
