@@ -1,0 +1,159 @@
+"""Adder/subtractor trees: sums of inputs with constant +1/-1 signs, no multiplier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Module, ShapeCastable, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl_gen.pipeline import range_shape, registers_after, stall_pipeline
+
+
+@dataclass(frozen=True)
+class Term:
+    """A node of the tree: it contributes ``sign * value``, with ``value`` in [lo, hi]."""
+
+    value: Value
+    sign: int
+    lo: int
+    hi: int
+
+
+def _combine(m: Module, a: Term, b: Term, name: str) -> Term:
+    """One add where the signs agree, else one subtraction (positive minus negative)."""
+    if a.sign == b.sign:
+        lo, hi, expr, sign = a.lo + b.lo, a.hi + b.hi, a.value + b.value, a.sign
+    elif a.sign > 0:
+        lo, hi, expr, sign = a.lo - b.hi, a.hi - b.lo, a.value - b.value, 1
+    else:
+        lo, hi, expr, sign = b.lo - a.hi, b.hi - a.lo, b.value - a.value, 1
+    node = Signal(range_shape(lo, hi), name=name)
+    m.d.comb += node.eq(expr)
+    return Term(node, sign, lo, hi)
+
+
+def tree_levels(n_inputs: int) -> int:
+    """Adder levels of a balanced tree over ``n_inputs`` leaves."""
+    return max(0, (n_inputs - 1).bit_length())
+
+
+def sum_range(signs: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """Exact range of ``sum_i signs[i] * x_i`` for x_i in [lo, hi]."""
+    pos = int(np.count_nonzero(signs > 0))
+    neg = int(np.count_nonzero(signs < 0))
+    return pos * lo - neg * hi, pos * hi - neg * lo
+
+
+class AdderTree(wiring.Component):
+    """``n_lanes`` independent sums, each of ``n_inputs`` values with constant signs.
+
+    Lane ``j`` computes ``sum_i signs[j][i] * x[j][i]``: where the sign is -1 the tree
+    subtracts (never negate-then-add). Every node is sized from its exact range, so nothing
+    overflows. A pipeline register follows every ``pipeline_every`` adder levels (0: none).
+
+    Parameters
+    ----------
+    n_lanes, n_inputs:
+        Number of sums and of inputs per sum.
+    input_range:
+        ``(lo, hi)``: every input lies in it.
+    signs:
+        ``int[n_lanes, n_inputs]`` of +1/-1; all +1 when omitted.
+    pipeline_every:
+        Adder levels between pipeline registers.
+    tag_shape:
+        Shape of a side payload delayed alongside the sums (None: no tag).
+
+    Ports
+    -----
+    i : stream of ``{"x": [n_lanes][n_inputs], "tag"}``.
+    o : stream of ``{"sum": [n_lanes], "tag"}``; ``latency`` cycles after ``i``.
+    """
+
+    def __init__(
+        self,
+        n_lanes: int,
+        n_inputs: int,
+        input_range: tuple[int, int],
+        signs: np.ndarray | None = None,
+        pipeline_every: int = 0,
+        tag_shape: ShapeCastable | None = None,
+    ) -> None:
+        self.n_lanes = n_lanes
+        self.n_inputs = n_inputs
+        self.input_range = input_range
+        self.signs = (
+            np.ones((n_lanes, n_inputs), dtype=np.int64)
+            if signs is None
+            else np.asarray(signs, dtype=np.int64).reshape(n_lanes, n_inputs)
+        )
+        if not np.isin(self.signs, (-1, 1)).all():
+            raise ValueError("adder tree signs must be +1 or -1")
+        self.pipeline_every = pipeline_every
+        self.input_shape = range_shape(*input_range)
+        self.lane_ranges = [sum_range(row, *input_range) for row in self.signs]
+        self.sum_shape = range_shape(
+            min(lo for lo, _ in self.lane_ranges), max(hi for _, hi in self.lane_ranges)
+        )
+        self.register_levels = registers_after(tree_levels(n_inputs), pipeline_every)
+        self.latency = len(self.register_levels)
+        self.tag_shape = tag_shape
+        in_fields = {"x": data.ArrayLayout(data.ArrayLayout(self.input_shape, n_inputs), n_lanes)}
+        out_fields = {"sum": data.ArrayLayout(self.sum_shape, n_lanes)}
+        if tag_shape is not None:
+            in_fields["tag"] = tag_shape
+            out_fields["tag"] = tag_shape
+        super().__init__(
+            {
+                "i": In(stream.Signature(data.StructLayout(in_fields))),
+                "o": Out(stream.Signature(data.StructLayout(out_fields))),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        advance = stall_pipeline(m, self.i, self.o, self.latency, "tree")
+        lo, hi = self.input_range
+        tag = self.i.payload.tag if self.tag_shape is not None else None
+        for lane in range(self.n_lanes):
+            terms = [
+                Term(self.i.payload.x[lane][k], int(self.signs[lane, k]), lo, hi)
+                for k in range(self.n_inputs)
+            ]
+            level = 0
+            while len(terms) > 1:
+                level += 1
+                paired = [
+                    _combine(m, terms[k], terms[k + 1], f"l{lane}_n{level}_{k // 2}")
+                    for k in range(0, len(terms) - 1, 2)
+                ]
+                if len(terms) % 2:
+                    paired.append(terms[-1])
+                terms = paired
+                if level in self.register_levels:
+                    terms = [
+                        self._register(m, t, advance, f"l{lane}_r{level}_{k}")
+                        for k, t in enumerate(terms)
+                    ]
+            root = terms[0]
+            # Only a lane whose every weight is -1 ends negative: one final subtraction from 0.
+            total = root.value if root.sign > 0 else -root.value
+            m.d.comb += self.o.payload.sum[lane].eq(total)
+        if tag is not None:
+            for k in range(self.latency):
+                delayed = Signal(self.tag_shape, name=f"tag_r{k}")
+                with m.If(advance):
+                    m.d.sync += delayed.eq(tag)
+                tag = delayed
+            m.d.comb += self.o.payload.tag.eq(tag)
+        return m
+
+    @staticmethod
+    def _register(m: Module, term: Term, advance: Signal | None, name: str) -> Term:
+        reg = Signal(range_shape(term.lo, term.hi), name=name)
+        with m.If(advance):
+            m.d.sync += reg.eq(term.value)
+        return Term(reg, term.sign, term.lo, term.hi)

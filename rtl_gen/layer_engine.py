@@ -1,0 +1,283 @@
+"""The layer engine: one binary dense layer with its requantization, unrolled or folded."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from bchw.intmodel import IntegerLayer
+from rtl_gen.adder_tree import AdderTree
+from rtl_gen.pipeline import range_shape
+from rtl_gen.requantizer import Requantizer, constants_layout
+
+
+class LayerEngine(wiring.Component):
+    """A binary dense layer: ``n_out`` neurons over ``n_in`` inputs, ``pe`` neurons and ``simd``
+    inputs per cycle.
+
+    Unrolled (``pe = n_out`` and ``simd = n_in``): the weights are constants folded into one
+    add/subtract tree per neuron; one vector per cycle. Folded otherwise: weight bits in an
+    on-chip memory (``nf * sf`` words of ``pe * simd`` bits, ``nf = ceil(n_out / pe)``,
+    ``sf = ceil(n_in / simd)``), one accumulator per PE, and per cycle a tree over ``simd``
+    inputs that forms ``sum_i w_i x_i = 2 * sum_{w_i = +1} x_i - sum_i x_i`` (the second sum is
+    shared by all PEs). The first neuron fold reads the input stream and keeps it in a buffer
+    that later folds read again. Folded layers take ``nf * sf`` cycles per vector.
+
+    Ports
+    -----
+    i : stream of ``simd`` unsigned inputs; a vector is ``sf`` beats, the last one padded
+        (padding lanes are ignored).
+    o : stream of ``pe`` outputs; a vector is ``nf`` beats, padding lanes are 0.
+    """
+
+    def __init__(
+        self,
+        layer: IntegerLayer,
+        pe: int,
+        simd: int,
+        pipeline_every: int = 2,
+        requant_registered: bool = True,
+    ) -> None:
+        n_in, n_out = layer.in_features, layer.out_features
+        if not 1 <= pe <= n_out:
+            raise ValueError(f"PE must lie in 1..{n_out}, got {pe}")
+        if not 1 <= simd <= n_in:
+            raise ValueError(f"SIMD must lie in 1..{n_in}, got {simd}")
+        self.layer = layer
+        self.pe, self.simd = pe, simd
+        self.nf, self.sf = math.ceil(n_out / pe), math.ceil(n_in / simd)
+        self.unrolled = self.nf == 1 and self.sf == 1
+        self.pipeline_every = pipeline_every
+        self.requant_registered = requant_registered
+        self.input_shape = unsigned(layer.input_bits)
+        x_max = layer.input_max
+        if self.unrolled:
+            self.tree = AdderTree(n_out, n_in, (0, x_max), layer.weights, pipeline_every)
+            acc_shape = self.tree.sum_shape
+            static = list(range(n_out))
+        else:
+            self.tag_layout = data.StructLayout(
+                {"first": 1, "last": 1, "fold": unsigned(max(1, (self.nf - 1).bit_length()))}
+            )
+            self.tree = AdderTree(pe + 1, simd, (0, x_max), None, pipeline_every, self.tag_layout)
+            acc_shape = range_shape(-layer.acc_bound, layer.acc_bound)
+            static = None
+            if self.nf == 1:
+                static = [p if p < n_out else None for p in range(pe)]
+        self.acc_shape = acc_shape
+        self.requantizer = Requantizer(layer, pe, acc_shape, static, requant_registered)
+        self.output_shape = self.requantizer.output_shape
+        super().__init__(
+            {
+                "i": In(stream.Signature(data.ArrayLayout(self.input_shape, simd))),
+                "o": Out(stream.Signature(data.ArrayLayout(self.output_shape, pe))),
+            }
+        )
+
+    # -- timing ------------------------------------------------------------------------------
+
+    @property
+    def cycles_per_vector(self) -> int:
+        """Initiation interval: cycles between vectors when nothing stalls."""
+        return self.nf * self.sf
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Cycles from issuing a vector's last beat of a fold to that fold's output beat."""
+        if self.unrolled:
+            return self.tree.latency + self.requantizer.latency
+        return 2 + self.tree.latency + self.requantizer.latency
+
+    def output_times(self, input_times: list[int]) -> list[int]:
+        """Cycle of each output beat of one vector, given when its input beats become valid
+        (no back-pressure, engine idle before)."""
+        if self.unrolled:
+            return [input_times[0] + self.pipeline_depth]
+        issue = []
+        for beat, arrival in enumerate(input_times):
+            issue.append(arrival if beat == 0 else max(arrival, issue[-1] + 1))
+        last_fold0 = issue[-1]
+        outs = [last_fold0 + self.pipeline_depth]
+        for fold in range(1, self.nf):
+            outs.append(last_fold0 + fold * self.sf + self.pipeline_depth)
+        return outs
+
+    # -- memories ------------------------------------------------------------------------------
+
+    def weight_words(self) -> list[int]:
+        """Word ``f * sf + s`` holds bit ``p * simd + l`` = weight of neuron ``f * pe + p`` on
+        input ``s * simd + l`` being +1 (0 for padding)."""
+        n_out, n_in = self.layer.out_features, self.layer.in_features
+        padded = np.zeros((self.nf * self.pe, self.sf * self.simd), dtype=np.uint8)
+        padded[:n_out, :n_in] = self.layer.weights > 0
+        words = []
+        for f in range(self.nf):
+            for s in range(self.sf):
+                block = padded[f * self.pe : (f + 1) * self.pe, s * self.simd : (s + 1) * self.simd]
+                bits = block.reshape(-1)
+                words.append(int(sum(int(b) << k for k, b in enumerate(bits) if b)))
+        return words
+
+    def constant_words(self) -> list[list[dict]]:
+        layer = self.layer
+        words = []
+        for f in range(self.nf):
+            lanes = []
+            for p in range(self.pe):
+                j = f * self.pe + p
+                if j < layer.out_features:
+                    lanes.append(
+                        {
+                            "sign": [int(v) for v in layer.scale_sign[j]],
+                            "shift": [int(v) for v in layer.scale_shift[j]],
+                            "offset": int(layer.offset[j]),
+                        }
+                    )
+                else:
+                    zeros = [0] * layer.scale_terms
+                    lanes.append({"sign": zeros, "shift": zeros, "offset": 0})
+            words.append(lanes)
+        return words
+
+    # -- hardware ------------------------------------------------------------------------------
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.tree = tree = self.tree
+        m.submodules.requantizer = rq = self.requantizer
+        if self.unrolled:
+            m.d.comb += [tree.i.valid.eq(self.i.valid), self.i.ready.eq(tree.i.ready)]
+            for lane in range(self.layer.out_features):
+                m.d.comb += tree.i.payload.x[lane].eq(self.i.payload)
+            m.d.comb += [
+                rq.i.valid.eq(tree.o.valid),
+                tree.o.ready.eq(rq.i.ready),
+                rq.i.payload.acc.eq(tree.o.payload.sum),
+            ]
+        else:
+            self._elaborate_folded(m, tree, rq)
+        m.d.comb += [
+            self.o.valid.eq(rq.o.valid),
+            rq.o.ready.eq(self.o.ready),
+            self.o.payload.eq(rq.o.payload),
+        ]
+        return m
+
+    def _elaborate_folded(self, m: Module, tree: AdderTree, rq: Requantizer) -> None:
+        layer, pe, simd, nf, sf = self.layer, self.pe, self.simd, self.nf, self.sf
+        beat_layout = data.ArrayLayout(self.input_shape, simd)
+        m.submodules.weights = wmem = Memory(
+            shape=unsigned(pe * simd), depth=nf * sf, init=self.weight_words()
+        )
+        w_rd = wmem.read_port()
+
+        # Issue stage: neuron fold f, synapse fold s, weight address f * sf + s.
+        fold = Signal(range(nf), name="fold")
+        beat = Signal(range(sf), name="beat")
+        waddr = Signal(range(nf * sf), name="waddr")
+        from_stream = Signal(name="from_stream")
+        m.d.comb += from_stream.eq(fold == 0)
+
+        valid_a = Signal(name="valid_a")
+        src_a = Signal(name="src_a")
+        x_reg = Signal(beat_layout, name="x_reg")
+        tag_a = Signal(self.tag_layout, name="tag_a")
+        advance_a = Signal(name="advance_a")
+        fire = Signal(name="fire")
+        m.d.comb += [
+            advance_a.eq(~valid_a | tree.i.ready),
+            fire.eq(advance_a & (~from_stream | self.i.valid)),
+            self.i.ready.eq(advance_a & from_stream),
+            w_rd.addr.eq(waddr),
+            w_rd.en.eq(advance_a),
+        ]
+        # Lanes past the last input of the last beat are padding: force them to 0.
+        masked = Signal(beat_layout, name="x_masked")
+        m.d.comb += masked.eq(self.i.payload)
+        first_pad = layer.in_features - (sf - 1) * simd
+        for lane in range(first_pad, simd):
+            with m.If(beat == sf - 1):
+                m.d.comb += masked[lane].eq(0)
+
+        with m.If(advance_a):
+            m.d.sync += [
+                valid_a.eq(fire),
+                src_a.eq(from_stream),
+                x_reg.eq(masked),
+                tag_a.first.eq(beat == 0),
+                tag_a.last.eq(beat == sf - 1),
+                tag_a.fold.eq(fold),
+            ]
+        with m.If(fire):
+            m.d.sync += waddr.eq(Mux(waddr == nf * sf - 1, 0, waddr + 1))
+            with m.If(beat == sf - 1):
+                m.d.sync += [beat.eq(0), fold.eq(Mux(fold == nf - 1, 0, fold + 1))]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        x_a = Signal(beat_layout, name="x_a")
+        if nf > 1:
+            m.submodules.buffer = buf = Memory(
+                shape=unsigned(simd * layer.input_bits), depth=sf, init=[]
+            )
+            b_wr, b_rd = buf.write_port(), buf.read_port()
+            m.d.comb += [
+                b_wr.addr.eq(beat),
+                b_wr.data.eq(masked.as_value()),
+                b_wr.en.eq(fire & from_stream),
+                b_rd.addr.eq(beat),
+                b_rd.en.eq(advance_a),
+                x_a.eq(Mux(src_a, x_reg.as_value(), b_rd.data)),
+            ]
+        else:
+            m.d.comb += x_a.eq(x_reg)
+
+        # Tree: lanes 0..pe-1 sum the inputs whose weight is +1; lane pe sums all inputs.
+        m.d.comb += [tree.i.valid.eq(valid_a), tree.i.payload.tag.eq(tag_a)]
+        for p in range(pe):
+            for k in range(simd):
+                bit = w_rd.data[p * simd + k]
+                m.d.comb += tree.i.payload.x[p][k].eq(Mux(bit, x_a[k], 0))
+        for k in range(simd):
+            m.d.comb += tree.i.payload.x[pe][k].eq(x_a[k])
+
+        # Accumulators: acc_p += 2 * plus_p - total; on a fold's last beat, hand over.
+        tag = tree.o.payload.tag
+        take = Signal(name="take")
+        out_valid = Signal(name="acc_valid")
+        m.d.comb += [
+            tree.o.ready.eq(~tag.last | ~out_valid | rq.i.ready),
+            take.eq(tree.o.valid & tree.o.ready),
+            rq.i.valid.eq(out_valid),
+        ]
+        total = tree.o.payload.sum[pe]
+        with m.If(rq.i.valid & rq.i.ready):
+            m.d.sync += out_valid.eq(0)
+        with m.If(take & tag.last):
+            m.d.sync += out_valid.eq(1)
+        for p in range(pe):
+            acc = Signal(self.acc_shape, name=f"acc{p}")
+            partial = (tree.o.payload.sum[p] << 1) - total
+            updated = Mux(tag.first, 0, acc) + partial
+            with m.If(take):
+                with m.If(tag.last):
+                    m.d.sync += rq.i.payload.acc[p].eq(updated)
+                with m.Else():
+                    m.d.sync += acc.eq(updated)
+        if nf > 1:
+            m.submodules.constants = cmem = Memory(
+                shape=data.ArrayLayout(constants_layout(layer), pe),
+                depth=nf,
+                init=self.constant_words(),
+            )
+            c_rd = cmem.read_port()
+            m.d.comb += [
+                c_rd.addr.eq(tag.fold),
+                c_rd.en.eq(take & tag.last),
+                rq.i.payload.consts.eq(c_rd.data),
+            ]

@@ -1,0 +1,55 @@
+"""Shared helpers: exact value ranges to shapes, and the stall-all pipeline control."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Shape, Signal, signed, unsigned
+from amaranth.lib import stream
+
+from bchw.intmodel import signed_bits
+
+
+def range_shape(lo: int, hi: int) -> Shape:
+    """The narrowest shape that holds every integer in [lo, hi]."""
+    if lo > hi:
+        raise ValueError(f"empty range [{lo}, {hi}]")
+    if lo >= 0:
+        return unsigned(max(1, hi.bit_length()))
+    return signed(signed_bits(lo, hi))
+
+
+def shape_range(shape: Shape) -> tuple[int, int]:
+    """Every value a shape can hold."""
+    shape = Shape.cast(shape)
+    if shape.signed:
+        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return 0, (1 << shape.width) - 1
+
+
+def registers_after(levels: int, every: int) -> list[int]:
+    """The tree levels after which a pipeline register goes: every ``every`` levels (0: none)."""
+    if every <= 0:
+        return []
+    return [level for level in range(every, levels + 1, every)]
+
+
+def stall_pipeline(
+    m: Module, i: stream.Interface, o: stream.Interface, stages: int, name: str
+) -> Signal | None:
+    """Valid bits for a pipeline of ``stages`` registers that all move together.
+
+    Returns ``advance``: the data registers must load on it. Everything advances when the last
+    stage is empty or its beat is being taken (``~valid_last | o.ready``); ``o.valid`` never
+    looks at ``o.ready``. With no stages the block is combinational: valid and ready pass
+    straight through and ``None`` is returned.
+    """
+    if stages == 0:
+        m.d.comb += [o.valid.eq(i.valid), i.ready.eq(o.ready)]
+        return None
+    valids = [Signal(name=f"{name}_valid{k}") for k in range(stages)]
+    advance = Signal(name=f"{name}_advance")
+    m.d.comb += [advance.eq(~valids[-1] | o.ready), i.ready.eq(advance), o.valid.eq(valids[-1])]
+    with m.If(advance):
+        m.d.sync += valids[0].eq(i.valid)
+        for k in range(1, stages):
+            m.d.sync += valids[k].eq(valids[k - 1])
+    return advance
