@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Module, ShapeCastable, Signal, Value
+from amaranth.hdl import Module, Mux, ShapeCastable, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,20 +48,24 @@ def sum_range(signs: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
 
 
 class AdderTree(wiring.Component):
-    """``n_lanes`` independent sums, each of ``n_inputs`` values with constant signs.
+    """``n_lanes`` sums over one shared vector of ``n_inputs`` values, no multiplier.
 
-    Lane ``j`` computes ``sum_i signs[j][i] * x[j][i]``: where the sign is -1 the tree
-    subtracts (never negate-then-add). Every node is sized from its exact range, so nothing
-    overflows. A pipeline register follows every ``pipeline_every`` adder levels (0: none).
+    Lane ``j`` computes ``sum_i signs[j][i] * x[i]`` with constant signs (where a sign is -1 the
+    tree subtracts; never negate-then-add), or, when ``masked``, ``sum_i mask[j][i] * x[i]``
+    with mask bits that arrive with each beat (AND gates, then adds). Every node is sized from
+    its exact range, so nothing overflows. A pipeline register follows every
+    ``pipeline_every`` adder levels (0: none).
 
     Parameters
     ----------
     n_lanes, n_inputs:
-        Number of sums and of inputs per sum.
+        Number of sums and of inputs.
     input_range:
-        ``(lo, hi)``: every input lies in it.
+        ``(lo, hi)`` with ``lo >= 0``: every input lies in it.
     signs:
-        ``int[n_lanes, n_inputs]`` of +1/-1; all +1 when omitted.
+        ``int[n_lanes, n_inputs]`` of +1/-1 (constant signs); all +1 when omitted.
+    masked:
+        Take per-beat mask bits instead of constant signs.
     pipeline_every:
         Adder levels between pipeline registers.
     tag_shape:
@@ -69,8 +73,9 @@ class AdderTree(wiring.Component):
 
     Ports
     -----
-    i : stream of ``{"x": [n_lanes][n_inputs], "tag"}``.
-    o : stream of ``{"sum": [n_lanes], "tag"}``; ``latency`` cycles after ``i``.
+    i : stream of ``{"x": [n_inputs], ("mask": n_lanes * n_inputs bits, bit j * n_inputs + i),
+        ("tag")}``.
+    o : stream of ``{"sum": [n_lanes], ("tag")}``, ``latency`` cycles after ``i``.
     """
 
     def __init__(
@@ -81,10 +86,16 @@ class AdderTree(wiring.Component):
         signs: np.ndarray | None = None,
         pipeline_every: int = 0,
         tag_shape: ShapeCastable | None = None,
+        masked: bool = False,
     ) -> None:
+        if input_range[0] < 0:
+            raise ValueError("adder tree inputs must be non-negative")
+        if masked and signs is not None:
+            raise ValueError("a masked tree has no constant signs")
         self.n_lanes = n_lanes
         self.n_inputs = n_inputs
         self.input_range = input_range
+        self.masked = masked
         self.signs = (
             np.ones((n_lanes, n_inputs), dtype=np.int64)
             if signs is None
@@ -94,14 +105,17 @@ class AdderTree(wiring.Component):
             raise ValueError("adder tree signs must be +1 or -1")
         self.pipeline_every = pipeline_every
         self.input_shape = range_shape(*input_range)
-        self.lane_ranges = [sum_range(row, *input_range) for row in self.signs]
+        leaf = (0, input_range[1]) if masked else input_range
+        self.lane_ranges = [sum_range(row, *leaf) for row in self.signs]
         self.sum_shape = range_shape(
             min(lo for lo, _ in self.lane_ranges), max(hi for _, hi in self.lane_ranges)
         )
         self.register_levels = registers_after(tree_levels(n_inputs), pipeline_every)
         self.latency = len(self.register_levels)
         self.tag_shape = tag_shape
-        in_fields = {"x": data.ArrayLayout(data.ArrayLayout(self.input_shape, n_inputs), n_lanes)}
+        in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
+        if masked:
+            in_fields["mask"] = unsigned(n_lanes * n_inputs)
         out_fields = {"sum": data.ArrayLayout(self.sum_shape, n_lanes)}
         if tag_shape is not None:
             in_fields["tag"] = tag_shape
@@ -117,12 +131,16 @@ class AdderTree(wiring.Component):
         m = Module()
         advance = stall_pipeline(m, self.i, self.o, self.latency, "tree")
         lo, hi = self.input_range
-        tag = self.i.payload.tag if self.tag_shape is not None else None
+        x = self.i.payload.x
         for lane in range(self.n_lanes):
-            terms = [
-                Term(self.i.payload.x[lane][k], int(self.signs[lane, k]), lo, hi)
-                for k in range(self.n_inputs)
-            ]
+            if self.masked:
+                mask = self.i.payload.mask
+                terms = [
+                    Term(Mux(mask[lane * self.n_inputs + k], x[k], 0), 1, 0, hi)
+                    for k in range(self.n_inputs)
+                ]
+            else:
+                terms = [Term(x[k], int(self.signs[lane, k]), lo, hi) for k in range(self.n_inputs)]
             level = 0
             while len(terms) > 1:
                 level += 1
@@ -142,7 +160,8 @@ class AdderTree(wiring.Component):
             # Only a lane whose every weight is -1 ends negative: one final subtraction from 0.
             total = root.value if root.sign > 0 else -root.value
             m.d.comb += self.o.payload.sum[lane].eq(total)
-        if tag is not None:
+        if self.tag_shape is not None:
+            tag = self.i.payload.tag
             for k in range(self.latency):
                 delayed = Signal(self.tag_shape, name=f"tag_r{k}")
                 with m.If(advance):

@@ -64,7 +64,10 @@ class LayerEngine(wiring.Component):
             self.tag_layout = data.StructLayout(
                 {"first": 1, "last": 1, "fold": unsigned(max(1, (self.nf - 1).bit_length()))}
             )
-            self.tree = AdderTree(pe + 1, simd, (0, x_max), None, pipeline_every, self.tag_layout)
+            # Lanes 0..pe-1 sum the inputs whose weight is +1; lane pe (mask all ones) sums all.
+            self.tree = AdderTree(
+                pe + 1, simd, (0, x_max), None, pipeline_every, self.tag_layout, masked=True
+            )
             acc_shape = range_shape(-layer.acc_bound, layer.acc_bound)
             static = None
             if self.nf == 1:
@@ -151,9 +154,11 @@ class LayerEngine(wiring.Component):
         m.submodules.tree = tree = self.tree
         m.submodules.requantizer = rq = self.requantizer
         if self.unrolled:
-            m.d.comb += [tree.i.valid.eq(self.i.valid), self.i.ready.eq(tree.i.ready)]
-            for lane in range(self.layer.out_features):
-                m.d.comb += tree.i.payload.x[lane].eq(self.i.payload)
+            m.d.comb += [
+                tree.i.valid.eq(self.i.valid),
+                self.i.ready.eq(tree.i.ready),
+                tree.i.payload.x.eq(self.i.payload),
+            ]
             m.d.comb += [
                 rq.i.valid.eq(tree.o.valid),
                 tree.o.ready.eq(rq.i.ready),
@@ -237,14 +242,13 @@ class LayerEngine(wiring.Component):
         else:
             m.d.comb += x_a.eq(x_reg)
 
-        # Tree: lanes 0..pe-1 sum the inputs whose weight is +1; lane pe sums all inputs.
-        m.d.comb += [tree.i.valid.eq(valid_a), tree.i.payload.tag.eq(tag_a)]
-        for p in range(pe):
-            for k in range(simd):
-                bit = w_rd.data[p * simd + k]
-                m.d.comb += tree.i.payload.x[p][k].eq(Mux(bit, x_a[k], 0))
-        for k in range(simd):
-            m.d.comb += tree.i.payload.x[pe][k].eq(x_a[k])
+        all_ones = (1 << simd) - 1
+        m.d.comb += [
+            tree.i.valid.eq(valid_a),
+            tree.i.payload.tag.eq(tag_a),
+            tree.i.payload.x.eq(x_a),
+            tree.i.payload.mask.eq(w_rd.data | (all_ones << (pe * simd))),
+        ]
 
         # Accumulators: acc_p += 2 * plus_p - total; on a fold's last beat, hand over.
         tag = tree.o.payload.tag
