@@ -1,4 +1,4 @@
-"""The ``bchw`` command: ``bchw train | export | eval``, each with ``--help``.
+"""The ``bchw`` command: ``bchw train | export | eval | generate``, each with ``--help``.
 
 Every command prints human-readable lines; ``--json`` adds one JSON object as the last line of
 stdout. Errors are one line on stderr and exit status 2.
@@ -265,6 +265,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_json(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
+
+    generate = commands.add_parser(
+        "generate",
+        help="Verilog for an integer model (multiplier-free datapath)",
+        description=(
+            "Generate one self-contained Verilog-2005 file (bchw_network.v) and manifest.json "
+            "for an integer model. Each layer computes PE neurons over SIMD inputs per cycle: "
+            "PE = out_features and SIMD = in_features unrolls it into constant add/subtract "
+            "trees; anything less folds it (weight bits in block RAM, one accumulator per PE). "
+            "Streams are valid/ready: pixels in (SIMD of layer 0 per beat), the class index and "
+            "all scores out. The manifest gives ports, payload packing, folding, latency and "
+            "initiation interval in cycles. The same inputs give byte-identical files. "
+            "Architecture and integration: docs/hardware.md."
+        ),
+        epilog="Folding: --pe and --simd take one value per layer (e.g. --pe 16,16,10 --simd "
+        '49,16,16), or --folding FILE with {"layers": [{"pe": P, "simd": S}, ...]}, or '
+        "--unroll. Default: every layer folded to meet one common interval at about "
+        "1024 synapses per cycle in total.",
+    )
+    generate.add_argument("model", help="integer model file written by bchw export")
+    generate.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="DIR",
+        help="folder for bchw_network.v and manifest.json",
+    )
+    choice = generate.add_mutually_exclusive_group()
+    choice.add_argument("--unroll", action="store_true", help="fully unroll every layer")
+    choice.add_argument("--folding", metavar="FILE", help="folding JSON file")
+    generate.add_argument(
+        "--pe",
+        type=_int_list,
+        metavar="P[,P...]",
+        help="neurons per cycle, one value per layer (with --simd)",
+    )
+    generate.add_argument(
+        "--simd",
+        type=_int_list,
+        metavar="S[,S...]",
+        help="inputs per cycle, one value per layer (with --pe)",
+    )
+    generate.add_argument(
+        "--pipeline-every",
+        type=int,
+        default=2,
+        metavar="N",
+        help="a pipeline register after every N adder levels; 0 for none (default: %(default)s)",
+    )
+    _add_json(generate)
+    generate.set_defaults(handler=cmd_generate)
     return parser
 
 
@@ -431,6 +482,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.dump:
         print(f"dump      {args.dump}")
     _emit_json(args, report.to_json())
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from bchw import intmodel
+    from rtl_gen import generate as gen
+
+    model = intmodel.load(args.model)
+    if (args.pe is None) != (args.simd is None):
+        raise BchwError("--pe and --simd go together: give one value per layer to each")
+    if args.pe is not None and (args.unroll or args.folding):
+        raise BchwError("choose one of --pe/--simd, --folding or --unroll")
+    if args.unroll:
+        folding = gen.unrolled_folding(model)
+    elif args.folding:
+        folding = gen.folding_from_file(model, args.folding)
+    elif args.pe is not None:
+        folding = gen.folding_from_lists(model, list(args.pe), list(args.simd))
+    else:
+        folding = gen.default_folding(model)
+    gen.check_folding(model, folding)
+    print(
+        f"generating {model.arch()}: "
+        + ", ".join(f"layer {k} PE {f.pe} SIMD {f.simd}" for k, f in enumerate(folding))
+    )
+    design = gen.generate(model, folding, args.output, args.pipeline_every)
+    summary = design.summary
+    print(f"verilog   {design.verilog} (top module {summary['top']})")
+    print(f"manifest  {design.manifest}")
+    print(
+        f"timing    {summary['initiation_interval_cycles']} cycles per image, "
+        f"latency {summary['latency_cycles']} cycles"
+    )
+    _emit_json(
+        args,
+        {
+            "verilog": str(design.verilog),
+            "manifest": str(design.manifest),
+            "top": summary["top"],
+            "latency_cycles": summary["latency_cycles"],
+            "initiation_interval_cycles": summary["initiation_interval_cycles"],
+            "folding": [{"pe": f.pe, "simd": f.simd} for f in folding],
+        },
+    )
     return 0
 
 

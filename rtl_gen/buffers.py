@@ -45,8 +45,8 @@ class VectorBuffer(wiring.Component):
         ]
         full = [Signal(name=f"full{b}") for b in (0, 1)]
         w_bank, r_bank = Signal(name="w_bank"), Signal(name="r_bank")
-        w_beat = Signal(range(self.in_beats), name="w_beat")
-        r_beat = Signal(range(self.out_beats), name="r_beat")
+        w_beat = Signal(range(max(2, self.in_beats)), name="w_beat")
+        r_beat = Signal(range(max(2, self.out_beats)), name="r_beat")
 
         m.d.comb += self.i.ready.eq(Mux(w_bank, full[1], full[0]) == 0)
         with m.If(self.i.valid & self.i.ready):
@@ -66,7 +66,9 @@ class VectorBuffer(wiring.Component):
         m.d.comb += self.o.valid.eq(Mux(r_bank, full[1], full[0]))
         with m.Switch(r_beat):
             for beat in range(self.out_beats):
-                with m.Case(beat):
+                # The last beat takes every remaining value of r_beat, so the case is full.
+                last = beat == self.out_beats - 1
+                with m.Default() if last else m.Case(beat):
                     for lane in range(self.out_lanes):
                         e = beat * self.out_lanes + lane
                         if e < self.n:

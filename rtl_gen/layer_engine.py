@@ -44,10 +44,15 @@ class LayerEngine(wiring.Component):
         requant_registered: bool = True,
     ) -> None:
         n_in, n_out = layer.in_features, layer.out_features
+        problem = ""
         if not 1 <= pe <= n_out:
-            raise ValueError(f"PE must lie in 1..{n_out}, got {pe}")
-        if not 1 <= simd <= n_in:
-            raise ValueError(f"SIMD must lie in 1..{n_in}, got {simd}")
+            problem = f"PE must lie in 1..{n_out}, got {pe}"
+        elif not 1 <= simd <= n_in:
+            problem = f"SIMD must lie in 1..{n_in}, got {simd}"
+        if problem:
+            # Never elaborated: keep Amaranth from warning about an unused elaboratable.
+            self._MustUse__silence = True
+            raise ValueError(problem)
         self.layer = layer
         self.pe, self.simd = pe, simd
         self.nf, self.sf = math.ceil(n_out / pe), math.ceil(n_in / simd)
@@ -182,9 +187,10 @@ class LayerEngine(wiring.Component):
         w_rd = wmem.read_port()
 
         # Issue stage: neuron fold f, synapse fold s, weight address f * sf + s.
-        fold = Signal(range(nf), name="fold")
-        beat = Signal(range(sf), name="beat")
-        waddr = Signal(range(nf * sf), name="waddr")
+        # At least one bit each: a single fold would otherwise give a zero-width counter.
+        fold = Signal(range(max(2, nf)), name="fold")
+        beat = Signal(range(max(2, sf)), name="beat")
+        waddr = Signal(range(max(2, nf * sf)), name="waddr")
         from_stream = Signal(name="from_stream")
         m.d.comb += from_stream.eq(fold == 0)
 
@@ -227,8 +233,9 @@ class LayerEngine(wiring.Component):
 
         x_a = Signal(beat_layout, name="x_a")
         if nf > 1:
+            # Depth at least 2: a one-entry memory would get a zero-width address.
             m.submodules.buffer = buf = Memory(
-                shape=unsigned(simd * layer.input_bits), depth=sf, init=[]
+                shape=unsigned(simd * layer.input_bits), depth=max(2, sf), init=[]
             )
             b_wr, b_rd = buf.write_port(), buf.read_port()
             m.d.comb += [

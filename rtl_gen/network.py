@@ -60,7 +60,8 @@ class Network(wiring.Component):
         for a, b, layer in zip(self.engines, self.engines[1:], model.layers, strict=False):
             if a.pe == b.simd:
                 layout = data.ArrayLayout(a.output_shape, a.pe)
-                self.links.append(BeatFIFO(layout, depth=max(2, a.nf)))
+                # One vector plus two: a SyncFIFOBuffered this deep sustains a beat per cycle.
+                self.links.append(BeatFIFO(layout, depth=a.nf + 2))
             else:
                 self.links.append(VectorBuffer(layer.out_features, a.output_shape, a.pe, b.simd))
         last = self.engines[-1]

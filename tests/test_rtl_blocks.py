@@ -1,0 +1,189 @@
+"""Each hardware block in amaranth.sim against its integer model, under random input gaps and
+output back-pressure (no beat lost, duplicated or reordered)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bchw import reference
+from rtl_gen.adder_tree import AdderTree
+from rtl_gen.argmax import Argmax
+from rtl_gen.buffers import BeatFIFO, VectorBuffer
+from rtl_gen.layer_engine import LayerEngine
+from rtl_gen.pipeline import range_shape
+from rtl_gen.requantizer import Requantizer
+
+from .streams import beats_of, random_layer, simulate
+
+HANDSHAKES = [(0.0, 0.0), (0.3, 0.4)]
+
+
+def extreme_vectors(n, top, count, seed):
+    """All zero, all maximum, both alternations, then random."""
+    rng = np.random.default_rng(seed)
+    fixed = [np.zeros(n), np.full(n, top), np.arange(n) % 2 * top, (1 - np.arange(n) % 2) * top]
+    rand = [rng.integers(0, top + 1, size=n) for _ in range(count)]
+    return np.array(fixed + rand, dtype=np.int64)
+
+
+@pytest.mark.parametrize("gap, stall", HANDSHAKES)
+@pytest.mark.parametrize("n_inputs", [1, 3, 37])
+@pytest.mark.parametrize("pipeline_every", [0, 1, 3])
+def test_adder_tree_constant_signs(n_inputs, pipeline_every, gap, stall):
+    rng = np.random.default_rng(n_inputs)
+    signs = rng.choice([-1, 1], size=(4, n_inputs))
+    signs[0] = -1  # all subtractions
+    signs[1] = 1
+    dut = AdderTree(4, n_inputs, (0, 255), signs, pipeline_every, tag_shape=8)
+    vectors = extreme_vectors(n_inputs, 255, 12, seed=1)
+    beats = [{"x": [int(v) for v in x], "tag": k} for k, x in enumerate(vectors)]
+    outs, _, _ = simulate(dut, beats, len(beats), gap=gap, stall=stall)
+    assert [int(o.tag) for o in outs] == list(range(len(beats)))
+    got = np.array([[int(v) for v in o.sum] for o in outs])
+    assert np.array_equal(got, vectors @ signs.T)
+    levels = (n_inputs - 1).bit_length()
+    assert dut.latency == (levels // pipeline_every if pipeline_every else 0)
+
+
+@pytest.mark.parametrize("gap, stall", HANDSHAKES)
+@pytest.mark.parametrize("n_inputs", [1, 5, 37])
+def test_adder_tree_masked(n_inputs, gap, stall):
+    rng = np.random.default_rng(7)
+    dut = AdderTree(3, n_inputs, (0, 15), None, 2, masked=True)
+    vectors = extreme_vectors(n_inputs, 15, 10, seed=2)
+    masks = rng.integers(0, 2, size=(len(vectors), 3, n_inputs))
+    masks[0] = 1
+    packed = [int(sum(int(b) << k for k, b in enumerate(mask.reshape(-1)))) for mask in masks]
+    beats = [{"x": [int(v) for v in x], "mask": p} for x, p in zip(vectors, packed, strict=True)]
+    outs, _, _ = simulate(dut, beats, len(beats), gap=gap, stall=stall)
+    got = np.array([[int(v) for v in o.sum] for o in outs])
+    expected = np.einsum("vli,vi->vl", masks, vectors)
+    assert np.array_equal(got, expected)
+
+
+# A signed (last-layer) output needs at least 2 bits, as the file format requires.
+REQUANT_CASES = [(False, 1), (False, 4), (False, 8), (True, 2), (True, 4), (True, 8)]
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("last, out_bits", REQUANT_CASES)
+def test_requantizer(last, static, out_bits):
+    layer = random_layer(37, 5, 8, out_bits, last, seed=out_bits, terms=3)
+    bound = layer.acc_bound
+    rng = np.random.default_rng(3)
+    accs = [np.full(5, bound), np.full(5, -bound), np.zeros(5, np.int64)]
+    accs += [rng.integers(-bound, bound + 1, size=5) for _ in range(20)]
+    acc_shape = range_shape(-bound, bound)
+    lanes = 5
+    if static:
+        dut = Requantizer(layer, lanes, acc_shape, static_neurons=list(range(5)))
+        beats = [{"acc": [int(a) for a in acc]} for acc in accs]
+    else:
+        dut = Requantizer(layer, lanes, acc_shape)
+        consts = [
+            {
+                "sign": [int(v) for v in layer.scale_sign[j]],
+                "shift": [int(v) for v in layer.scale_shift[j]],
+                "offset": int(layer.offset[j]),
+            }
+            for j in range(5)
+        ]
+        beats = [{"acc": [int(a) for a in acc], "consts": consts} for acc in accs]
+    outs, _, _ = simulate(dut, beats, len(beats), gap=0.2, stall=0.3)
+    got = np.array([[int(v) for v in o] for o in outs])
+    expected, _ = reference.saturate(layer, reference.requantize(layer, np.array(accs)))
+    assert np.array_equal(got, expected)
+
+
+def test_requantizer_padding_lanes_give_zero():
+    layer = random_layer(4, 2, 8, 8, False, seed=1)
+    dut = Requantizer(layer, 3, range_shape(-layer.acc_bound, layer.acc_bound), [0, 1, None])
+    outs, _, _ = simulate(dut, [{"acc": [5, -7, 123]}], 1)
+    expected, _ = reference.saturate(layer, reference.requantize(layer, np.array([[5, -7]])))
+    assert [int(v) for v in outs[0]] == expected[0].tolist() + [0]
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 37])
+@pytest.mark.parametrize("pipeline_every", [0, 1])
+def test_argmax_ties_to_the_lowest_index(n, pipeline_every):
+    from amaranth.hdl import signed
+
+    rng = np.random.default_rng(n)
+    vectors = [np.zeros(n), np.full(n, -128), np.full(n, 127)]
+    vectors += [rng.integers(-3, 3, size=n) for _ in range(30)]  # many ties
+    dut = Argmax(n, signed(8), pipeline_every)
+    outs, _, _ = simulate(
+        dut, [[int(v) for v in x] for x in vectors], len(vectors), gap=0.3, stall=0.3
+    )
+    expected = reference.argmax_lowest(np.array(vectors, dtype=np.int64))
+    assert [int(o.index) for o in outs] == expected.tolist()
+    assert [[int(v) for v in o.scores] for o in outs] == [list(map(int, x)) for x in vectors]
+
+
+@pytest.mark.parametrize("gap, stall", HANDSHAKES)
+@pytest.mark.parametrize(
+    "n, in_lanes, out_lanes", [(1, 1, 1), (3, 2, 1), (37, 5, 8), (37, 37, 3), (10, 3, 10)]
+)
+def test_vector_buffer_rebeats_without_loss(n, in_lanes, out_lanes, gap, stall):
+    from amaranth.hdl import unsigned
+
+    rng = np.random.default_rng(n)
+    vectors = rng.integers(1, 256, size=(6, n))
+    dut = VectorBuffer(n, unsigned(8), in_lanes, out_lanes)
+    beats = beats_of(vectors, in_lanes, fill=255)  # input padding must be dropped
+    outs, _, _ = simulate(dut, beats, len(vectors) * dut.out_beats, gap=gap, stall=stall)
+    assert [[int(v) for v in o] for o in outs] == beats_of(vectors, out_lanes, fill=0)
+
+
+@pytest.mark.parametrize("gap, stall", HANDSHAKES)
+def test_beat_fifo_keeps_order(gap, stall):
+    from amaranth.hdl import unsigned
+    from amaranth.lib import data
+
+    dut = BeatFIFO(data.ArrayLayout(unsigned(5), 3), depth=4)
+    beats = [[k % 32, (3 * k) % 32, (7 * k) % 32] for k in range(40)]
+    outs, _, _ = simulate(dut, beats, len(beats), gap=gap, stall=stall)
+    assert [[int(v) for v in o] for o in outs] == beats
+
+
+LAYER_SHAPES = [
+    # n_in, n_out, pe, simd
+    (1, 1, 1, 1),
+    (3, 3, 3, 3),  # unrolled
+    (37, 3, 3, 37),  # unrolled, prime fan-in
+    (37, 3, 2, 5),  # neither divides
+    (3, 37, 5, 2),
+    (3, 37, 37, 1),  # one neuron fold, three synapse folds
+    (37, 37, 4, 37),  # synapse fold of one, ten neuron folds
+    (5, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("gap, stall", HANDSHAKES)
+@pytest.mark.parametrize("bits", [1, 4, 8])
+@pytest.mark.parametrize("n_in, n_out, pe, simd", LAYER_SHAPES)
+def test_layer_engine(n_in, n_out, pe, simd, bits, gap, stall):
+    last = (n_in + n_out + bits) % 2 == 0
+    layer = random_layer(n_in, n_out, bits, 6, last, seed=n_in * 100 + n_out + bits)
+    dut = LayerEngine(layer, pe, simd, pipeline_every=1)
+    vectors = extreme_vectors(n_in, layer.input_max, 5, seed=bits)
+    beats = beats_of(vectors, simd, fill=layer.input_max)  # padding lanes must be ignored
+    outs, out_cycles, in_cycles = simulate(dut, beats, len(vectors) * dut.nf, gap=gap, stall=stall)
+    got = np.array([[int(v) for v in o] for o in outs]).reshape(len(vectors), dut.nf * pe)
+    expected, _ = reference.layer_forward(layer, vectors)
+    assert np.array_equal(got[:, :n_out], expected)
+    assert not got[:, n_out:].any()  # output padding lanes are 0
+    if gap == 0 and stall == 0:
+        first_vector_inputs = in_cycles[: dut.sf]
+        assert out_cycles[: dut.nf] == dut.output_times(first_vector_inputs)
+        steady = np.diff(out_cycles[:: dut.nf])
+        assert set(steady[1:].tolist()) == {dut.cycles_per_vector}
+
+
+def test_layer_engine_refuses_impossible_folding():
+    layer = random_layer(5, 3, 4, 4, False, seed=0)
+    with pytest.raises(ValueError, match="PE"):
+        LayerEngine(layer, 4, 1)
+    with pytest.raises(ValueError, match="SIMD"):
+        LayerEngine(layer, 1, 0)
