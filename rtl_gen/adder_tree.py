@@ -73,8 +73,7 @@ class AdderTree(wiring.Component):
 
     Ports
     -----
-    i : stream of ``{"x": [n_inputs], ("mask": n_lanes * n_inputs bits, bit j * n_inputs + i),
-        ("tag")}``.
+    i : stream of ``{"x": [n_inputs], ("mask": [n_lanes] of n_inputs bits), ("tag")}``.
     o : stream of ``{"sum": [n_lanes], ("tag")}``, ``latency`` cycles after ``i``.
     """
 
@@ -115,7 +114,7 @@ class AdderTree(wiring.Component):
         self.tag_shape = tag_shape
         in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
         if masked:
-            in_fields["mask"] = unsigned(n_lanes * n_inputs)
+            in_fields["mask"] = data.ArrayLayout(unsigned(n_inputs), n_lanes)
         out_fields = {"sum": data.ArrayLayout(self.sum_shape, n_lanes)}
         if tag_shape is not None:
             in_fields["tag"] = tag_shape
@@ -134,11 +133,8 @@ class AdderTree(wiring.Component):
         x = self.i.payload.x
         for lane in range(self.n_lanes):
             if self.masked:
-                mask = self.i.payload.mask
-                terms = [
-                    Term(Mux(mask[lane * self.n_inputs + k], x[k], 0), 1, 0, hi)
-                    for k in range(self.n_inputs)
-                ]
+                mask = self.i.payload.mask[lane]
+                terms = [Term(Mux(mask[k], x[k], 0), 1, 0, hi) for k in range(self.n_inputs)]
             else:
                 terms = [Term(x[k], int(self.signs[lane, k]), lo, hi) for k in range(self.n_inputs)]
             level = 0
@@ -157,6 +153,9 @@ class AdderTree(wiring.Component):
                         for k, t in enumerate(terms)
                     ]
             root = terms[0]
+            lane_lo, lane_hi = self.lane_ranges[lane]
+            root_range = (root.lo, root.hi) if root.sign > 0 else (-root.hi, -root.lo)
+            assert root_range == (lane_lo, lane_hi), "tree range bookkeeping is inconsistent"
             # Only a lane whose every weight is -1 ends negative: one final subtraction from 0.
             total = root.value if root.sign > 0 else -root.value
             m.d.comb += self.o.payload.sum[lane].eq(total)

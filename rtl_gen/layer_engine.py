@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from bchw.intmodel import IntegerLayer
 from rtl_gen.adder_tree import AdderTree
-from rtl_gen.pipeline import range_shape
+from rtl_gen.pipeline import range_shape, shape_range
 from rtl_gen.requantizer import Requantizer, constants_layout
 
 
@@ -78,6 +78,16 @@ class LayerEngine(wiring.Component):
             if self.nf == 1:
                 static = [p if p < n_out else None for p in range(pe)]
         self.acc_shape = acc_shape
+        # No signal can overflow: the accumulator holds every reachable sum, and a folded
+        # layer's per-cycle partial sum 2 * plus - total lies within it.
+        acc_lo, acc_hi = shape_range(acc_shape)
+        assert acc_lo <= -layer.acc_bound and layer.acc_bound <= acc_hi or self.unrolled
+        if self.unrolled:
+            tree_lo = min(lo for lo, _ in self.tree.lane_ranges)
+            tree_hi = max(hi for _, hi in self.tree.lane_ranges)
+            assert -layer.acc_bound <= tree_lo and tree_hi <= layer.acc_bound
+        else:
+            assert simd * x_max <= acc_hi and -simd * x_max >= acc_lo
         self.requantizer = Requantizer(layer, pe, acc_shape, static, requant_registered)
         self.output_shape = self.requantizer.output_shape
         super().__init__(

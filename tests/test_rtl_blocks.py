@@ -54,8 +54,13 @@ def test_adder_tree_masked(n_inputs, gap, stall):
     vectors = extreme_vectors(n_inputs, 15, 10, seed=2)
     masks = rng.integers(0, 2, size=(len(vectors), 3, n_inputs))
     masks[0] = 1
-    packed = [int(sum(int(b) << k for k, b in enumerate(mask.reshape(-1)))) for mask in masks]
-    beats = [{"x": [int(v) for v in x], "mask": p} for x, p in zip(vectors, packed, strict=True)]
+    lane_words = [
+        [int(sum(int(b) << k for k, b in enumerate(lane))) for lane in mask] for mask in masks
+    ]
+    beats = [
+        {"x": [int(v) for v in x], "mask": words}
+        for x, words in zip(vectors, lane_words, strict=True)
+    ]
     outs, _, _ = simulate(dut, beats, len(beats), gap=gap, stall=stall)
     got = np.array([[int(v) for v in o.sum] for o in outs])
     expected = np.einsum("vli,vi->vl", masks, vectors)
