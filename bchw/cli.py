@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from bchw import __version__
@@ -489,6 +490,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from bchw import intmodel
     from rtl_gen import generate as gen
 
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise BchwError(f"output path {output} exists and is not a folder")
+    if args.pipeline_every < 0:
+        raise BchwError(
+            f"--pipeline-every must be 0 (no registers) or more, got {args.pipeline_every}"
+        )
     model = intmodel.load(args.model)
     if (args.pe is None) != (args.simd is None):
         raise BchwError("--pe and --simd go together: give one value per layer to each")
