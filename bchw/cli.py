@@ -493,10 +493,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise BchwError(f"output path {output} exists and is not a folder")
-    if args.pipeline_every < 0:
-        raise BchwError(
-            f"--pipeline-every must be 0 (no registers) or more, got {args.pipeline_every}"
-        )
     model = intmodel.load(args.model)
     if (args.pe is None) != (args.simd is None):
         raise BchwError("--pe and --simd go together: give one value per layer to each")
@@ -510,7 +506,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         folding = gen.folding_from_lists(model, list(args.pe), list(args.simd))
     else:
         folding = gen.default_folding(model)
-    gen.check_folding(model, folding)
+    gen.check_design(model, folding, args.pipeline_every)
+    make_output_dir(output)
     print(
         f"generating {model.arch()}: "
         + ", ".join(f"layer {k} PE {f.pe} SIMD {f.simd}" for k, f in enumerate(folding))

@@ -331,6 +331,8 @@ def from_bytes(data: bytes) -> IntegerModel:
 def load(path: str | os.PathLike[str]) -> IntegerModel:
     """Read and validate an integer model file (see :func:`from_bytes`)."""
     path = Path(path)
+    if path.is_dir():
+        raise BchwError(f"integer model {path} is a folder, not a file")
     if not path.is_file():
         raise BchwError(f"integer model {path} does not exist")
     try:

@@ -98,9 +98,6 @@ class BeatFIFO(wiring.Component):
         self.layout, self.depth = layout, depth
         super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 
-    def cycles_per_vector_of(self, beats: int) -> int:
-        return beats
-
     def output_times(self, input_times: list[int]) -> list[int]:
         outs: list[int] = []
         for arrival in input_times:

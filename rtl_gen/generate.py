@@ -69,11 +69,13 @@ def unrolled_folding(model: IntegerModel) -> list[LayerFolding]:
     return [LayerFolding(layer.out_features, layer.in_features) for layer in model.layers]
 
 
-def folding_from_lists(model: IntegerModel, pe: list[int], simd: list[int]) -> list[LayerFolding]:
+def folding_from_lists(
+    model: IntegerModel, pe: list[int], simd: list[int], source: str = "--pe/--simd"
+) -> list[LayerFolding]:
     n = len(model.layers)
-    for name, values in (("--pe", pe), ("--simd", simd)):
+    for name, values in (("PE", pe), ("SIMD", simd)):
         if len(values) != n:
-            raise BchwError(f"{name} gives {len(values)} values; the model has {n} layers")
+            raise BchwError(f"{source} gives {len(values)} {name} values; the model has {n} layers")
     return [LayerFolding(p, s) for p, s in zip(pe, simd, strict=True)]
 
 
@@ -81,23 +83,32 @@ def folding_from_file(model: IntegerModel, path: str | Path) -> list[LayerFoldin
     """Read ``{"layers": [{"pe": P, "simd": S}, ...]}`` (a manifest's ``layers`` also works)."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise BchwError(f"cannot read folding file {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BchwError(f"folding file {path} is not valid JSON ({exc})") from None
     layers = document.get("layers") if isinstance(document, dict) else None
     if not isinstance(layers, list):
         raise BchwError(f'folding file {path} needs {{"layers": [{{"pe": P, "simd": S}}, ...]}}')
-    try:
-        pe = [int(entry["pe"]) for entry in layers]
-        simd = [int(entry["simd"]) for entry in layers]
-    except (KeyError, TypeError, ValueError):
-        raise BchwError(f"folding file {path}: every layer needs integer 'pe' and 'simd'") from None
-    return folding_from_lists(model, pe, simd)
+
+    def whole(entry: object, key: str) -> int:
+        value = entry.get(key) if isinstance(entry, dict) else None
+        if type(value) is not int:  # not 1.5, not true, not "4"
+            raise BchwError(f"folding file {path}: every layer needs integer 'pe' and 'simd'")
+        return value
+
+    pe = [whole(entry, "pe") for entry in layers]
+    simd = [whole(entry, "simd") for entry in layers]
+    return folding_from_lists(model, pe, simd, source=f"folding file {path}")
 
 
-def check_folding(model: IntegerModel, folding: list[LayerFolding]) -> None:
+def check_design(
+    model: IntegerModel, folding: list[LayerFolding], pipeline_every: int = DEFAULT_PIPELINE_EVERY
+) -> None:
+    """Refuse, with a one-line error, a folding or pipelining the generator cannot build."""
+    if pipeline_every < 0:
+        raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
     for index, (layer, f) in enumerate(zip(model.layers, folding, strict=True)):
         if not 1 <= f.pe <= layer.out_features:
             raise BchwError(
@@ -125,9 +136,7 @@ class GeneratedDesign:
 def build_network(
     model: IntegerModel, folding: list[LayerFolding], pipeline_every: int = DEFAULT_PIPELINE_EVERY
 ) -> Network:
-    check_folding(model, folding)
-    if pipeline_every < 0:
-        raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
+    check_design(model, folding, pipeline_every)
     return Network(model, folding, pipeline_every=pipeline_every)
 
 
@@ -184,7 +193,7 @@ def build_manifest(net: Network, model: IntegerModel) -> dict[str, Any]:
                 "pipeline_depth": engine.pipeline_depth,
                 "input_bits": layer.input_bits,
                 "acc_bits": layer.acc_bits,
-                "requant_bits": engine.requantizer.t_width,
+                "requant_bits": engine.requantizer.t_width,  # t's width in the requantizer
                 "output_bits": layer.output_bits,
                 "output_signed": layer.output_signed,
                 "weight_memory_bits": 0

@@ -74,9 +74,8 @@ class LayerEngine(wiring.Component):
                 pe + 1, simd, (0, x_max), None, pipeline_every, self.tag_layout, masked=True
             )
             acc_shape = range_shape(-layer.acc_bound, layer.acc_bound)
-            static = None
-            if self.nf == 1:
-                static = [p if p < n_out else None for p in range(pe)]
+            # One neuron fold means PE = n_out: the constants are fixed, as when unrolled.
+            static = list(range(pe)) if self.nf == 1 else None
         self.acc_shape = acc_shape
         # No signal can overflow: the accumulator holds every reachable sum, and a folded
         # layer's per-cycle partial sum 2 * plus - total lies within it.

@@ -82,8 +82,19 @@ def test_folding_file(tmp_path, small_model):
     path = tmp_path / "folding.json"
     path.write_text(json.dumps({"layers": [{"pe": 7, "simd": 13}, {"pe": 1, "simd": 1}]}))
     assert gen.folding_from_file(small_model, path) == [LayerFolding(7, 13), LayerFolding(1, 1)]
-    path.write_text('{"layers": [{"pe": 7}]}')
-    with pytest.raises(BchwError, match="pe' and 'simd"):
+    for bad in (
+        '{"layers": [{"pe": 7}]}',
+        '{"layers": [{"pe": 1.5, "simd": 1}, {"pe": 1, "simd": 1}]}',
+        '{"layers": [{"pe": true, "simd": 1}, {"pe": 1, "simd": 1}]}',
+    ):
+        path.write_text(bad)
+        with pytest.raises(BchwError, match="pe' and 'simd"):
+            gen.folding_from_file(small_model, path)
+    path.write_text('{"layers": [{"pe": 1, "simd": 1}]}')
+    with pytest.raises(BchwError, match="folding file .* gives 1 PE values; the model has 2"):
+        gen.folding_from_file(small_model, path)
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(BchwError, match="not valid JSON"):
         gen.folding_from_file(small_model, path)
 
 
@@ -97,7 +108,7 @@ def test_folding_file(tmp_path, small_model):
 )
 def test_impossible_folding_is_refused(small_model, folding, message):
     with pytest.raises(BchwError, match=message):
-        gen.check_folding(small_model, folding)
+        gen.check_design(small_model, folding)
 
 
 def test_cli_generate(tmp_path):
