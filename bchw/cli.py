@@ -395,6 +395,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     options.check(len(checkpoint.model.linears))
     if args.frac_bits is not None:
+        # Formats are given: calibration is skipped, so the data set need not be loaded.
         calibration = np.zeros((1, checkpoint.model.sizes[0]), dtype=np.uint8)
     else:
         if checkpoint.dataset not in DATASETS:

@@ -100,7 +100,8 @@ def argmax_lowest(scores: np.ndarray) -> np.ndarray:
 
 
 def check_images(model: IntegerModel, images: np.ndarray) -> np.ndarray:
-    """Refuse inputs of the wrong shape, type or range; return them as int64."""
+    """Refuse inputs of the wrong shape, type or range; return them unchanged (no copy: the
+    first layer converts them once, to the float type of its matrix product)."""
     images = np.asarray(images)
     if images.ndim != 2 or images.shape[1] != model.input_size:
         raise BchwError(
@@ -114,7 +115,7 @@ def check_images(model: IntegerModel, images: np.ndarray) -> np.ndarray:
             f"pixel values span {int(images.min())}..{int(images.max())}, the model's "
             f"{model.input_bits}-bit input takes 0..{top}"
         )
-    return images.astype(np.int64, copy=False)
+    return images
 
 
 def run(model: IntegerModel, images: np.ndarray) -> ReferenceResult:
