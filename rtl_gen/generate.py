@@ -17,6 +17,7 @@ from bchw.errors import BchwError, first_line
 from bchw.intmodel import IntegerModel
 from bchw.outputs import make_output_dir, write_bytes_atomic
 from rtl_gen.buffers import BeatFIFO
+from rtl_gen.faults import Fault, faulty_network
 from rtl_gen.network import LayerFolding, Network
 
 TOP_NAME = "bchw_network"
@@ -28,6 +29,9 @@ DEFAULT_PIPELINE_EVERY = 2
 # The default folding spends about this many binary synapses (adder-tree inputs) per cycle on the
 # whole network: some 10 to 20 thousand LUTs with 8-bit activations, a mid-size FPGA.
 DEFAULT_SYNAPSES_PER_CYCLE = 1024
+# What one PE costs beyond its synapses, in synapse-sized adders: an accumulator and a
+# requantizer (K shifted adds, rounding, clamp), all wider than a synapse adder.
+PE_COST = 8
 # Beyond this many synapses per cycle a design takes too long to generate and cannot fit a chip.
 MAX_SYNAPSES_PER_CYCLE = 1 << 18
 
@@ -45,19 +49,61 @@ def _candidates(n: int) -> list[int]:
 def default_folding(
     model: IntegerModel, budget: int = DEFAULT_SYNAPSES_PER_CYCLE
 ) -> list[LayerFolding]:
-    """Balance the layers: the smallest PE x SIMD per layer that meets one common interval.
+    """Balance the layers: the fewest synapses per cycle that meet one common interval.
 
-    The target interval is the network's synapse count divided by ``budget``; each layer takes
-    the cheapest (PE, SIMD) from powers of two and the full size whose ``nf * sf`` meets it.
+    The target interval is the network's synapse count divided by ``budget``. PE and SIMD come
+    from powers of two and the full sizes. Chains where each layer's PE equals the next layer's
+    SIMD are preferred: their links are small FIFOs (block RAM) instead of re-beating vector
+    buffers, which cost a register per activation and a wide multiplexer. Among those, the
+    chain with the lowest cost (synapses per cycle plus ``PE_COST`` per PE for its accumulator
+    and requantizer; then the shortest interval) wins; only when no such chain meets the
+    target does each layer take its own cheapest (PE, SIMD).
     """
     synapses = sum(layer.in_features * layer.out_features for layer in model.layers)
     target = max(1, math.ceil(synapses / budget))
+    matched = _matched_folding(model, target)
+    return matched if matched is not None else _independent_folding(model, target)
+
+
+def _cycles(n_in: int, n_out: int, pe: int, simd: int) -> int:
+    return math.ceil(n_out / pe) * math.ceil(n_in / simd)
+
+
+def _matched_folding(model: IntegerModel, target: int) -> list[LayerFolding] | None:
+    """Dynamic programming over the layers with PE_l = SIMD_(l+1); None if no chain fits."""
+    # best[pe] = (synapses per cycle, worst cycles, folding so far) for chains ending in pe.
+    best: dict[int, tuple[int, int, list[LayerFolding]]] = {}
+    for index, layer in enumerate(model.layers):
+        n_in, n_out = layer.in_features, layer.out_features
+        simds = _candidates(n_in) if index == 0 else sorted(best)
+        step: dict[int, tuple[int, int, list[LayerFolding]]] = {}
+        for simd in simds:
+            before = (0, 0, []) if index == 0 else best[simd]
+            for pe in _candidates(n_out):
+                cycles = _cycles(n_in, n_out, pe, simd)
+                if cycles > target:
+                    continue
+                option = (
+                    before[0] + pe * simd + PE_COST * pe,
+                    max(before[1], cycles),
+                    [*before[2], LayerFolding(pe, simd)],
+                )
+                if pe not in step or option[:2] < step[pe][:2]:
+                    step[pe] = option
+        if not step:
+            return None
+        best = step
+    return min(best.values(), key=lambda option: option[:2])[2]
+
+
+def _independent_folding(model: IntegerModel, target: int) -> list[LayerFolding]:
+    """Each layer's cheapest (PE, SIMD) meeting ``target`` (or its fastest, if none does)."""
     folding = []
     for layer in model.layers:
         best = None
         for pe in _candidates(layer.out_features):
             for simd in _candidates(layer.in_features):
-                cycles = math.ceil(layer.out_features / pe) * math.ceil(layer.in_features / simd)
+                cycles = _cycles(layer.in_features, layer.out_features, pe, simd)
                 key = (cycles > target, pe * simd if cycles <= target else -pe * simd, pe)
                 if best is None or key < best[0]:
                     best = (key, LayerFolding(pe, simd))
@@ -268,10 +314,21 @@ def generate(
     folding: list[LayerFolding],
     out_dir: str | Path,
     pipeline_every: int = DEFAULT_PIPELINE_EVERY,
+    fault: Fault | None = None,
 ) -> GeneratedDesign:
-    """Write ``bchw_network.v`` and ``manifest.json`` to ``out_dir``."""
-    net = build_network(model, folding, pipeline_every)
+    """Write ``bchw_network.v`` and ``manifest.json`` to ``out_dir``.
+
+    ``fault`` builds one deliberate bug into the design (for the cosimulation self-check); the
+    manifest then names it under ``"fault"`` and still describes ``model``.
+    """
+    if fault is None:
+        net = build_network(model, folding, pipeline_every)
+    else:
+        check_design(model, folding, pipeline_every)
+        net = faulty_network(model, folding, fault, pipeline_every)
     manifest = build_manifest(net, model)
+    if fault is not None:
+        manifest["fault"] = fault.describe()
     try:
         text = verilog.convert(net, name=TOP_NAME, emit_src=False)
     except YosysError as exc:

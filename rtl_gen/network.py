@@ -75,6 +75,9 @@ class Network(wiring.Component):
         self.input_shape = unsigned(model.input_bits)
         self.input_layout = data.ArrayLayout(self.input_shape, folding[0].simd)
         self.output_layout = self.argmax.o.payload.shape()
+        # A deliberate bug for the cosimulation self-check (rtl_gen/faults.py): the link after
+        # the first layer loses this beat (counted from 0).
+        self.fault_drop_beat: int | None = None
         super().__init__(
             {
                 "i": In(stream.Signature(self.input_layout)),
@@ -130,6 +133,12 @@ class Network(wiring.Component):
         for index, stage in enumerate(chain):
             m.submodules[self._stage_name(stage, index)] = stage
         wiring.connect(m, wiring.flipped(self.i), chain[0].i)
+        if self.fault_drop_beat is not None:
+            from rtl_gen.faults import DropBeat
+
+            dropper = DropBeat(chain[0].o.payload.shape(), self.fault_drop_beat)
+            m.submodules.fault_drop_beat = dropper
+            chain = [chain[0], dropper, *chain[1:]]
         for a, b in zip(chain, chain[1:], strict=False):
             wiring.connect(m, a.o, b.i)
         wiring.connect(m, chain[-1].o, wiring.flipped(self.o))

@@ -59,6 +59,9 @@ class Requantizer(wiring.Component):
         self.static_neurons = static_neurons
         self.latency = int(registered)
         self.t_width = requant_width(layer)
+        # Deliberate bugs for the cosimulation self-check (rtl_gen/faults.py); never set otherwise.
+        self.fault_shift_error = 0  # shift right by R + this
+        self.fault_no_saturation = False  # no clamp at the top of the output range: wrap
         lo, hi = output_range(layer.output_bits, layer.output_signed)
         self.output_shape = range_shape(lo, hi)
         fields = {"acc": data.ArrayLayout(acc_shape, n_lanes)}
@@ -108,10 +111,12 @@ class Requantizer(wiring.Component):
                 self._t_static(m, acc, self.static_neurons[lane], t)
             else:
                 self._t_dynamic(m, acc, self.i.payload.consts[lane], t, lane)
-            v = Signal(signed(self.t_width - layer.requant_shift), name=f"v{lane}")
-            m.d.comb += v.eq(t[layer.requant_shift :].as_signed())
+            shift = layer.requant_shift + self.fault_shift_error
+            v = Signal(signed(self.t_width - shift), name=f"v{lane}")
+            m.d.comb += v.eq(t[shift:].as_signed())
             y = Signal(self.output_shape, name=f"y{lane}")
-            m.d.comb += y.eq(Mux(v > hi, hi, Mux(v < lo, lo, v)))
+            top = v if self.fault_no_saturation else hi
+            m.d.comb += y.eq(Mux(v > hi, top, Mux(v < lo, lo, v)))
             if advance is None:
                 m.d.comb += self.o.payload[lane].eq(y)
             else:

@@ -36,13 +36,16 @@ def assert_timing(net, out_cycles, in_cycles):
     assert set(gaps[1:].tolist()) == {net.initiation_interval}
 
 
-def test_shipped_digits_model_bit_exact_on_every_test_image(digits):
+def test_shipped_digits_model_bit_exact_on_test_images(digits):
+    """The first 120 test images in amaranth.sim (about 290 cycles/s); the whole split runs
+    through the emitted Verilog in tests/test_cosim.py."""
     model = intmodel.load(REPO / "models" / "digits.bchw")
     folding = default_folding(model)
-    net, classes, scores, out_cycles, in_cycles = run_network(model, folding, digits.test.images)
-    assert_bit_exact(model, digits.test.images, classes, scores)
+    images, labels = digits.test.images[:120], digits.test.labels[:120]
+    net, classes, scores, out_cycles, in_cycles = run_network(model, folding, images)
+    assert_bit_exact(model, images, classes, scores)
     assert_timing(net, out_cycles, in_cycles)
-    assert np.mean(classes == digits.test.labels) >= 0.94
+    assert np.mean(classes == labels) >= 0.94
 
 
 def test_shipped_digits_model_under_stalls(digits):

