@@ -761,6 +761,11 @@ def cmd_cosim(args: argparse.Namespace) -> int:
         f"(manifest {report.predicted_initiation_interval_cycles}), "
         f"{report.cycles_per_image or 0:.1f} cycles per image over the run"
     )
+    if options.stall:
+        print(
+            f"stress    {report.gap_cycles} input gap cycles, {report.backpressure_cycles} "
+            "output back-pressure cycles"
+        )
     print(
         f"speed     {report.simulated_cycles} cycles in {report.run_seconds:.1f} s: "
         f"{report.images_per_second:.1f} images/s simulated"

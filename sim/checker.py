@@ -197,9 +197,14 @@ class StreamChecker:
         }
 
 
-def describe(first: dict[str, Any]) -> str:
-    """``image 12: scores[3] expected -5, got -4 (cycle 1234)``."""
-    fields = ", ".join(
-        f"{f['name']} expected {f['expected']}, got {f['actual']}" for f in first["fields"]
+def describe(first: dict[str, Any], shown: int = 3) -> str:
+    """``image 12 (digits test image 12): scores[3] expected -5, got -4 (cycle 1234)``; the
+    first ``shown`` differing fields, then how many more."""
+    fields = first["fields"]
+    text = ", ".join(
+        f"{f['name']} expected {f['expected']}, got {f['actual']}" for f in fields[:shown]
     )
-    return f"image {first['image']}: {fields} (cycle {first['cycle']})"
+    if len(fields) > shown:
+        text += f" and {len(fields) - shown} more fields"
+    name = f" ({first['input']})" if first.get("input") else ""
+    return f"image {first['image']}{name}: {text} (cycle {first['cycle']})"

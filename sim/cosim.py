@@ -67,6 +67,8 @@ class CosimReport:
     predicted_latency_cycles: int
     predicted_initiation_interval_cycles: int
     simulated_cycles: int
+    gap_cycles: int  # cycles the input withheld a beat it had (--stall)
+    backpressure_cycles: int  # cycles the output refused a valid result (--stall)
     build_seconds: float
     run_seconds: float
     waveform: str | None = None
@@ -119,6 +121,8 @@ class CosimReport:
             "initiation_interval_cycles": self.initiation_interval_cycles,
             "predicted_initiation_interval_cycles": self.predicted_initiation_interval_cycles,
             "simulated_cycles": self.simulated_cycles,
+            "gap_cycles": self.gap_cycles,
+            "backpressure_cycles": self.backpressure_cycles,
             "images_per_second": round(self.images_per_second, 2),
             "build_seconds": round(self.build_seconds, 2),
             "run_seconds": round(self.run_seconds, 2),
@@ -204,6 +208,8 @@ def cosimulate(
         predicted_latency_cycles=ports.latency_cycles,
         predicted_initiation_interval_cycles=ports.initiation_interval_cycles,
         simulated_cycles=result["cycles"],
+        gap_cycles=result.get("gap_cycles", 0),
+        backpressure_cycles=result.get("backpressure_cycles", 0),
         build_seconds=built.seconds,
         run_seconds=seconds,
         waveform=str(waves_path) if options.waves else None,

@@ -168,6 +168,9 @@ module {HARNESS_TOP} (
     reg [31:0] beats_taken /*verilator public_flat_rd*/;
     reg [31:0] outputs_taken /*verilator public_flat_rd*/;
     reg        input_done /*verilator public_flat_rd*/;
+    // Cycles the generators held back a beat that was ready to go, and refused an output.
+    reg [63:0] gap_cycles /*verilator public_flat_rd*/;
+    reg [63:0] backpressure_cycles /*verilator public_flat_rd*/;
 
     reg [8*{PATH_CHARS}-1:0] beats_path, log_path, waves_path;
     integer beats_fd, log_fd, got;
@@ -224,6 +227,8 @@ module {HARNESS_TOP} (
             beats_taken <= 32'd0;
             outputs_taken <= 32'd0;
             input_done <= 1'b0;
+            gap_cycles <= 64'd0;
+            backpressure_cycles <= 64'd0;
             gen_in <= seed;
             gen_out <= xorshift32(seed ^ 32'h9E3779B9);
         end else begin
@@ -238,6 +243,7 @@ module {HARNESS_TOP} (
                 dumping = 1'b1;
             end
             o_ready <= gen_out[15:0] >= stall_threshold;
+            if (o_valid && !o_ready) backpressure_cycles <= backpressure_cycles + 64'd1;
             if (i_valid && i_ready) begin
                 if (beats_taken % BEATS_PER_IMAGE == 0) begin
                     $fwrite(log_fd, "i %0d\\n", cycle);
@@ -254,6 +260,7 @@ module {HARNESS_TOP} (
                 end else begin
                     i_valid <= 1'b0;
                     input_done <= !have_pending;
+                    if (have_pending) gap_cycles <= gap_cycles + 64'd1;
                 end
             end
             if (o_valid && o_ready) begin

@@ -74,5 +74,7 @@ async def stream_and_compare(dut) -> None:
         beats_taken=int(dut.beats_taken.value),
         ended_early=ended_early,
     )
+    result["gap_cycles"] = int(dut.gap_cycles.value)
+    result["backpressure_cycles"] = int(dut.backpressure_cycles.value)
     _write_json(config["result_file"], result)
     assert result["passed"], result["summary"]
