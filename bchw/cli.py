@@ -97,7 +97,8 @@ FOLDING_EPILOG = (
     "Folding: --pe and --simd take one value per layer (e.g. --pe 16,16,10 --simd "
     '49,16,16), or --folding FILE with {"layers": [{"pe": P, "simd": S}, ...]}, or '
     "--unroll. Default: every layer folded to meet one common interval at about "
-    "1024 synapses per cycle in total."
+    "1024 synapses per cycle in total, each layer's PE equal to the next layer's SIMD where "
+    "possible (FIFO links)."
 )
 
 
@@ -397,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     cosim.add_argument(
         "--waves",
         action="store_true",
-        help="write a waveform of the whole run (FST); without it, only of a failing image",
+        help="write a waveform of the whole run (VCD with Verilator, FST with Icarus) to "
+        "OUTPUT/waves/; without it, only of the first failing image",
     )
     cosim.add_argument(
         "--self-check",
