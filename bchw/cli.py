@@ -7,6 +7,7 @@ stdout. Errors are one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -393,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
         "each cycle, 0..0.95 (default: %(default)s)",
     )
     cosim.add_argument(
+        "--stall-in", type=float, metavar="P", help="the input gaps' own probability"
+    )
+    cosim.add_argument(
+        "--stall-out", type=float, metavar="P", help="the output back-pressure's own probability"
+    )
+    cosim.add_argument(
+        "--stall-burst",
+        type=int,
+        default=1,
+        metavar="N",
+        help="each gap or back-pressure event lasts N cycles; long bursts of back-pressure "
+        "fill the buffers inside the design (default: %(default)s)",
+    )
+    cosim.add_argument(
         "--seed", type=int, default=1, help="seed of the gap and back-pressure generators"
     )
     cosim.add_argument(
@@ -653,8 +668,17 @@ def _cosim_design(args: argparse.Namespace, model, output: Path):
         return design, folding, pipeline_every
     folding = _folding_from_args(args, model)
     design = output / "design"
+    generator = hashlib.sha256()
+    for source in sorted(Path(gen.__file__).parent.glob("*.py")):
+        generator.update(source.read_bytes())
     recipe = json.dumps(
-        [model.sha256, [[f.pe, f.simd] for f in folding], args.pipeline_every, __version__]
+        [
+            model.sha256,
+            [[f.pe, f.simd] for f in folding],
+            args.pipeline_every,
+            __version__,
+            generator.hexdigest(),
+        ]
     )
     stamp = design / "generated-by-bchw-cosim"
     verilog = design / gen.VERILOG_NAME
@@ -684,11 +708,16 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     from sim.runner import choose_simulator
     from sim.stimuli import stress_vectors
 
-    options = CosimOptions(stall=args.stall, seed=args.seed, waves=args.waves)
-    options.check()
     options = CosimOptions(
-        sim=choose_simulator(args.sim), stall=args.stall, seed=args.seed, waves=args.waves
+        stall=args.stall,
+        stall_in=args.stall_in,
+        stall_out=args.stall_out,
+        burst=args.stall_burst,
+        seed=args.seed,
+        waves=args.waves,
     )
+    options.check()
+    options = dataclasses.replace(options, sim=choose_simulator(args.sim))
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise BchwError(f"output path {output} exists and is not a folder")
@@ -715,7 +744,12 @@ def cmd_cosim(args: argparse.Namespace) -> int:
         names += list(extra.names)
     print(
         f"cosim     {len(images)} inputs through {design} with {options.sim}"
-        + (f", stall {options.stall}" if options.stall else "")
+        + (
+            f", input gaps {options.gap}, back-pressure {options.backpressure}, "
+            f"bursts of {options.burst}"
+            if options.gap or options.backpressure
+            else ""
+        )
     )
     bars: list[tqdm] = []
 
@@ -745,8 +779,6 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    if report.build_seconds:
-        print(f"build     done in {report.build_seconds:.1f} s")
     print(
         f"result    {report.images - report.mismatches - report.missing_outputs} of "
         f"{report.images} outputs match the reference bit for bit, {report.mismatches} "
@@ -763,10 +795,11 @@ def cmd_cosim(args: argparse.Namespace) -> int:
         f"(manifest {report.predicted_initiation_interval_cycles}), "
         f"{report.cycles_per_image or 0:.1f} cycles per image over the run"
     )
-    if options.stall:
+    if options.gap or options.backpressure:
         print(
             f"stress    {report.gap_cycles} input gap cycles, {report.backpressure_cycles} "
-            "output back-pressure cycles"
+            f"output back-pressure cycles, the design refused input on "
+            f"{report.input_refused_cycles} cycles"
         )
     print(
         f"speed     {report.simulated_cycles} cycles in {report.run_seconds:.1f} s: "
@@ -775,10 +808,14 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     if not report.passed:
         print(f"MISMATCH  {first_problem(report)}")
     if report.waveform:
-        print(f"waveform  {report.waveform}")
+        note = f" ({report.waveform_note})" if report.waveform_note else ""
+        print(f"waveform  {report.waveform}{note}")
     summary = report.to_json()
     status = 0 if report.passed else 1
-    if args.self_check:
+    if args.self_check and not report.passed:
+        print("self-check not run: the clean design fails, so injected faults would prove nothing")
+        summary["self_check"] = None
+    elif args.self_check:
         from sim.selfcheck import self_check
 
         results = self_check(model, folding, pipeline_every, images, names, output, options, report)

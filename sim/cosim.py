@@ -23,21 +23,40 @@ from sim.checker import describe
 from sim.harness import Ports, pack_outputs, read_manifest
 
 MAX_STALL = 0.95
+MAX_BURST = 1 << 20
 WAVE_MARGIN_CYCLES = 16
 
 
 @dataclass(frozen=True)
 class CosimOptions:
     sim: str = runner.DEFAULT_SIMULATOR
-    stall: float = 0.0
+    stall: float = 0.0  # probability of an input gap and of output back-pressure per cycle
+    stall_in: float | None = None  # the input's own probability (None: stall)
+    stall_out: float | None = None  # the output's own probability (None: stall)
+    burst: int = 1  # cycles each gap or back-pressure event lasts
     seed: int = 1
     waves: bool = False  # a waveform of the whole run
     waves_on_mismatch: bool = True  # replay up to the first mismatch with a waveform of it
     stop_at_first_mismatch: bool = False
 
+    @property
+    def gap(self) -> float:
+        return self.stall if self.stall_in is None else self.stall_in
+
+    @property
+    def backpressure(self) -> float:
+        return self.stall if self.stall_out is None else self.stall_out
+
     def check(self) -> None:
-        if not 0.0 <= self.stall <= MAX_STALL:
-            raise BchwError(f"--stall must lie in 0..{MAX_STALL}, got {self.stall}")
+        for name, value in (
+            ("--stall", self.stall),
+            ("--stall-in", self.gap),
+            ("--stall-out", self.backpressure),
+        ):
+            if not 0.0 <= value <= MAX_STALL:  # also refuses nan
+                raise BchwError(f"{name} must lie in 0..{MAX_STALL}, got {value}")
+        if not 1 <= self.burst <= MAX_BURST:
+            raise BchwError(f"--stall-burst must lie in 1..{MAX_BURST}, got {self.burst}")
         if not 0 <= self.seed < 1 << 32:
             raise BchwError(f"--seed must lie in 0..2^32-1, got {self.seed}")
 
@@ -49,7 +68,9 @@ class CosimReport:
     model_sha256: str
     design: str
     simulator: str
-    stall: float
+    gap: float
+    backpressure: float
+    burst: int
     seed: int
     images: int
     outputs: int
@@ -69,9 +90,11 @@ class CosimReport:
     simulated_cycles: int
     gap_cycles: int  # cycles the input withheld a beat it had (--stall)
     backpressure_cycles: int  # cycles the output refused a valid result (--stall)
+    input_refused_cycles: int  # cycles the design refused an offered input beat
     build_seconds: float
     run_seconds: float
     waveform: str | None = None
+    waveform_note: str | None = None
     summary: str = ""
     names: list[str] = field(default_factory=list)
 
@@ -103,7 +126,9 @@ class CosimReport:
             "model_sha256": self.model_sha256,
             "design": self.design,
             "simulator": self.simulator,
-            "stall": self.stall,
+            "stall_in": self.gap,
+            "stall_out": self.backpressure,
+            "stall_burst": self.burst,
             "seed": self.seed,
             "images": self.images,
             "outputs": self.outputs,
@@ -123,10 +148,12 @@ class CosimReport:
             "simulated_cycles": self.simulated_cycles,
             "gap_cycles": self.gap_cycles,
             "backpressure_cycles": self.backpressure_cycles,
+            "input_refused_cycles": self.input_refused_cycles,
             "images_per_second": round(self.images_per_second, 2),
             "build_seconds": round(self.build_seconds, 2),
             "run_seconds": round(self.run_seconds, 2),
             "waveform": self.waveform,
+            "waveform_note": self.waveform_note,
             "summary": self.summary,
         }
 
@@ -173,7 +200,9 @@ def cosimulate(
     stimulus = runner.Stimulus(
         images=images,
         expected=expected,
-        stall=options.stall,
+        gap=options.gap,
+        backpressure=options.backpressure,
+        burst=options.burst,
         seed=options.seed,
         waves=waves_path if options.waves else None,
         stop_at_first_mismatch=options.stop_at_first_mismatch,
@@ -190,7 +219,9 @@ def cosimulate(
         model_sha256=model.sha256,
         design=str(design),
         simulator=options.sim,
-        stall=options.stall,
+        gap=options.gap,
+        backpressure=options.backpressure,
+        burst=options.burst,
         seed=options.seed,
         images=len(images),
         outputs=result["outputs"],
@@ -210,6 +241,7 @@ def cosimulate(
         simulated_cycles=result["cycles"],
         gap_cycles=result.get("gap_cycles", 0),
         backpressure_cycles=result.get("backpressure_cycles", 0),
+        input_refused_cycles=result.get("input_refused_cycles", 0),
         build_seconds=built.seconds,
         run_seconds=seconds,
         waveform=str(waves_path) if options.waves else None,
@@ -221,17 +253,14 @@ def cosimulate(
         report.first_mismatch["input"] = names[image] if image < len(names) else None
     if not report.passed and options.waves_on_mismatch and not options.waves:
         if announce is not None:
-            announce("replaying up to the first failing image to write its waveform")
-        report.waveform = str(
-            _replay_with_waves(
-                model, verilog, ports, images, expected, result, work_dir, options, announce
-            )
+            announce("replaying the run up to the first failure to write its waveform")
+        report.waveform, report.waveform_note = _replay_with_waves(
+            verilog, ports, images, expected, result, work_dir, options, announce
         )
     return report
 
 
 def _replay_with_waves(
-    model: IntegerModel,
     verilog: Path,
     ports: Ports,
     images: np.ndarray,
@@ -240,35 +269,47 @@ def _replay_with_waves(
     work_dir: Path,
     options: CosimOptions,
     announce: Callable[[str], None] | None,
-) -> Path:
-    """Rerun the images up to the first failing one (same seed, so the same handshakes) with a
-    waveform from that image's first input beat to its output, or to the end of the run when
-    the output never came."""
-    if result["first_mismatch"] is not None:
-        image = result["first_mismatch"]["image"]
-        end = result["first_mismatch"]["cycle"] + WAVE_MARGIN_CYCLES
+) -> tuple[str, str | None]:
+    """Rerun the same stimulus (same seed, so the same handshakes: a failure that depends on
+    later images filling buffers comes back too) with tracing, dumping from 16 cycles before
+    the failing image's first input beat and ending the run 16 cycles after its wrong output
+    (or at the end, when the output never came). Returns the waveform's path and, when the
+    replay did not fail the same way, a note saying so."""
+    first = result["first_mismatch"]
+    if first is not None:
+        image, end = first["image"], first["cycle"] + WAVE_MARGIN_CYCLES
     else:
-        image = min(result["outputs"], len(images) - 1)
-        end = result["cycles"]
+        image, end = min(result["outputs"], len(images) - 1), result["cycles"]
     in_cycles = result["in_cycles"]
-    begin = in_cycles[image] - WAVE_MARGIN_CYCLES if image < len(in_cycles) else 0
-    count = len(images) if result["first_mismatch"] is None else image + 1
+    begin = in_cycles[image] - WAVE_MARGIN_CYCLES if image < len(in_cycles) else 1
     built = runner.build(
         verilog, ports, options.sim, work_dir / "builds", waves=True, announce=announce
     )
     path = work_dir / "waves" / f"image{image}{runner.WAVES_SUFFIX[options.sim]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BchwError(f"cannot create {path.parent}: {exc.strerror}") from None
     stimulus = runner.Stimulus(
-        images=images[:count],
-        expected=expected[:count],
-        stall=options.stall,
+        images=images,
+        expected=expected,
+        gap=options.gap,
+        backpressure=options.backpressure,
+        burst=options.burst,
         seed=options.seed,
         waves=path,
         waves_window=(max(begin, 1), end),
-        stop_at_first_mismatch=True,
     )
-    runner.run(built, ports, stimulus, work_dir / "replay")
-    return path
+    replay = runner.run(built, ports, stimulus, work_dir / "replay")
+    same = (
+        replay["first_mismatch"] is not None
+        and replay["first_mismatch"]["image"] == image
+        and replay["first_mismatch"]["cycle"] == first["cycle"]
+        if first is not None
+        else replay["outputs"] <= result["outputs"]
+    )
+    note = None if same else "the replay did not fail the same way; the waveform may not show it"
+    return str(path), note
 
 
 def first_problem(report: CosimReport) -> str:

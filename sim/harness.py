@@ -11,9 +11,11 @@ Plusargs
 ``+bchw_beats=FILE``   input beats, one hexadecimal payload per line (``write_beats``).
 ``+bchw_log=FILE``     handshake log: ``i CYCLE`` when an image's first beat is taken,
                        ``o CYCLE PAYLOAD`` when an output beat is taken (hex payload).
-``+bchw_stall=T``      a cycle withholds ``i__valid`` (a gap) when the input generator's 16-bit
-                       draw is below ``T``, and ``o__ready`` when the output generator's is; ``T``
-                       is the probability times 65536 (0: never).
+``+bchw_gap=T``        a gap (``i__valid`` withheld from a beat that is ready) starts on a cycle
+                       when the input generator's 16-bit draw is below ``T``: the probability
+                       times 65536 (0: never);
+``+bchw_backpressure=T`` the same for ``o__ready`` low, from the output generator;
+``+bchw_burst=B``      each gap or back-pressure event lasts ``B`` cycles (default 1);
 ``+bchw_seed=S``       seed of both generators (xorshift32; 0 is replaced by 1).
 ``+bchw_waves=FILE``   dump a waveform (VCD, or FST where the simulator writes it) ...
 ``+bchw_waves_from=C`` ... from cycle ``C`` (optional: from the start); the testbench ends a run
@@ -171,12 +173,19 @@ module {HARNESS_TOP} (
     // Cycles the generators held back a beat that was ready to go, and refused an output.
     reg [63:0] gap_cycles /*verilator public_flat_rd*/;
     reg [63:0] backpressure_cycles /*verilator public_flat_rd*/;
+    // Cycles the design refused an offered input beat (its buffers were full).
+    reg [63:0] input_refused_cycles /*verilator public_flat_rd*/;
 
     reg [8*{PATH_CHARS}-1:0] beats_path, log_path, waves_path;
     integer beats_fd, log_fd, got;
     reg [IN_W-1:0] pending;  // the next beat from the file, when have_pending
     reg            have_pending;
-    reg [31:0] stall_threshold, seed, gen_in, gen_out;
+    reg [31:0] gap_threshold, bp_threshold, burst, seed, gen_in, gen_out;
+    reg [31:0] gap_hold, bp_hold;  // cycles left in the current gap / back-pressure burst
+    wire gap_start = gen_in[15:0] < gap_threshold;
+    wire bp_start = gen_out[15:0] < bp_threshold;
+    wire gap_now = gap_hold != 0 || gap_start;
+    wire bp_next = bp_hold != 0 || bp_start;
     reg [63:0] waves_from;
     reg        waves, dumping;
 
@@ -198,7 +207,10 @@ module {HARNESS_TOP} (
             $display("bchw harness: +bchw_log=FILE is missing");
             $finish;
         end
-        if (!$value$plusargs("bchw_stall=%d", stall_threshold)) stall_threshold = 0;
+        if (!$value$plusargs("bchw_gap=%d", gap_threshold)) gap_threshold = 0;
+        if (!$value$plusargs("bchw_backpressure=%d", bp_threshold)) bp_threshold = 0;
+        if (!$value$plusargs("bchw_burst=%d", burst)) burst = 1;
+        if (burst == 0) burst = 1;
         if (!$value$plusargs("bchw_seed=%d", seed)) seed = 1;
         if (seed == 0) seed = 1;
         beats_fd = $fopen(beats_path, "r");
@@ -229,8 +241,11 @@ module {HARNESS_TOP} (
             input_done <= 1'b0;
             gap_cycles <= 64'd0;
             backpressure_cycles <= 64'd0;
+            input_refused_cycles <= 64'd0;
             gen_in <= seed;
             gen_out <= xorshift32(seed ^ 32'h9E3779B9);
+            gap_hold <= 32'd0;
+            bp_hold <= 32'd0;
         end else begin
             cycle <= cycle + 64'd1;
             gen_in <= xorshift32(gen_in);
@@ -242,8 +257,12 @@ module {HARNESS_TOP} (
                 $dumpvars(0, {HARNESS_TOP});
                 dumping = 1'b1;
             end
-            o_ready <= gen_out[15:0] >= stall_threshold;
+            // Each generator starts a burst of `burst` blocked cycles with its probability.
+            gap_hold <= gap_hold != 0 ? gap_hold - 32'd1 : (gap_start ? burst - 32'd1 : 32'd0);
+            bp_hold <= bp_hold != 0 ? bp_hold - 32'd1 : (bp_start ? burst - 32'd1 : 32'd0);
+            o_ready <= !bp_next;
             if (o_valid && !o_ready) backpressure_cycles <= backpressure_cycles + 64'd1;
+            if (i_valid && !i_ready) input_refused_cycles <= input_refused_cycles + 64'd1;
             if (i_valid && i_ready) begin
                 if (beats_taken % BEATS_PER_IMAGE == 0) begin
                     $fwrite(log_fd, "i %0d\\n", cycle);
@@ -252,7 +271,7 @@ module {HARNESS_TOP} (
             end
             // A beat once offered stays until taken; a new one may be offered after that.
             if (!i_valid || i_ready) begin
-                if (have_pending && gen_in[15:0] >= stall_threshold) begin
+                if (have_pending && !gap_now) begin
                     i_payload <= pending;
                     i_valid <= 1'b1;
                     got = $fscanf(beats_fd, "%h\\n", pending);

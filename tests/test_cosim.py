@@ -44,6 +44,7 @@ def test_digits_test_split_is_bit_exact_and_timing_matches_manifest(tmp_path):
     result = bchw("cosim", DIGITS, "-o", out, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _run_json(result)
+    calm_refusals = report["input_refused_cycles"]
     model = intmodel.load(DIGITS)
     split = load_dataset("digits").split("test")
     ref = reference.run(model, split.images)
@@ -75,6 +76,26 @@ def test_digits_test_split_is_bit_exact_and_timing_matches_manifest(tmp_path):
     assert report["passed"] and report["images"] > 60 and report["labelled_images"] == 60
     assert report["build_seconds"] == 0  # cached
     assert report["gap_cycles"] > 10 and report["backpressure_cycles"] > 10
+
+    # Long bursts of back-pressure fill every buffer up to the input, which then waits far
+    # more than when the design is only busy (the calm run above, on 360 images, not 60).
+    bursts = bchw(
+        "cosim",
+        DIGITS,
+        "-o",
+        out,
+        "--stall-out",
+        "0.3",
+        "--stall-burst",
+        "1000",
+        "--limit",
+        "60",
+        "--json",
+    )
+    assert bursts.returncode == 0, bursts.stdout + bursts.stderr
+    report = _run_json(bursts)
+    assert report["passed"] and report["gap_cycles"] == 0
+    assert report["input_refused_cycles"] > calm_refusals + 1000
 
 
 ODD_MODELS = [
@@ -210,6 +231,8 @@ def test_verilog_that_does_not_compile_is_a_one_line_error(tmp_path):
     "args, message",
     [
         (["--stall", "1.5"], "--stall must lie in 0..0.95"),
+        (["--stall-out", "nan"], "--stall-out must lie in 0..0.95"),
+        (["--stall-burst", "0"], "--stall-burst must lie in 1.."),
         (["--design", "nowhere"], "has no manifest.json"),
         (["--sim", "questa"], "invalid choice"),
     ],

@@ -13,7 +13,7 @@ from bchw.errors import BchwError
 from rtl_gen import generate as gen
 from sim.checker import LogReader, StreamChecker, describe
 from sim.harness import Field, harness_verilog, pack_outputs, read_manifest, write_beats
-from sim.runner import patience_cycles
+from sim.runner import Stimulus, patience_cycles
 
 from .streams import random_model
 
@@ -159,6 +159,10 @@ def test_log_reader_keeps_partial_lines(tmp_path):
 def test_patience_grows_with_stalls(design):
     _, folder = design
     ports = read_manifest(folder / "manifest.json")
-    assert patience_cycles(ports, 0.5) - 1000 == 4 * (patience_cycles(ports, 0.0) - 1000)
+    calm = Stimulus(np.zeros((1, 37)), [0])
+    stalled = dataclasses.replace(calm, gap=0.5, backpressure=0.5)
+    assert patience_cycles(ports, stalled) - 1000 == 4 * (patience_cycles(ports, calm) - 1000)
+    bursty = dataclasses.replace(calm, backpressure=0.5, burst=100)
+    assert patience_cycles(ports, bursty) > 100 * patience_cycles(ports, calm) // 2
     tiny = dataclasses.replace(ports, latency_cycles=1, initiation_interval_cycles=1)
-    assert patience_cycles(tiny, 0.0) >= 1000
+    assert patience_cycles(tiny, calm) >= 1000
