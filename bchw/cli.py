@@ -554,14 +554,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from bchw import intmodel
+def _model_dataset(args: argparse.Namespace, model):
+    """``--dataset`` (else the one the model was trained on), checked against the model."""
     from bchw.data import load_dataset
-    from bchw.evaluate import evaluate, write_dump
 
-    if args.dump:
-        check_output_file(args.dump)
-    model = intmodel.load(args.model)
     dataset_name = args.dataset or model.provenance.get("dataset")
     if dataset_name not in DATASETS:
         raise BchwError("the model does not name its dataset: pass --dataset")
@@ -571,6 +567,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{dataset_name} images have {dataset.num_features} pixels but the model takes "
             f"{model.input_size} inputs"
         )
+    return dataset_name, dataset
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bchw import intmodel
+    from bchw.evaluate import evaluate, write_dump
+
+    if args.dump:
+        check_output_file(args.dump)
+    model = intmodel.load(args.model)
+    dataset_name, dataset = _model_dataset(args, model)
     split = dataset.split(args.split).head(args.limit)
     checkpoint = None
     if args.checkpoint:
@@ -703,7 +710,6 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from bchw import intmodel
-    from bchw.data import load_dataset
     from sim.cosim import CosimOptions, cosimulate, first_problem
     from sim.runner import choose_simulator
     from sim.stimuli import stress_vectors
@@ -722,15 +728,7 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise BchwError(f"output path {output} exists and is not a folder")
     model = intmodel.load(args.model)
-    dataset_name = args.dataset or model.provenance.get("dataset")
-    if dataset_name not in DATASETS:
-        raise BchwError("the model does not name its dataset: pass --dataset")
-    dataset = load_dataset(dataset_name, args.data_dir)
-    if dataset.num_features != model.input_size:
-        raise BchwError(
-            f"{dataset_name} images have {dataset.num_features} pixels but the model takes "
-            f"{model.input_size} inputs"
-        )
+    dataset_name, dataset = _model_dataset(args, model)
     split = dataset.split("test").head(args.limit)
     make_output_dir(output)
     design, folding, pipeline_every = _cosim_design(args, model, output)

@@ -35,6 +35,57 @@ def _combine(m: Module, a: Term, b: Term, name: str) -> Term:
     return Term(node, sign, lo, hi)
 
 
+def reduce_terms(
+    m: Module, terms: list[Term], register_levels, advance: Signal | None, prefix: str
+) -> Term:
+    """Pair terms level by level into one; a register after each level in ``register_levels``
+    (updated when ``advance``)."""
+    level = 0
+    while len(terms) > 1:
+        level += 1
+        paired = [
+            _combine(m, terms[k], terms[k + 1], f"{prefix}_n{level}_{k // 2}")
+            for k in range(0, len(terms) - 1, 2)
+        ]
+        if len(terms) % 2:
+            paired.append(terms[-1])
+        terms = paired
+        if level in register_levels:
+            terms = [
+                register_term(m, t, advance, f"{prefix}_r{level}_{k}") for k, t in enumerate(terms)
+            ]
+    return terms[0]
+
+
+def register_term(m: Module, term: Term, advance: Signal | None, name: str) -> Term:
+    reg = Signal(range_shape(term.lo, term.hi), name=name)
+    with m.If(advance):
+        m.d.sync += reg.eq(term.value)
+    return Term(reg, term.sign, term.lo, term.hi)
+
+
+def delay_tag(m: Module, tag: Value, shape, cycles: int, advance: Signal | None) -> Value:
+    """``tag`` delayed by ``cycles`` pipeline stages (moving when ``advance``)."""
+    for k in range(cycles):
+        delayed = Signal(shape, name=f"tag_r{k}")
+        with m.If(advance):
+            m.d.sync += delayed.eq(tag)
+        tag = delayed
+    return tag
+
+
+def tree_signature(in_fields: dict, sum_shape, n_lanes: int, tag_shape) -> dict:
+    """Ports of a tree: ``i`` carries ``in_fields`` (and the tag), ``o`` the sums (and the tag)."""
+    out_fields = {"sum": data.ArrayLayout(sum_shape, n_lanes)}
+    if tag_shape is not None:
+        in_fields = {**in_fields, "tag": tag_shape}
+        out_fields["tag"] = tag_shape
+    return {
+        "i": In(stream.Signature(data.StructLayout(in_fields))),
+        "o": Out(stream.Signature(data.StructLayout(out_fields))),
+    }
+
+
 def tree_levels(n_inputs: int) -> int:
     """Adder levels of a balanced tree over ``n_inputs`` leaves."""
     return max(0, (n_inputs - 1).bit_length())
@@ -115,16 +166,7 @@ class AdderTree(wiring.Component):
         in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
         if masked:
             in_fields["mask"] = data.ArrayLayout(unsigned(n_inputs), n_lanes)
-        out_fields = {"sum": data.ArrayLayout(self.sum_shape, n_lanes)}
-        if tag_shape is not None:
-            in_fields["tag"] = tag_shape
-            out_fields["tag"] = tag_shape
-        super().__init__(
-            {
-                "i": In(stream.Signature(data.StructLayout(in_fields))),
-                "o": Out(stream.Signature(data.StructLayout(out_fields))),
-            }
-        )
+        super().__init__(tree_signature(in_fields, self.sum_shape, n_lanes, tag_shape))
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -137,22 +179,7 @@ class AdderTree(wiring.Component):
                 terms = [Term(Mux(mask[k], x[k], 0), 1, 0, hi) for k in range(self.n_inputs)]
             else:
                 terms = [Term(x[k], int(self.signs[lane, k]), lo, hi) for k in range(self.n_inputs)]
-            level = 0
-            while len(terms) > 1:
-                level += 1
-                paired = [
-                    _combine(m, terms[k], terms[k + 1], f"l{lane}_n{level}_{k // 2}")
-                    for k in range(0, len(terms) - 1, 2)
-                ]
-                if len(terms) % 2:
-                    paired.append(terms[-1])
-                terms = paired
-                if level in self.register_levels:
-                    terms = [
-                        self._register(m, t, advance, f"l{lane}_r{level}_{k}")
-                        for k, t in enumerate(terms)
-                    ]
-            root = terms[0]
+            root = reduce_terms(m, terms, self.register_levels, advance, f"l{lane}")
             lane_lo, lane_hi = self.lane_ranges[lane]
             root_range = (root.lo, root.hi) if root.sign > 0 else (-root.hi, -root.lo)
             assert root_range == (lane_lo, lane_hi), "tree range bookkeeping is inconsistent"
@@ -160,18 +187,6 @@ class AdderTree(wiring.Component):
             total = root.value if root.sign > 0 else -root.value
             m.d.comb += self.o.payload.sum[lane].eq(total)
         if self.tag_shape is not None:
-            tag = self.i.payload.tag
-            for k in range(self.latency):
-                delayed = Signal(self.tag_shape, name=f"tag_r{k}")
-                with m.If(advance):
-                    m.d.sync += delayed.eq(tag)
-                tag = delayed
+            tag = delay_tag(m, self.i.payload.tag, self.tag_shape, self.latency, advance)
             m.d.comb += self.o.payload.tag.eq(tag)
         return m
-
-    @staticmethod
-    def _register(m: Module, term: Term, advance: Signal | None, name: str) -> Term:
-        reg = Signal(range_shape(term.lo, term.hi), name=name)
-        with m.If(advance):
-            m.d.sync += reg.eq(term.value)
-        return Term(reg, term.sign, term.lo, term.hi)

@@ -243,9 +243,10 @@ def build_manifest(net: Network, model: IntegerModel) -> dict[str, Any]:
                 "requant_bits": engine.requantizer.t_width,  # t's width in the requantizer
                 "output_bits": layer.output_bits,
                 "output_signed": layer.output_signed,
+                "weight_bits": getattr(layer, "weight_bits", 1),
                 "weight_memory_bits": 0
                 if engine.unrolled
-                else engine.nf * engine.sf * engine.pe * engine.simd,
+                else engine.nf * engine.sf * engine.weight_word_bits,
             }
         )
     links = []

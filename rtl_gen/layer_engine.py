@@ -62,23 +62,20 @@ class LayerEngine(wiring.Component):
         self.input_shape = unsigned(layer.input_bits)
         x_max = layer.input_max
         if self.unrolled:
-            self.tree = AdderTree(n_out, n_in, (0, x_max), layer.weights, pipeline_every)
+            self.tree = self._unrolled_tree(x_max, pipeline_every)
             acc_shape = self.tree.sum_shape
             static = list(range(n_out))
         else:
             self.tag_layout = data.StructLayout(
                 {"first": 1, "last": 1, "fold": unsigned(max(1, (self.nf - 1).bit_length()))}
             )
-            # Lanes 0..pe-1 sum the inputs whose weight is +1; lane pe (mask all ones) sums all.
-            self.tree = AdderTree(
-                pe + 1, simd, (0, x_max), None, pipeline_every, self.tag_layout, masked=True
-            )
+            self.tree = self._folded_tree(x_max, pipeline_every)
             acc_shape = range_shape(-layer.acc_bound, layer.acc_bound)
             # One neuron fold means PE = n_out: the constants are fixed, as when unrolled.
             static = list(range(pe)) if self.nf == 1 else None
         self.acc_shape = acc_shape
         # No signal can overflow: the accumulator holds every reachable sum, and a folded
-        # layer's per-cycle partial sum 2 * plus - total lies within it.
+        # layer's per-cycle partial sum lies within it.
         acc_lo, acc_hi = shape_range(acc_shape)
         assert acc_lo <= -layer.acc_bound and layer.acc_bound <= acc_hi or self.unrolled
         if self.unrolled:
@@ -86,7 +83,8 @@ class LayerEngine(wiring.Component):
             tree_hi = max(hi for _, hi in self.tree.lane_ranges)
             assert -layer.acc_bound <= tree_lo and tree_hi <= layer.acc_bound
         else:
-            assert simd * x_max <= acc_hi and -simd * x_max >= acc_lo
+            part_lo, part_hi = self._partial_range()
+            assert acc_lo <= part_lo and part_hi <= acc_hi
         self.requantizer = Requantizer(layer, pe, acc_shape, static, requant_registered)
         self.output_shape = self.requantizer.output_shape
         super().__init__(
@@ -95,6 +93,36 @@ class LayerEngine(wiring.Component):
                 "o": Out(stream.Signature(data.ArrayLayout(self.output_shape, pe))),
             }
         )
+
+    # -- the dot-product unit (MacLayerEngine in rtl_gen/mac.py overrides these) ---------------
+
+    def _unrolled_tree(self, x_max: int, pipeline_every: int) -> AdderTree:
+        layer = self.layer
+        n_out, n_in = layer.out_features, layer.in_features
+        return AdderTree(n_out, n_in, (0, x_max), layer.weights, pipeline_every)
+
+    def _folded_tree(self, x_max: int, pipeline_every: int) -> AdderTree:
+        # Lanes 0..pe-1 sum the inputs whose weight is +1; lane pe (mask all ones) sums all.
+        return AdderTree(
+            self.pe + 1, self.simd, (0, x_max), None, pipeline_every, self.tag_layout, masked=True
+        )
+
+    @property
+    def weight_word_bits(self) -> int:
+        """Bits of one weight-memory word (one synapse fold of one neuron fold)."""
+        return self.pe * self.simd
+
+    def _connect_weights(self, m: Module, tree: AdderTree, word) -> None:
+        all_ones = (1 << self.simd) - 1
+        m.d.comb += tree.i.payload.mask.eq(word | (all_ones << (self.pe * self.simd)))
+
+    def _partial(self, tree: AdderTree, p: int):
+        """PE ``p``'s contribution this beat: sum over +1 weights minus sum over -1 weights."""
+        return (tree.o.payload.sum[p] << 1) - tree.o.payload.sum[self.pe]
+
+    def _partial_range(self) -> tuple[int, int]:
+        bound = self.simd * self.layer.input_max
+        return -bound, bound
 
     # -- timing ------------------------------------------------------------------------------
 
@@ -191,7 +219,7 @@ class LayerEngine(wiring.Component):
         layer, pe, simd, nf, sf = self.layer, self.pe, self.simd, self.nf, self.sf
         beat_layout = data.ArrayLayout(self.input_shape, simd)
         m.submodules.weights = wmem = Memory(
-            shape=unsigned(pe * simd), depth=nf * sf, init=self.weight_words()
+            shape=unsigned(self.weight_word_bits), depth=nf * sf, init=self.weight_words()
         )
         w_rd = wmem.read_port()
 
@@ -258,13 +286,12 @@ class LayerEngine(wiring.Component):
         else:
             m.d.comb += x_a.eq(x_reg)
 
-        all_ones = (1 << simd) - 1
         m.d.comb += [
             tree.i.valid.eq(valid_a),
             tree.i.payload.tag.eq(tag_a),
             tree.i.payload.x.eq(x_a),
-            tree.i.payload.mask.eq(w_rd.data | (all_ones << (pe * simd))),
         ]
+        self._connect_weights(m, tree, w_rd.data)
 
         # Accumulators: acc_p += 2 * plus_p - total; on a fold's last beat, hand over.
         tag = tree.o.payload.tag
@@ -275,14 +302,13 @@ class LayerEngine(wiring.Component):
             take.eq(tree.o.valid & tree.o.ready),
             rq.i.valid.eq(out_valid),
         ]
-        total = tree.o.payload.sum[pe]
         with m.If(rq.i.valid & rq.i.ready):
             m.d.sync += out_valid.eq(0)
         with m.If(take & tag.last):
             m.d.sync += out_valid.eq(1)
         for p in range(pe):
             acc = Signal(self.acc_shape, name=f"acc{p}")
-            partial = (tree.o.payload.sum[p] << 1) - total
+            partial = self._partial(tree, p)
             updated = Mux(tag.first, 0, acc) + partial
             with m.If(take):
                 with m.If(tag.last):

@@ -52,8 +52,12 @@ class Network(wiring.Component):
         self.model = model
         self.folding = list(folding)
         self.pipeline_every = pipeline_every
+        from rtl_gen.mac import MacLayer, MacLayerEngine
+
         self.engines = [
-            LayerEngine(layer, f.pe, f.simd, pipeline_every, requant_registered)
+            (MacLayerEngine if isinstance(layer, MacLayer) else LayerEngine)(
+                layer, f.pe, f.simd, pipeline_every, requant_registered
+            )
             for layer, f in zip(model.layers, folding, strict=True)
         ]
         self.links: list[wiring.Component] = []

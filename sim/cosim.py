@@ -47,6 +47,18 @@ class CosimOptions:
     def backpressure(self) -> float:
         return self.stall if self.stall_out is None else self.stall_out
 
+    def stimulus(self, images: np.ndarray, expected: list[int], **settings: Any) -> runner.Stimulus:
+        """The run of ``images`` with these handshake settings (and ``settings`` besides)."""
+        return runner.Stimulus(
+            images=images,
+            expected=expected,
+            gap=self.gap,
+            backpressure=self.backpressure,
+            burst=self.burst,
+            seed=self.seed,
+            **settings,
+        )
+
     def check(self) -> None:
         for name, value in (
             ("--stall", self.stall),
@@ -197,13 +209,9 @@ def cosimulate(
     waves_path = work_dir / "waves" / f"run{runner.WAVES_SUFFIX[options.sim]}"
     if options.waves:
         waves_path.parent.mkdir(parents=True, exist_ok=True)
-    stimulus = runner.Stimulus(
-        images=images,
-        expected=expected,
-        gap=options.gap,
-        backpressure=options.backpressure,
-        burst=options.burst,
-        seed=options.seed,
+    stimulus = options.stimulus(
+        images,
+        expected,
         waves=waves_path if options.waves else None,
         stop_at_first_mismatch=options.stop_at_first_mismatch,
     )
@@ -290,16 +298,7 @@ def _replay_with_waves(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BchwError(f"cannot create {path.parent}: {exc.strerror}") from None
-    stimulus = runner.Stimulus(
-        images=images,
-        expected=expected,
-        gap=options.gap,
-        backpressure=options.backpressure,
-        burst=options.burst,
-        seed=options.seed,
-        waves=path,
-        waves_window=(max(begin, 1), end),
-    )
+    stimulus = options.stimulus(images, expected, waves=path, waves_window=(max(begin, 1), end))
     replay = runner.run(built, ports, stimulus, work_dir / "replay")
     same = (
         replay["first_mismatch"] is not None
