@@ -114,3 +114,38 @@ def test_mac_design_multiplies_and_binary_design_does_not(tmp_path):
         counts[name] = int(lines[-1][0]) if lines else 0
     assert counts["binary"] == 0
     assert counts["mac"] == 2 * 4 + 2 * 4  # one multiplier per synapse lane (PE x SIMD)
+
+
+def test_count_cells_sorts_cell_types_into_resources():
+    from rtl_gen.synth import FAMILIES, count_cells
+
+    cells = {"SB_LUT4": 10, "SB_DFFE": 3, "SB_DFF": 2, "SB_CARRY": 4, "SB_MAC16": 1, "X": 9}
+    counts = count_cells(cells, FAMILIES["ice40"].kinds)
+    assert counts == {"lut": 10, "ff": 5, "carry": 4, "lutram": 0, "bram": 0, "dsp": 1}
+    ecp5 = count_cells({"LUT4": 7, "TRELLIS_FF": 2, "MULT18X18D": 3}, FAMILIES["ecp5"].kinds)
+    assert (ecp5["lut"], ecp5["ff"], ecp5["dsp"]) == (7, 2, 3)
+
+
+@pytest.mark.synth
+def test_synthesis_counts_dsp_blocks_only_in_the_mac_design(tmp_path):
+    from rtl_gen.synth import synthesize
+
+    binary = random_model((16, 8, 4), seed=2, input_bits=8, act_bits=4, out_bits=6)
+    folding = [gen.LayerFolding(2, 4), gen.LayerFolding(2, 4)]
+    results = {}
+    for name, model in (("binary", binary), ("mac", mac_model(binary, 8))):
+        design = gen.generate(model, folding, tmp_path / name)
+        for dsp in (True, False):
+            results[name, dsp] = synthesize(
+                design.verilog, "bchw_network", "ice40", dsp, tmp_path / "synth"
+            )
+    assert results["binary", True]["dsp"] == 0 and results["mac", True]["dsp"] > 0
+    assert results["mac", False]["dsp"] == 0
+    assert results["mac", False]["lut"] > 2 * results["binary", False]["lut"]
+    assert all(r["lut"] > 0 and r["ff"] > 0 and not r["cached"] for r in results.values())
+    again = synthesize(
+        tmp_path / "mac" / "bchw_network.v", "bchw_network", "ice40", True, tmp_path / "synth"
+    )
+    assert again["cached"] and again["lut"] == results["mac", True]["lut"]
+    with pytest.raises(BchwError, match="unknown FPGA family 'xc9'"):
+        synthesize(tmp_path / "mac" / "bchw_network.v", "bchw_network", "xc9", True, tmp_path)
