@@ -20,7 +20,7 @@ from bchw.errors import BchwError
 from bchw.intmodel import IntegerModel
 from sim import runner
 from sim.checker import describe
-from sim.harness import Ports, pack_outputs, read_manifest
+from sim.harness import Ports, check_port_widths, pack_outputs, read_manifest
 
 MAX_STALL = 0.95
 MAX_BURST = 1 << 20
@@ -198,6 +198,7 @@ def cosimulate(
     verilog = design / "bchw_network.v"
     if not verilog.is_file():
         raise BchwError(f"design folder {design} has no bchw_network.v")
+    check_port_widths(verilog, ports)
     if len(images) == 0:
         raise BchwError("no images to simulate")
     ref = reference.run(model, images)

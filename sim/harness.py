@@ -25,6 +25,7 @@ Plusargs
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,24 @@ def read_manifest(path: Path) -> Ports:
     ):
         raise BchwError(f"manifest {path}: the output needs an index and one score per class")
     return ports
+
+
+def check_port_widths(verilog: Path, ports: Ports) -> None:
+    """The payload ports the Verilog declares must have the manifest's widths: the harness
+    connects them by the manifest, and a mismatch would be silently truncated."""
+    text = Path(verilog).read_text(encoding="utf-8", errors="replace")
+    for direction, name, width in (
+        ("input", "i__payload", ports.input_width),
+        ("output", "o__payload", ports.output_width),
+    ):
+        found = re.search(rf"\b{direction}\s+(?:wire\s+|reg\s+)?(\[(\d+):0\]\s*)?{name}\s*;", text)
+        if found is None:
+            raise BchwError(f"{verilog} declares no {direction} {name}")
+        declared = int(found.group(2)) + 1 if found.group(2) is not None else 1
+        if declared != width:
+            raise BchwError(
+                f"{verilog} declares {name} with {declared} bits, the manifest says {width}"
+            )
 
 
 def harness_verilog(ports: Ports) -> str:

@@ -222,7 +222,8 @@ def test_verilog_that_does_not_compile_is_a_one_line_error(tmp_path):
     model = intmodel.load(DIGITS)
     design = tmp_path / "design"
     gen.generate(model, gen.default_folding(model), design)
-    (design / "bchw_network.v").write_text("module bchw_network(input clk); wire ; endmodule\n")
+    verilog = design / "bchw_network.v"
+    verilog.write_text(verilog.read_text().replace("  input clk;", "  input clk;\n  wire ;", 1))
     result = bchw("cosim", DIGITS, "--design", design, "-o", tmp_path / "out", "--limit", "2")
     assert_one_line_error(result, "verilator could not build the design", "build.log")
 

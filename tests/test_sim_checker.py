@@ -12,7 +12,14 @@ from bchw import reference
 from bchw.errors import BchwError
 from rtl_gen import generate as gen
 from sim.checker import LogReader, StreamChecker, describe
-from sim.harness import Field, harness_verilog, pack_outputs, read_manifest, write_beats
+from sim.harness import (
+    Field,
+    check_port_widths,
+    harness_verilog,
+    pack_outputs,
+    read_manifest,
+    write_beats,
+)
 from sim.runner import Stimulus, patience_cycles
 
 from .streams import random_model
@@ -166,3 +173,20 @@ def test_patience_grows_with_stalls(design):
     assert patience_cycles(ports, bursty) > 100 * patience_cycles(ports, calm) // 2
     tiny = dataclasses.replace(ports, latency_cycles=1, initiation_interval_cycles=1)
     assert patience_cycles(tiny, calm) >= 1000
+
+
+def test_port_widths_must_match_the_manifest(design, tmp_path):
+    _, folder = design
+    ports = read_manifest(folder / "manifest.json")
+    verilog = folder / "bchw_network.v"
+    check_port_widths(verilog, ports)
+    text = verilog.read_text()
+    declaration = f"input [{ports.input_width - 1}:0] i__payload;"
+    assert declaration in text
+    edited = tmp_path / "edited.v"
+    edited.write_text(text.replace(declaration, f"input [{ports.input_width - 2}:0] i__payload;"))
+    with pytest.raises(BchwError, match=f"declares i__payload with {ports.input_width - 1} bits"):
+        check_port_widths(edited, ports)
+    edited.write_text(text.replace("o__payload;", "o__payload_renamed;"))
+    with pytest.raises(BchwError, match="declares no output o__payload"):
+        check_port_widths(edited, ports)
