@@ -269,8 +269,8 @@ module {HARNESS_TOP} (
             cycle <= cycle + 64'd1;
             gen_in <= xorshift32(gen_in);
             gen_out <= xorshift32(gen_out);
-            // The dump starts at waves_from; the testbench ends the run at waves_to (Verilator
-            // does not honour $dumpoff).
+            // The dump starts at waves_from; the testbench ends the run at the window's end
+            // (end_cycle in its config), since Verilator does not honour $dumpoff.
             if (waves && !dumping && cycle == waves_from) begin
                 $dumpfile(waves_path);
                 $dumpvars(0, {HARNESS_TOP});
