@@ -8,6 +8,7 @@ Yosys version, so a rerun is instant.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -97,6 +98,7 @@ def count_cells(cells: dict[str, int], kinds: dict[str, str]) -> dict[str, int]:
     return out
 
 
+@functools.cache
 def _yosys_version() -> str:
     import subprocess
 

@@ -8,6 +8,7 @@ testbench's progress file while it runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -107,6 +108,7 @@ def _first_line_of(command: list[str]) -> str:
     return lines[0].strip() if lines else "none"
 
 
+@functools.cache
 def _tool_versions(sim: str = "") -> str:
     """What a build depends on besides its sources: cocotb, Verilator or Icarus, the compiler."""
     versions = []
