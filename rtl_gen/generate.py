@@ -187,6 +187,25 @@ def build_network(
     return Network(model, folding, pipeline_every=pipeline_every)
 
 
+def design_timing(
+    model: IntegerModel, folding: list[LayerFolding], pipeline_every: int = DEFAULT_PIPELINE_EVERY
+) -> tuple[int, int]:
+    """Initiation interval and latency in cycles, as the manifest gives them, without
+    elaborating the design (the blocks are built and dropped, unused on purpose)."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        net = build_network(model, folding, pipeline_every)
+        timing = net.initiation_interval, net.latency
+        del net
+        gc.collect()  # the unused-elaboratable warnings fire when the blocks are collected
+    return timing
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -241,6 +260,7 @@ def build_manifest(net: Network, model: IntegerModel) -> dict[str, Any]:
                 "input_bits": layer.input_bits,
                 "acc_bits": layer.acc_bits,
                 "requant_bits": engine.requantizer.t_width,  # t's width in the requantizer
+                "requantizer_units": engine.requantizer.units,  # time-shared by the PEs
                 "output_bits": layer.output_bits,
                 "output_signed": layer.output_signed,
                 "weight_bits": getattr(layer, "weight_bits", 1),
@@ -342,3 +362,44 @@ def generate(
     write_bytes_atomic(verilog_path, text.encode())
     write_bytes_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
     return GeneratedDesign(verilog_path, manifest_path, manifest)
+
+
+def generate_cached(
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    out_dir: str | Path,
+    pipeline_every: int = DEFAULT_PIPELINE_EVERY,
+) -> tuple[Path, bool]:
+    """:func:`generate` into ``out_dir`` unless the same model, folding and generator sources
+    already wrote it there (a stamp file records them). Returns the folder and whether it was
+    reused."""
+    import hashlib
+
+    generator = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        generator.update(source.read_bytes())
+    weights = hashlib.sha256()
+    for layer in model.layers:  # a MAC model's hash is empty: its weights identify it
+        weights.update(layer.weights.tobytes())
+    recipe = json.dumps(
+        [
+            model.sha256,
+            weights.hexdigest(),
+            [[f.pe, f.simd] for f in folding],
+            pipeline_every,
+            __version__,
+            generator.hexdigest(),
+        ]
+    )
+    out = Path(out_dir)
+    stamp = out / "generated-by-bchw"
+    verilog_path = out / VERILOG_NAME
+
+    def fingerprint() -> str:
+        return recipe + "\n" + hashlib.sha256(verilog_path.read_bytes()).hexdigest()
+
+    if stamp.is_file() and verilog_path.is_file() and stamp.read_text() == fingerprint():
+        return out, True
+    generate(model, folding, out, pipeline_every)
+    write_bytes_atomic(stamp, fingerprint().encode())
+    return out, False

@@ -85,7 +85,10 @@ class LayerEngine(wiring.Component):
         else:
             part_lo, part_hi = self._partial_range()
             assert acc_lo <= part_lo and part_hi <= acc_hi
-        self.requantizer = Requantizer(layer, pe, acc_shape, static, requant_registered)
+        # A folded PE hands over one result every sf cycles: the PEs share ceil(pe / sf)
+        # requantizers, time-multiplexed, at no cost in throughput.
+        share = min(self.sf, pe) if static is None and requant_registered else 1
+        self.requantizer = Requantizer(layer, pe, acc_shape, static, requant_registered, share)
         self.output_shape = self.requantizer.output_shape
         super().__init__(
             {

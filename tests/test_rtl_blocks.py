@@ -71,9 +71,9 @@ def test_adder_tree_masked(n_inputs, gap, stall):
 REQUANT_CASES = [(False, 1), (False, 4), (False, 8), (True, 2), (True, 4), (True, 8)]
 
 
-@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("static, share", [(False, 1), (True, 1), (False, 2), (False, 5)])
 @pytest.mark.parametrize("last, out_bits", REQUANT_CASES)
-def test_requantizer(last, static, out_bits):
+def test_requantizer(last, static, share, out_bits):
     layer = random_layer(37, 5, 8, out_bits, last, seed=out_bits, terms=3)
     bound = layer.acc_bound
     rng = np.random.default_rng(3)
@@ -85,7 +85,9 @@ def test_requantizer(last, static, out_bits):
         dut = Requantizer(layer, lanes, acc_shape, static_neurons=list(range(5)))
         beats = [{"acc": [int(a) for a in acc]} for acc in accs]
     else:
-        dut = Requantizer(layer, lanes, acc_shape)
+        dut = Requantizer(layer, lanes, acc_shape, share=share)
+        # 5 lanes shared 2 ways: 3 units over 2 steps; 5 ways: 1 unit over 5 steps.
+        assert (dut.units, dut.steps) == {1: (5, 1), 2: (3, 2), 5: (1, 5)}[share]
         consts = [
             {
                 "sign": [int(v) for v in layer.scale_sign[j]],
@@ -99,6 +101,11 @@ def test_requantizer(last, static, out_bits):
     got = np.array([[int(v) for v in o] for o in outs])
     expected, _ = reference.saturate(layer, reference.requantize(layer, np.array(accs)))
     assert np.array_equal(got, expected)
+    # Unstalled, the first result is ``latency`` cycles after the first beat is offered, and
+    # the results follow one every ``steps`` cycles.
+    _, out_cycles, in_cycles = simulate(dut, beats[:4], 4)
+    assert in_cycles[0] == dut.steps - 1 and out_cycles[0] == dut.latency
+    assert np.diff(out_cycles).tolist() == [dut.steps] * 3
 
 
 def test_requantizer_padding_lanes_give_zero():
