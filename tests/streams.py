@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from bchw.synthetic import random_layer, random_model  # noqa: F401 (used by the tests)
+
 
 async def drive_and_collect(
     ctx, i, o, beats, n_out, *, seed=0, gap=0.0, stall=0.0, max_cycles=200_000
@@ -68,29 +70,6 @@ def simulate(dut, beats, n_out, *, seed=0, gap=0.0, stall=0.0):
     return result["run"]
 
 
-def random_layer(n_in, n_out, in_bits, out_bits, last, seed, terms=2, max_shift=6):
-    """An IntegerLayer with random weights and requantization constants."""
-    import numpy as np
-
-    from bchw.intmodel import IntegerLayer
-
-    rng = np.random.default_rng(seed)
-    sign = rng.integers(-1, 2, size=(n_out, terms)).astype(np.int8)
-    shift = np.where(sign != 0, rng.integers(0, max_shift + 1, size=(n_out, terms)), 0)
-    bound = n_in * ((1 << in_bits) - 1)
-    return IntegerLayer(
-        weights=rng.choice(np.array([-1, 1], np.int8), size=(n_out, n_in)),
-        scale_sign=sign,
-        scale_shift=shift.astype(np.int64),
-        offset=rng.integers(-bound * 4, bound * 4 + 1, size=n_out).astype(np.int64),
-        requant_shift=int(rng.integers(0, max_shift + 2)),
-        input_bits=in_bits,
-        output_bits=out_bits,
-        activation="none" if last else "relu",
-        output_frac_bits=0,
-    )
-
-
 def beats_of(vectors, lanes, fill=0):
     """Split each vector into beats of ``lanes`` values; the last beat is padded with ``fill``."""
     beats = []
@@ -100,22 +79,3 @@ def beats_of(vectors, lanes, fill=0):
         values += [fill] * (count * lanes - len(values))
         beats += [values[k * lanes : (k + 1) * lanes] for k in range(count)]
     return beats
-
-
-def random_model(sizes, seed, input_bits=8, act_bits=4, out_bits=6):
-    """An IntegerModel of random layers with the given sizes (input, hidden..., classes)."""
-    from bchw.intmodel import IntegerModel
-
-    layers = []
-    bits = input_bits
-    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        last = k == len(sizes) - 2
-        layers.append(
-            random_layer(
-                n_in, n_out, bits, out_bits if last else act_bits, last, seed=seed * 31 + k
-            )
-        )
-        bits = act_bits
-    return IntegerModel(
-        input_size=sizes[0], input_bits=input_bits, input_scale=1.0, layers=tuple(layers)
-    )

@@ -1,0 +1,216 @@
+"""Fit the analytical model's per-primitive costs to Yosys, and measure its error.
+
+``python benchmarks/fit_estimates.py [--results build/calibration/results.jsonl]``
+
+Reads the synthesis runs written by ``benchmarks/calibrate_estimates.py``. Per family it picks
+the block-RAM thresholds that best reproduce Yosys's memory mapping, then fits the cost of each
+primitive (LUTs, flip-flops and carry cells per adder bit, per multiplexer bit, ...) by
+non-negative least squares on relative error, using only the designs of role "fit". The error
+is then measured on the designs of role "check", which the fit never saw, and both go to
+``bchw/analytic_coefficients.json`` (the error is also printed as the Markdown table of
+docs/estimates.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import nnls  # scipy comes with scikit-learn
+
+from bchw.analytic import COEFFICIENTS_PATH, GEOMETRY, design_counts, features, map_memories
+from bchw.estimate import CALIBRATION_DESIGNS, calibration_design
+from rtl_gen.mac import mac_model
+
+# Which primitives each resource may cost, per flow ("dsp": multipliers on DSP blocks).
+TERMS = {
+    "lut": {
+        "nodsp": ["add", "and", "mux", "mul", "cmul", "rom", "ram", "one"],
+        "dsp": ["add", "and", "mux", "cmul", "rom", "ram", "one", "n_mul"],
+    },
+    # One flip-flop model for both flows: Yosys keeps the product registers out of the DSP
+    # blocks on these families (the FF counts of the two runs agree).
+    "ff": {"both": ["reg", "preg", "ram", "mem_reg", "one"]},
+    "carry": {"nodsp": ["add", "mul", "cmul"], "dsp": ["add", "cmul"]},
+}
+THRESHOLD_BITS = [0, 32, 64, 96, 128, 192, 256, 384, 512, 1024]
+THRESHOLD_DEPTH = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def load_rows(path: Path) -> list[dict]:
+    specs = {spec["name"]: spec for spec in CALIBRATION_DESIGNS}
+    parts_cache = {}
+    rows = []
+    for line in path.read_text().splitlines():
+        run = json.loads(line)
+        spec = specs[run["name"]]
+        key = (run["name"], run["kind"])
+        if key not in parts_cache:
+            model, folding = calibration_design(spec)
+            bits = spec.get("bits", 8)
+            if run["kind"] == "mac":
+                model = mac_model(model, bits)
+            parts_cache[key] = design_counts(
+                model, folding, spec.get("pipe", 2), bits if run["kind"] == "mac" else 1
+            )
+        # A binary design has no multiplier: its one run stands for both flows.
+        modes = (
+            ["dsp", "nodsp"]
+            if run["kind"] == "binary"
+            else ["dsp" if run["dsp_allowed"] else "nodsp"]
+        )
+        for mode in modes:
+            rows.append(run | {"mode": mode, "parts": parts_cache[key]})
+    return rows
+
+
+def total_features(parts: list[dict], family: dict) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for part in parts:
+        for key, value in features(part, family).items():
+            out[key] += value
+    return out
+
+
+def memory_totals(parts: list[dict], family: dict) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for part in parts:
+        for key, value in map_memories(part["memories"], family).items():
+            out[key] += value
+    return out
+
+
+def dsp_count(parts: list[dict], min_width: int) -> int:
+    return sum(
+        p["n_mul"] + sum(n for w, n in p["cmul_widths"].items() if int(w) >= min_width)
+        for p in parts
+    )
+
+
+def fit_family(name: str, rows: list[dict]) -> dict:
+    family = dict(GEOMETRY[name])
+    fit_rows = [r for r in rows if r["role"] == "fit"]
+    best = None
+    for rom_depth in THRESHOLD_DEPTH:
+        for ram_depth in THRESHOLD_DEPTH:
+            for bits in THRESHOLD_BITS:
+                trial = family | {
+                    "min_rom_depth": rom_depth,
+                    "min_ram_depth": ram_depth,
+                    "min_bits_per_block": bits,
+                }
+                cost = 0.0
+                for r in fit_rows:
+                    mem = memory_totals(r["parts"], trial)
+                    cost += abs(mem["bram"] - r["bram"]) + 0.25 * abs(mem["lutram"] - r["lutram"])
+                if best is None or cost < best[0]:
+                    best = (cost, rom_depth, ram_depth, bits)
+    family.update(min_rom_depth=best[1], min_ram_depth=best[2], min_bits_per_block=best[3])
+    # Constant multipliers go to DSP blocks from a product width up (Yosys's mul2dsp limits).
+    dsp_rows = [r for r in fit_rows if r["mode"] == "dsp" and r["kind"] == "mac"]
+    family["dsp_min_width"] = min(
+        range(2, 40),
+        key=lambda w: sum(abs(dsp_count(r["parts"], w) - r["dsp"]) for r in dsp_rows),
+    )
+    # Where the DSP blocks absorb the product registers (7-series: MREG), the two flows'
+    # flip-flop counts differ: fit them apart.
+    macs = {(r["name"], r["mode"]): r["ff"] for r in rows if r["kind"] == "mac"}
+    same_ff = all(macs.get((n, "dsp")) == macs.get((n, "nodsp")) for n, _ in macs)
+    terms_by_resource = dict(TERMS)
+    if not same_ff:
+        terms_by_resource["ff"] = {
+            "nodsp": TERMS["ff"]["both"],
+            "dsp": [*TERMS["ff"]["both"], "n_mul"],
+        }
+    for resource, modes in terms_by_resource.items():
+        family[resource] = {}
+        for mode, terms in modes.items():
+            # The DSP flow's costs come from the MAC runs: a design without multipliers is
+            # estimated with the LUT-only costs whatever the flow (bchw.analytic.resources).
+            chosen = [
+                r
+                for r in fit_rows
+                if mode in (r["mode"], "both")
+                and r[resource] > 0
+                and (mode != "dsp" or r["kind"] == "mac")
+            ]
+            a = np.array([[total_features(r["parts"], family)[t] for t in terms] for r in chosen])
+            y = np.array([r[resource] for r in chosen], dtype=float)
+            weights, _ = nnls(a / y[:, None], np.ones(len(y)))
+            fitted = {t: round(float(w), 4) for t, w in zip(terms, weights, strict=True) if w > 0}
+            for flow in ("dsp", "nodsp") if mode == "both" else (mode,):
+                family[resource][flow] = fitted
+    return family
+
+
+def errors(rows: list[dict], coefficients: dict) -> dict:
+    from bchw.analytic import resources
+
+    out: dict = {}
+    for family in coefficients["families"]:
+        for role in ("fit", "check"):
+            found: dict[str, list[float]] = defaultdict(list)
+            for r in rows:
+                if r["family"] != family or r["role"] != role:
+                    continue
+                if r["kind"] == "binary" and r["mode"] == "nodsp":
+                    continue  # the same run as its "dsp" row
+                est = resources(r["parts"], family, r["mode"] == "dsp", coefficients)["total"]
+                for resource in ("lut", "ff", "carry", "bram", "dsp"):
+                    truth = r[resource]
+                    if truth == 0 and est[resource] == 0:
+                        found[resource].append(0.0)
+                    elif truth > 0:
+                        found[resource].append(abs(est[resource] - truth) / truth)
+                    else:
+                        found[resource].append(1.0)
+            out.setdefault(family, {})[role] = {
+                resource: {
+                    "median": round(statistics.median(values), 4),
+                    "worst": round(max(values), 4),
+                    "runs": len(values),
+                }
+                for resource, values in found.items()
+            }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", default="build/calibration/results.jsonl")
+    parser.add_argument("--out", default=str(COEFFICIENTS_PATH))
+    args = parser.parse_args()
+    rows = load_rows(Path(args.results))
+    families = sorted({r["family"] for r in rows}, key=list(GEOMETRY).index)
+    coefficients = {
+        "format": "bchw-analytic-coefficients",
+        "yosys": sorted({r["script"].split()[0] for r in rows}),
+        "designs": {
+            role: sorted({r["name"] for r in rows if r["role"] == role})
+            for role in ("fit", "check")
+        },
+        "families": {
+            name: fit_family(name, [r for r in rows if r["family"] == name]) for name in families
+        },
+    }
+    coefficients["error"] = errors(rows, coefficients)
+    Path(args.out).write_text(json.dumps(coefficients, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+    print("| family | resource | median (check) | worst (check) | median (fit) | worst (fit) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for family, by_role in coefficients["error"].items():
+        for resource, check in by_role["check"].items():
+            fit = by_role["fit"][resource]
+            print(
+                f"| {family} | {resource} | {100 * check['median']:.1f} % | "
+                f"{100 * check['worst']:.1f} % | {100 * fit['median']:.1f} % | "
+                f"{100 * fit['worst']:.1f} % |"
+            )
+
+
+if __name__ == "__main__":
+    main()
