@@ -270,8 +270,7 @@ def estimate(
     jobs: list[_Job] = []
     if options.synth:
         for target in options.targets:
-            jobs += [_Job("binary", target, True), _Job("mac", target, True)]
-            jobs.append(_Job("mac", target, False))
+            jobs += [_Job(design, target, dsp) for design in models for dsp in (True, False)]
         if options.pnr:
             from bchw.synth import DEVICES
 
@@ -299,15 +298,13 @@ def estimate(
             entry: dict[str, Any]
             if options.synth:
                 main = results[_Job(name, target, True)]
-                lut_only = results[_Job(name, target, name == "binary")]
+                lut_only = results[_Job(name, target, False)]
                 entry = {k: main[k] for k in RESOURCE_KEYS}
-                # The binary design has no multiplier: its LUT-only run is its default run.
                 entry.update({f"{k}_nodsp": lut_only[k] for k in ("lut", "ff", "carry", "dsp")})
                 entry["yosys_script"] = main["script"]
                 entry["yosys_seconds"] = main.get("seconds")
-                if lut_only is not main:
-                    entry["yosys_script_nodsp"] = lut_only["script"]
-                    entry["yosys_seconds_nodsp"] = lut_only.get("seconds")
+                entry["yosys_script_nodsp"] = lut_only["script"]
+                entry["yosys_seconds_nodsp"] = lut_only.get("seconds")
             else:
                 entry = {k: v for k, v in figures["total"].items()}
             entry["analytic"] = figures["total"]
