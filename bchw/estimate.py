@@ -311,18 +311,18 @@ def estimate(
             entry["layers"] = figures["layers"]
             pnr = results.get(_Job(name, target, True, True))
             if pnr is not None:
+                fmax = None if pnr["fmax_mhz"] is None else round(pnr["fmax_mhz"], 2)
                 entry.update(
                     device=pnr["device"],
                     fits=pnr["fits"],
-                    fmax_mhz=None if pnr["fmax_mhz"] is None else round(pnr["fmax_mhz"], 2),
+                    fmax_mhz=fmax,
                     utilization=pnr["utilization"],
                     nextpnr_seconds=pnr.get("seconds"),
                 )
                 if not pnr["fits"]:
                     entry["reason"] = pnr["reason"]
-                entry["images_per_second"] = (
-                    None if pnr["fmax_mhz"] is None else round(pnr["fmax_mhz"] * 1e6 / interval)
-                )
+                # From the reported (rounded) fmax, so that the two figures agree.
+                entry["images_per_second"] = None if fmax is None else round(fmax * 1e6 / interval)
             report[name][target] = entry
     report["ratio"] = {
         target: {
