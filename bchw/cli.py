@@ -44,6 +44,26 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _int_range(text: str) -> tuple[int, ...]:
+    """``4-12`` or ``4,6,8`` (or a mix: ``2,4-6``)."""
+    values: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            if dash:
+                lo, hi = int(low), int(high)
+                if lo > hi:
+                    raise ValueError
+                values.extend(range(lo, hi + 1))
+            else:
+                values.append(int(low))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a list of integers or a range LO-HI"
+            ) from None
+    return tuple(values)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -505,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
         "report the Pareto front of LUTs and DSP blocks against images per second",
     )
     estimate.add_argument(
+        "--skip-lut-only",
+        action="store_true",
+        help="skip the LUT-only synthesis runs (half the time; the LUT-only figures are then "
+        "the analytical model's alone)",
+    )
+    estimate.add_argument(
         "--clock-mhz",
         type=float,
         default=100.0,
@@ -529,6 +555,61 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folding_args(estimate)
     _add_json(estimate)
     estimate.set_defaults(handler=cmd_estimate)
+
+    sweep_bits = commands.add_parser(
+        "sweep-bits",
+        help="integer accuracy against activation bits and scale terms",
+        description=(
+            "Export CHECKPOINT again for every activation width (--bits) and number of scale "
+            "terms K (--scale-terms), run each integer model with the bit-exact reference on "
+            "a split, and report the error as a table (precision.md), JSON (precision.json) "
+            "and a plot (precision.png) in --output, beside the float model's error. Every "
+            "point is exactly the model `bchw export --act-bits B --scale-terms K` writes "
+            "(output scores have B bits too). The sweep needs the float checkpoint, not an "
+            "integer model: the integer model has already rounded away what a wider export "
+            "would keep."
+        ),
+        epilog=EPILOG,
+    )
+    sweep_bits.add_argument("checkpoint", help="checkpoint.pt written by bchw train")
+    sweep_bits.add_argument(
+        "--bits",
+        type=_int_range,
+        default=None,
+        metavar="B[,B...]|LO-HI",
+        help="activation widths, a list or a range (default: 4-12)",
+    )
+    sweep_bits.add_argument(
+        "--scale-terms",
+        "-K",
+        type=_int_range,
+        default=None,
+        metavar="K[,K...]",
+        help="scale terms per neuron (default: 1,2,3)",
+    )
+    sweep_bits.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="split to measure on (default: %(default)s)",
+    )
+    sweep_bits.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="only the first N images of the split"
+    )
+    sweep_bits.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"MNIST folder, for mnist checkpoints (default: ${DATA_DIR_ENV})",
+    )
+    sweep_bits.add_argument(
+        "--output",
+        "-o",
+        default="build/sweep-bits",
+        metavar="DIR",
+        help="folder for precision.md, precision.json and precision.png (default: %(default)s)",
+    )
+    _add_json(sweep_bits)
+    sweep_bits.set_defaults(handler=cmd_sweep_bits)
     return parser
 
 
@@ -916,7 +997,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from bchw.estimate import DEFAULT_TARGETS, EstimateOptions, estimate, sweep
-    from bchw.estimate_report import markdown, plots
+    from bchw.estimate_report import markdown, num, plots
     from bchw.outputs import write_bytes_atomic
 
     targets = tuple(dict.fromkeys(args.target or DEFAULT_TARGETS))
@@ -929,6 +1010,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         devices=devices,
         clock_mhz=args.clock_mhz,
         jobs=args.jobs,
+        lut_only=not args.skip_lut_only,
     )
     options.check()
     output, model, folding = _model_folding_output(args)
@@ -971,14 +1053,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             fmax = "-" if e.get("fmax_mhz") is None else f"{e['fmax_mhz']:.1f}"
             ips = "-" if e.get("images_per_second") is None else f"{e['images_per_second']:,}"
             label = "binary" if name == "binary" else f"MAC {k}b"
+            lut_only = "-" if e["lut_nodsp"] is None else f"{e['lut_nodsp']:,}"
             print(
-                f"{target:<7} {label:<9} {e['lut']:>8,} {e['lut_nodsp']:>9,} {e['ff']:>8,} "
+                f"{target:<7} {label:<9} {e['lut']:>8,} {lut_only:>9} {e['ff']:>8,} "
                 f"{e['bram']:>5} {e['dsp']:>5} {fmax:>9} {ips:>11}"
             )
         r = report["ratio"][target]
         print(
-            f"{target:<7} {'MAC/bin':<9} {r['lut'] or 0:>8.2f} {r['lut_nodsp'] or 0:>9.2f} "
-            f"{r['ff'] or 0:>8.2f}"
+            f"{target:<7} {'MAC/bin':<9} {num(r['lut']):>8} {num(r['lut_nodsp']):>9} "
+            f"{num(r['ff']):>8}"
         )
         for name in ("binary", "mac"):
             if report[name][target].get("fits") is False:
@@ -1006,6 +1089,67 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     print(f"report    {report_md}, {report_json}")
     print("plots     " + ", ".join(str(p) for p in pictures))
     _emit_json(args, report)
+    return 0
+
+
+def cmd_sweep_bits(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bchw.checkpoint import load_checkpoint
+    from bchw.data import load_dataset
+    from bchw.evaluate import float_accuracies
+    from bchw.precision import (
+        DEFAULT_BITS,
+        DEFAULT_TERMS,
+        check_grid,
+        markdown_table,
+        sweep_bits,
+        write_report,
+    )
+
+    bits = args.bits or DEFAULT_BITS
+    terms = args.scale_terms or DEFAULT_TERMS
+    check_grid(bits, terms)
+    if Path(args.checkpoint).suffix == ".bchw":
+        raise BchwError(
+            f"{args.checkpoint} is an integer model; sweep-bits exports again from the float "
+            "checkpoint (checkpoint.pt from bchw train)"
+        )
+    checkpoint = load_checkpoint(args.checkpoint)
+    if checkpoint.dataset not in DATASETS:
+        raise BchwError(f"checkpoint names an unknown dataset {checkpoint.dataset!r}")
+    output = make_output_dir(args.output)
+    dataset = load_dataset(checkpoint.dataset, args.data_dir)
+    split = dataset.split(args.split).head(args.limit)
+    arch = "-".join(map(str, checkpoint.model.sizes))
+    print(
+        f"sweep     {arch} ({checkpoint.dataset}, {checkpoint.model.binarization}): "
+        f"{len(set(bits))} widths x {len(set(terms))} K on {len(split)} {args.split} images"
+    )
+    with tqdm(total=len(set(bits)) * len(set(terms)), unit="model", dynamic_ncols=True) as bar:
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.n = done
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+        points = sweep_bits(checkpoint, dataset.train.images, split, bits, terms, progress=progress)
+    float_accuracy = float_accuracies(None, checkpoint, split, dataset.input_scale)["binary"]
+    print(markdown_table(points, float_accuracy), end="")
+    summary = {
+        "checkpoint_sha256": checkpoint.sha256,
+        "arch": arch,
+        "dataset": checkpoint.dataset,
+        "split": args.split,
+        "images": len(split),
+        "float_accuracy": float_accuracy,
+        "points": [p.to_json() for p in points],
+    }
+    title = f"{arch} ({checkpoint.dataset}): error against activation bits"
+    paths = write_report(points, float_accuracy, output, title, summary)
+    print(f"report    {paths['markdown']}, {paths['json']}")
+    print(f"plot      {paths['plot']}")
+    _emit_json(args, summary)
     return 0
 
 

@@ -124,7 +124,8 @@ class EstimateOptions:
 
     ``synth`` False answers from the analytical model alone; ``pnr`` also places and routes
     (iCE40 and ECP5); ``devices`` overrides a family's default device; ``clock_mhz`` gives images
-    per second where no place and route measured fmax.
+    per second where no place and route measured fmax; ``lut_only`` False skips the LUT-only
+    runs (half the synthesis time; the report's ``*_nodsp`` figures are then None).
     """
 
     targets: tuple[str, ...] = DEFAULT_TARGETS
@@ -134,6 +135,7 @@ class EstimateOptions:
     devices: dict[str, str] = field(default_factory=dict)
     clock_mhz: float = DEFAULT_CLOCK_MHZ
     jobs: int = 1
+    lut_only: bool = True
 
     def check(self) -> None:
         from bchw.synth import DEVICES, FAMILIES, device
@@ -270,7 +272,8 @@ def estimate(
     jobs: list[_Job] = []
     if options.synth:
         for target in options.targets:
-            jobs += [_Job(design, target, dsp) for design in models for dsp in (True, False)]
+            flows = (True, False) if options.lut_only else (True,)
+            jobs += [_Job(design, target, dsp) for design in models for dsp in flows]
         if options.pnr:
             from bchw.synth import DEVICES
 
@@ -298,12 +301,12 @@ def estimate(
             entry: dict[str, Any]
             if options.synth:
                 main = results[_Job(name, target, True)]
-                lut_only = results[_Job(name, target, False)]
+                lut_only = results.get(_Job(name, target, False), {})
                 entry = {k: main[k] for k in RESOURCE_KEYS}
-                entry.update({f"{k}_nodsp": lut_only[k] for k in ("lut", "ff", "carry", "dsp")})
+                entry.update({f"{k}_nodsp": lut_only.get(k) for k in ("lut", "ff", "carry", "dsp")})
                 entry["yosys_script"] = main["script"]
                 entry["yosys_seconds"] = main.get("seconds")
-                entry["yosys_script_nodsp"] = lut_only["script"]
+                entry["yosys_script_nodsp"] = lut_only.get("script")
                 entry["yosys_seconds_nodsp"] = lut_only.get("seconds")
             else:
                 entry = {k: v for k, v in figures["total"].items()}
@@ -349,8 +352,8 @@ def estimate(
     return report
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 2) if b else None
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
 
 
 # -- sweep --------------------------------------------------------------------------------------
@@ -422,7 +425,13 @@ def sweep(
     for name in ("binary", "mac"):
         for target in options.targets:
             for key in ("lut", "lut_nodsp"):
-                flags = pareto([(r[name][target][key], r["images_per_second"]) for r in rows])
+                costs = [r[name][target][key] for r in rows]
+                if None in costs:  # no LUT-only runs: no front to mark
+                    flags = [False] * len(rows)
+                else:
+                    flags = pareto(
+                        [(c, r["images_per_second"]) for c, r in zip(costs, rows, strict=True)]
+                    )
                 for row, flag in zip(rows, flags, strict=True):
                     row[name][target][f"pareto_{key}"] = flag
     return rows

@@ -10,7 +10,7 @@ from bchw.outputs import write_bytes_atomic
 NAMES = {"binary": "binary", "mac": "MAC"}
 
 
-def _n(value: Any) -> str:
+def num(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -52,19 +52,19 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
         ]
         for label, key in rows:
             ratio = r.get(key)
-            lines.append(f"| {label} | {_n(b[key])} | {_n(m[key])} | {_n(ratio)} |")
+            lines.append(f"| {label} | {num(b[key])} | {num(m[key])} | {num(ratio)} |")
         if report["source"] == "yosys":
             ab, am = b["analytic"], m["analytic"]
             lines.append(
-                f"| analytical LUTs (LUT only) | {_n(ab['lut_nodsp'])} | {_n(am['lut_nodsp'])} | "
-                f"{_n(round(am['lut_nodsp'] / ab['lut_nodsp'], 2) if ab['lut_nodsp'] else None)} |"
+                f"| analytical LUTs (LUT only) | {num(ab['lut_nodsp'])} | {num(am['lut_nodsp'])} | "
+                f"{num(round(am['lut_nodsp'] / ab['lut_nodsp'], 2) if ab['lut_nodsp'] else None)} |"
             )
         if "device" in b:
             lines.append(f"| device | {b['device']} | {m['device']} | |")
-            lines.append(f"| fmax (MHz) | {_n(b['fmax_mhz'])} | {_n(m['fmax_mhz'])} | |")
+            lines.append(f"| fmax (MHz) | {num(b['fmax_mhz'])} | {num(m['fmax_mhz'])} | |")
             lines.append(
-                f"| images per second | {_n(b['images_per_second'])} | "
-                f"{_n(m['images_per_second'])} | |"
+                f"| images per second | {num(b['images_per_second'])} | "
+                f"{num(m['images_per_second'])} | |"
             )
             for name, design in (("binary", b), ("MAC", m)):
                 if not design["fits"]:
@@ -90,13 +90,13 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
         for lb, lm in zip(b["layers"], m["layers"], strict=True):
             ratio = round(lm["lut_nodsp"] / lb["lut_nodsp"], 2) if lb["lut_nodsp"] else None
             lines.append(
-                f"| {lb['part']} | {_n(lb['lut_nodsp'])} | {_n(lm['lut_nodsp'])} | "
-                f"{_n(lb['ff_nodsp'])} | {_n(lm['ff_nodsp'])} | {_n(ratio)} |"
+                f"| {lb['part']} | {num(lb['lut_nodsp'])} | {num(lm['lut_nodsp'])} | "
+                f"{num(lb['ff_nodsp'])} | {num(lm['ff_nodsp'])} | {num(ratio)} |"
             )
         lines.append("")
     clock = report["images_per_second_at_clock"]
     lines += [
-        f"Throughput at {clock['clock_mhz']:g} MHz: {_n(clock['images_per_second'])} images per "
+        f"Throughput at {clock['clock_mhz']:g} MHz: {num(clock['images_per_second'])} images per "
         "second (both designs have the same interval).",
         "",
         "## Energy per inference (estimate)",
@@ -112,7 +112,7 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
         ("total (pJ)", "total_pj"),
     ):
         b, m = e["binary"][key], e["mac"][key]
-        lines.append(f"| {label} | {_n(b)} | {_n(m)} | {_n(round(m / b, 2) if b else None)} |")
+        lines.append(f"| {label} | {num(b)} | {num(m)} | {num(round(m / b, 2) if b else None)} |")
     lines += ["", f"Source: {e['source']}.", ""]
     if report.get("analytic_error"):
         lines += [
@@ -155,10 +155,10 @@ def sweep_markdown(rows: list[dict], report: dict[str, Any]) -> list[str]:
             b, m = row["binary"][target], row["mac"][target]
             folding = ", ".join(f"{f['pe']}/{f['simd']}" for f in row["folding"])
             lines.append(
-                f"| {folding} | {_n(row['initiation_interval_cycles'])} | "
-                f"{_n(row['images_per_second'])} | {_n(b['lut'])}{'*' * b['pareto_lut']} | "
-                f"{_n(m['lut'])}{'*' * m['pareto_lut']} ({_n(m['lut_nodsp'])}"
-                f"{'*' * m['pareto_lut_nodsp']}) | {_n(m['dsp'])} |"
+                f"| {folding} | {num(row['initiation_interval_cycles'])} | "
+                f"{num(row['images_per_second'])} | {num(b['lut'])}{'*' * b['pareto_lut']} | "
+                f"{num(m['lut'])}{'*' * m['pareto_lut']} ({num(m['lut_nodsp'])}"
+                f"{'*' * m['pareto_lut_nodsp']}) | {num(m['dsp'])} |"
             )
         lines.append("")
     return lines
@@ -200,6 +200,12 @@ def plots(
         ("ff", "FFs"),
         ("bram", "BRAMs"),
         ("dsp", "DSPs"),
+    ]
+    # Without the LUT-only runs (--skip-lut-only) there is no such bar to draw.
+    metrics = [
+        (key, label)
+        for key, label in metrics
+        if all(report[n][t][key] is not None for n in ("binary", "mac") for t in targets)
     ]
     for index, target in enumerate(targets):
         ax = fig.add_subplot(1, len(targets), index + 1)

@@ -89,22 +89,17 @@ def evaluate(
 
 
 def float_accuracies(
-    model: IntegerModel, checkpoint: Any, split: Split, input_scale: float | None
+    model: IntegerModel | None, checkpoint: Any, split: Split, input_scale: float | None
 ) -> dict[str, float]:
-    """The float model's accuracy with binary weights (and real weights when stochastic)."""
+    """The float model's accuracy with binary weights (and real weights when stochastic).
+
+    With an integer model, the checkpoint is first checked against it.
+    """
     from bchw.train import predict
 
     float_model = checkpoint.model
-    if float_model.sizes != model.sizes:
-        raise BchwError(
-            f"checkpoint architecture {'-'.join(map(str, float_model.sizes))} does not match "
-            f"the integer model's {model.arch()}"
-        )
-    if model.provenance.get("checkpoint_sha256") not in (None, checkpoint.sha256):
-        print(
-            "bchw: note: this checkpoint is not the one the integer model was exported from",
-            file=sys.stderr,
-        )
+    if model is not None:
+        _check_checkpoint(model, checkpoint)
     scale = checkpoint.input_scale if input_scale is None else input_scale
     modes = ["binary"] + (["real"] if float_model.binarization == "stochastic" else [])
     out = {}
@@ -113,6 +108,19 @@ def float_accuracies(
         out[mode] = float(np.mean(predict(float_model, split, scale) == split.labels))
     float_model.set_test_weights("binary")
     return out
+
+
+def _check_checkpoint(model: IntegerModel, checkpoint: Any) -> None:
+    if checkpoint.model.sizes != model.sizes:
+        raise BchwError(
+            f"checkpoint architecture {'-'.join(map(str, checkpoint.model.sizes))} does not "
+            f"match the integer model's {model.arch()}"
+        )
+    if model.provenance.get("checkpoint_sha256") not in (None, checkpoint.sha256):
+        print(
+            "bchw: note: this checkpoint is not the one the integer model was exported from",
+            file=sys.stderr,
+        )
 
 
 def write_dump(

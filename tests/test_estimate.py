@@ -218,6 +218,24 @@ def test_estimate_matches_yosys_and_nextpnr_on_the_emitted_verilog(tiny, tmp_pat
 
 
 @pytest.mark.synth
+def test_skip_lut_only_runs_half_the_syntheses(tiny, tmp_path):
+    out = tmp_path / "est"
+    args = ["estimate", tiny, "--pe", "2,2", "--simd", "4,4", "--target", "ice40", "-o", out]
+    result = bchw(*args, "--skip-lut-only", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # Two runs (binary and MAC with DSP blocks), none LUT only; the report says so with None.
+    assert len(list((out / "synth" / "cache").glob("*.json"))) == 2
+    for design in ("binary", "mac"):
+        entry = report[design]["ice40"]
+        assert entry["lut"] > 0 and entry["lut_nodsp"] is None and entry["ff_nodsp"] is None
+        assert entry["analytic"]["lut_nodsp"] > 0
+    assert report["ratio"]["ice40"]["lut_nodsp"] is None and report["ratio"]["ice40"]["lut"] > 0
+    assert "| LUTs (LUT only) | - | - | - |" in (out / "report.md").read_text()
+    assert (out / "resources.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.synth
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["ecp5", "xc7", "gowin"])
 def test_every_family_synthesizes_both_designs(family, tiny, tmp_path):

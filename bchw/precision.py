@@ -1,0 +1,184 @@
+"""``bchw sweep-bits``: what each activation bit and each scale term costs in accuracy.
+
+The integer model is exported again from the float checkpoint for every pair (activation bits B,
+scale terms K) and run with the bit-exact reference on a split. Export and reference are the
+ones ``bchw export`` and ``bchw eval`` use, so a row of the table is exactly the accuracy of the
+model ``bchw export --act-bits B --scale-terms K`` would write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bchw import intmodel, reference
+from bchw.checkpoint import Checkpoint
+from bchw.data import Split
+from bchw.errors import BchwError
+from bchw.export import ExportOptions, calibration_images, export_checkpoint
+from bchw.intmodel import MAX_HIDDEN_BITS, MAX_SCALE_TERMS
+from bchw.outputs import write_bytes_atomic
+
+DEFAULT_BITS = tuple(range(4, 13))
+DEFAULT_TERMS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class PrecisionPoint:
+    """One exported model's accuracy."""
+
+    act_bits: int
+    scale_terms: int
+    correct: int
+    images: int
+    sha256: str
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.images if self.images else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "act_bits": self.act_bits,
+            "scale_terms": self.scale_terms,
+            "correct": self.correct,
+            "images": self.images,
+            "accuracy": self.accuracy,
+            "error_percent": round(100 * (1 - self.accuracy), 4),
+            "model_sha256": self.sha256,
+        }
+
+
+def check_grid(bits: Sequence[int], terms: Sequence[int]) -> None:
+    """Refuse bit widths and term counts the integer model cannot hold."""
+    if not bits or not terms:
+        raise BchwError("give at least one activation width and one scale-term count")
+    bad_bits = [b for b in bits if not 2 <= b <= MAX_HIDDEN_BITS]
+    if bad_bits:
+        # Output scores are signed with as many bits as the activations: one bit is no score.
+        raise BchwError(f"activation bits must lie in 2..{MAX_HIDDEN_BITS}, got {bad_bits[0]}")
+    bad_terms = [k for k in terms if not 1 <= k <= MAX_SCALE_TERMS]
+    if bad_terms:
+        raise BchwError(f"scale terms K must lie in 1..{MAX_SCALE_TERMS}, got {bad_terms[0]}")
+
+
+def sweep_bits(
+    checkpoint: Checkpoint,
+    train_images: np.ndarray,
+    split: Split,
+    bits: Sequence[int] = DEFAULT_BITS,
+    terms: Sequence[int] = DEFAULT_TERMS,
+    *,
+    input_bits: int = 8,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[PrecisionPoint]:
+    """Export and evaluate every (bits, terms) pair; rows ordered by terms, then bits."""
+    check_grid(bits, terms)
+    bits = sorted(set(bits))
+    terms = sorted(set(terms))
+    # The calibration subset is the same for every pair; pick it once.
+    calibration = calibration_images(train_images, ExportOptions().calibration_images)
+    points = []
+    total = len(bits) * len(terms)
+    for k in terms:
+        for b in bits:
+            if progress is not None:
+                progress(len(points), total, f"{b} bits, K = {k}")
+            options = ExportOptions(act_bits=b, scale_terms=k, input_bits=input_bits)
+            model = export_checkpoint(checkpoint, calibration, options)
+            result = reference.run(model, split.images)
+            correct = int(np.count_nonzero(result.predicted == split.labels))
+            # The hash of the file `bchw export` would write: the point names its model.
+            digest = hashlib.sha256(intmodel.to_bytes(model)).hexdigest()
+            points.append(PrecisionPoint(b, k, correct, len(split), digest))
+    if progress is not None:
+        progress(total, total, "done")
+    return points
+
+
+def markdown_table(points: Sequence[PrecisionPoint], float_accuracy: float | None) -> str:
+    """Test error (%) with one row per activation width and one column per K."""
+    bits = sorted({p.act_bits for p in points})
+    terms = sorted({p.scale_terms for p in points})
+    cell = {(p.act_bits, p.scale_terms): p for p in points}
+    lines = [
+        "| activation bits | " + " | ".join(f"K = {k}" for k in terms) + " |",
+        "|---:|" + "---:|" * len(terms),
+    ]
+    for b in bits:
+        row = [f"{100 * (1 - cell[b, k].accuracy):.2f} %" for k in terms]
+        lines.append(f"| {b} | " + " | ".join(row) + " |")
+    text = "Integer-model test error (bit-exact reference):\n\n" + "\n".join(lines) + "\n"
+    if float_accuracy is not None:
+        text += f"\nFloat model (binary weights): {100 * (1 - float_accuracy):.2f} %\n"
+    return text
+
+
+def plot(points: Sequence[PrecisionPoint], float_accuracy: float | None, path: Path, title: str):
+    """Error against activation bits, one line per K, the float model as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k in sorted({p.scale_terms for p in points}):
+        row = sorted((p for p in points if p.scale_terms == k), key=lambda p: p.act_bits)
+        ax.plot(
+            [p.act_bits for p in row],
+            [100 * (1 - p.accuracy) for p in row],
+            marker="o",
+            label=f"integer, K = {k}",
+        )
+    if float_accuracy is not None:
+        ax.axhline(
+            100 * (1 - float_accuracy), color="grey", linestyle="--", label="float (binary weights)"
+        )
+    ax.set(xlabel="activation bits", ylabel="test error (%)", title=title)
+    ax.set_xticks(sorted({p.act_bits for p in points}))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_report(
+    points: Sequence[PrecisionPoint],
+    float_accuracy: float | None,
+    out_dir: Path,
+    title: str,
+    summary: dict[str, Any],
+) -> dict[str, Path]:
+    """precision.md, precision.json and precision.png in ``out_dir``."""
+    paths = {
+        "markdown": out_dir / "precision.md",
+        "json": out_dir / "precision.json",
+        "plot": out_dir / "precision.png",
+    }
+    text = f"# {title}\n\n" + markdown_table(points, float_accuracy)
+    write_bytes_atomic(paths["markdown"], text.encode())
+    write_bytes_atomic(paths["json"], (json.dumps(summary, indent=1) + "\n").encode())
+    plot(points, float_accuracy, paths["plot"], title)
+    return paths
+
+
+__all__ = [
+    "DEFAULT_BITS",
+    "DEFAULT_TERMS",
+    "PrecisionPoint",
+    "check_grid",
+    "markdown_table",
+    "plot",
+    "sweep_bits",
+    "write_report",
+]
