@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def save_checkpoint(
     epoch: int,
     metrics: dict[str, float],
 ) -> None:
-    payload = {
+    meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": dict(config),
@@ -55,8 +56,13 @@ def save_checkpoint(
         "pixel_max": int(pixel_max),
         "epoch": int(epoch),
         "metrics": {k: float(v) for k, v in metrics.items()},
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
+    # Pickle writes a string once and refers back to it when the same object recurs, so the
+    # bytes would depend on which equal strings happen to be one object (an interned literal
+    # or a command-line argument). A JSON round trip gives every value string its own object
+    # (and shares the keys), whoever called: the same training gives the same file.
+    payload = json.loads(json.dumps(meta))
+    payload["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_bytes_atomic(path, buffer.getvalue())

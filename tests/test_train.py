@@ -47,6 +47,33 @@ def test_same_seed_gives_the_same_model(tmp_path, digits, short_checkpoint):
         assert torch.equal(a, b), name
 
 
+def test_checkpoint_bytes_do_not_depend_on_string_identity(tmp_path, short_checkpoint):
+    # The same training reached from the command line (strings from argv) or from Python
+    # (interned literals) must write the same file: pickle would otherwise share equal strings
+    # that are one object and repeat those that are not.
+    from bchw.checkpoint import save_checkpoint
+
+    config = dict(short_checkpoint.config)
+    shared = "digits"
+    separate = "".join(["dig", "its"])
+    assert separate == shared and separate is not shared
+    paths = []
+    for name, dataset in (("a", shared), ("b", separate)):
+        path = tmp_path / f"{name}.pt"
+        save_checkpoint(
+            path,
+            short_checkpoint.model,
+            config | {"dataset": shared},
+            dataset=dataset,
+            input_scale=short_checkpoint.input_scale,
+            pixel_max=16,
+            epoch=1,
+            metrics={"test_error": 0.5},
+        )
+        paths.append(path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
 def test_stochastic_training_logs_both_test_time_modes(tmp_path, digits):
     config = TrainConfig(arch="64-32-10", binarization="stochastic", epochs=2, seed=1)
     train(config, digits, tmp_path, progress=False)
