@@ -295,3 +295,17 @@ def plots(
             ax.legend(fontsize=7)
         save(fig, "sweep.png")
     return written
+
+
+def write_report(
+    report: dict[str, Any], sweep_rows: list[dict] | None, out_dir: Path
+) -> dict[str, Any]:
+    """report.json, report.md and the plots in ``out_dir``; returns their paths."""
+    import json
+
+    out_dir = Path(out_dir)
+    report_json = out_dir / "report.json"
+    report_md = out_dir / "report.md"
+    write_bytes_atomic(report_json, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(report_md, markdown(report, sweep_rows).encode())
+    return {"markdown": report_md, "json": report_json, "plots": plots(report, out_dir, sweep_rows)}
