@@ -31,6 +31,7 @@ SHIPPED = {"digits": REPO / "models" / "digits.bchw", "mnist": REPO / "models" /
 DEMO_SYNAPSES_PER_CYCLE = 64
 DEMO_TARGETS = ("ice40", "ecp5")
 DEFAULT_MNIST_LIMIT = 200
+SOURCE_NAMES = {"yosys": "Yosys", "analytic": "analytical"}
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,15 @@ def run_demo(
                 name: {k: report[name][target][k] for k in ("lut", "ff", "bram", "dsp")}
                 for name in ("binary", "mac")
             }
-            | {"lut_ratio": report["ratio"][target]["lut"]}
+            | {
+                "lut_ratio": report["ratio"][target]["lut"],
+                # No LUT-only synthesis in the demo (it doubles the time): the analytical
+                # model's LUT-only figures show what the multipliers cost without DSP blocks.
+                "analytic_lut_only": {
+                    name: report[name][target]["analytic"]["lut_nodsp"]
+                    for name in ("binary", "mac")
+                },
+            }
             for target in DEMO_TARGETS
         },
         "resource_source": report["source"],
@@ -254,29 +263,34 @@ def summary_table(summary: dict[str, Any]) -> str:
     """The demo's closing table (plain text, fixed width)."""
     c = summary["cosim"]
     fa = summary["float_accuracy"]
+    source = SOURCE_NAMES[summary["resource_source"]]
     lines = [
-        f"{'model':<28} {summary['arch']} ({summary['dataset']}), sha256 "
+        f"{'model':<22} {summary['arch']} ({summary['dataset']}), sha256 "
         f"{summary['model_sha256'][:16]}...",
-        f"{'accuracy, float':<28} " + ("-" if fa is None else f"{fa:.4f}"),
-        f"{'accuracy, integer':<28} {summary['integer_accuracy']:.4f} "
+        f"{'accuracy, float':<22} " + ("-" if fa is None else f"{fa:.4f}"),
+        f"{'accuracy, integer':<22} {summary['integer_accuracy']:.4f} "
         f"({summary['test_images']} test images)",
-        f"{'cosimulation':<28} {c['images'] - c['mismatches'] - c['missing']} of {c['images']} "
+        f"{'cosimulation':<22} {c['images'] - c['mismatches'] - c['missing']} of {c['images']} "
         f"bit-exact, {c['mismatches']} mismatches ({c['simulator']})",
-        f"{'cycles per image':<28} {c['cycles_per_image'] or 0:.1f} (latency "
+        f"{'cycles per image':<22} {c['cycles_per_image'] or 0:.1f} (latency "
         f"{c['latency_cycles']})",
         "",
-        f"{'resources (' + summary['resource_source'] + ')':<16} {'LUT':>8} {'FF':>8} {'BRAM':>6} "
-        f"{'DSP':>5}",
+        f"{'resources, ' + source:<22} {'LUT':>8} {'FF':>8} {'BRAM':>6} {'DSP':>5}   "
+        f"{'LUT, no DSP (analytical)':>24}",
     ]
     for target, entry in summary["resources"].items():
+        lut_only = entry["analytic_lut_only"]
         for name, label in (("binary", "binary"), ("mac", "MAC 8-bit")):
             e = entry[name]
             lines.append(
-                f"{target + ' ' + label:<16} {e['lut']:>8,} {e['ff']:>8,} {e['bram']:>6,} "
-                f"{e['dsp']:>5,}"
+                f"{target + ' ' + label:<22} {e['lut']:>8,} {e['ff']:>8,} {e['bram']:>6,} "
+                f"{e['dsp']:>5,}   {lut_only[name]:>24,}"
             )
-        ratio = entry["lut_ratio"]
-        lines.append(f"{target + ' MAC/binary':<16} {'-' if ratio is None else ratio:>8}  (LUTs)")
+        ratio = "-" if entry["lut_ratio"] is None else f"{entry['lut_ratio']:.2f}"
+        ratio_only = f"{lut_only['mac'] / lut_only['binary']:.2f}"
+        lines.append(
+            f"{target + ' MAC / binary':<22} {ratio:>8} {'':>8} {'':>6} {'':>5}   {ratio_only:>24}"
+        )
     o = summary["outputs"]
     lines += [
         "",
