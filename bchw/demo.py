@@ -82,6 +82,10 @@ def run_demo(
     )
     estimate_options.check()
     sim = choose_simulator(options.sim)
+    if options.synth:
+        from rtl_gen.tools import yosys_executable
+
+        yosys_executable()  # a missing Yosys is reported now, not after the cosimulation
     out = make_output_dir(options.output)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
