@@ -21,8 +21,19 @@ from bchw.nn import (
 
 
 def test_deterministic_binarization_is_sign_with_zero_to_plus_one():
-    w = torch.tensor([-1.0, -0.3, -1e-9, 0.0, 1e-9, 0.7, 1.0])
-    assert binarize_deterministic(w).tolist() == [-1, -1, -1, 1, 1, 1, 1]
+    w = torch.tensor([-1.0, -0.3, -1e-9, -1e-45, -0.0, 0.0, 1e-45, 1e-9, 0.7, 1.0])
+    assert binarize_deterministic(w).tolist() == [-1, -1, -1, -1, 1, 1, 1, 1, 1, 1]
+    # The fast form is exactly the definition, where(w >= 0, +1, -1), on many values.
+    w = torch.cat([torch.rand(100_000) * 2 - 1, torch.randn(1000) * 1e-38])
+    assert torch.equal(binarize_deterministic(w), torch.where(w >= 0, 1.0, -1.0))
+
+
+def test_stochastic_binarization_is_exactly_u_below_p():
+    # +1 exactly where the uniform draw u lies below p = hard_sigmoid(w), ties (u == p) to -1.
+    w = torch.cat([torch.rand(100_000) * 2.4 - 1.2, torch.tensor([-1.0, 0.0, 1.0])])
+    samples = binarize_stochastic(w, torch.Generator().manual_seed(7))
+    u = torch.rand(w.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(samples, torch.where(u < hard_sigmoid(w), 1.0, -1.0))
 
 
 def test_hard_sigmoid():
