@@ -39,3 +39,21 @@ def test_digits_model_accuracy():
         r"digits\.bchw.*?integer test accuracy ([0-9.]+)", (MODELS / "README.md").read_text(), re.S
     )
     assert documented and float(documented.group(1)) == round(accuracy, 4)
+
+
+def test_mnist_model_accuracy(mnist_dir):
+    # The hardware model of the MNIST reproduction: the paper's 784-1024-1024-1024-10 MLP. The
+    # floor is 1.5 % test error (the paper's deterministic 1.29 +- 0.08 % plus about three
+    # standard deviations); the measured figure must be the documented one.
+    from bchw.data import load_mnist
+
+    model = intmodel.load(MODELS / "mnist.bchw")
+    assert model.arch() == "784-1024-1024-1024-10"
+    test = load_mnist(mnist_dir).test
+    result = reference.run(model, test.images)
+    accuracy = float(np.mean(result.predicted == test.labels))
+    assert len(test) == 10_000 and accuracy >= 0.985
+    documented = re.search(
+        r"mnist\.bchw.*?integer test accuracy ([0-9.]+)", (MODELS / "README.md").read_text(), re.S
+    )
+    assert documented and float(documented.group(1)) == round(accuracy, 4)
