@@ -154,6 +154,16 @@ def _folding_from_args(args: argparse.Namespace, model):
     return folding
 
 
+def _add_jobs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=min(4, os.cpu_count() or 1),
+        metavar="N",
+        help="synthesis runs in parallel (default: %(default)s)",
+    )
+
+
 def _add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print a JSON summary as the last line of stdout"
@@ -538,13 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="clock for images per second where place and route did not measure fmax "
         "(default: %(default)s)",
     )
-    estimate.add_argument(
-        "--jobs",
-        type=_positive_int,
-        default=min(4, os.cpu_count() or 1),
-        metavar="N",
-        help="synthesis runs in parallel (default: %(default)s)",
-    )
+    _add_jobs(estimate)
     estimate.add_argument(
         "--output",
         "-o",
@@ -645,13 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("verilator", "icarus"),
         help="simulator (default: $SIM, else verilator)",
     )
-    demo.add_argument(
-        "--jobs",
-        type=_positive_int,
-        default=min(4, os.cpu_count() or 1),
-        metavar="N",
-        help="synthesis runs in parallel (default: %(default)s)",
-    )
+    _add_jobs(demo)
     demo.add_argument(
         "--output",
         "-o",
