@@ -624,9 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
             "load the shipped models/mnist.bchw), measure its integer and float accuracy, "
             "generate its Verilog, cosimulate the test split bit for bit against the "
             "reference (mnist: the first --limit images), and synthesize the binary design and "
-            "its 8-bit multiply-accumulate baseline for iCE40 and ECP5 with Yosys. The "
-            "hardware uses a small folding (about 64 synapses per cycle) so that synthesis "
-            "takes a couple of minutes; bchw generate, cosim and estimate take any folding. "
+            "its 8-bit multiply-accumulate baseline for iCE40 and ECP5 with Yosys (mnist: "
+            "the analytical model, unless --synth). The hardware uses a small folding (about "
+            "64 synapses per cycle) so that synthesis takes a couple of minutes; bchw "
+            "generate, cosim and estimate take any folding. "
             "Exit status 1 if a cosimulation output differs from the reference or the "
             "retrained digits model differs from the shipped one."
         ),
@@ -639,10 +640,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="cosimulate only the first N test images (default: digits all 360, mnist 200)",
     )
-    demo.add_argument(
+    resources = demo.add_mutually_exclusive_group()
+    resources.add_argument(
         "--analytic",
+        dest="synth",
+        action="store_false",
+        default=None,
+        help="resources from the analytical model instead of Yosys (instant; the default for "
+        "mnist, whose designs take Yosys well over 15 minutes)",
+    )
+    resources.add_argument(
+        "--synth",
+        dest="synth",
         action="store_true",
-        help="resources from the analytical model instead of Yosys (instant)",
+        help="resources from Yosys (the default for digits)",
     )
     demo.add_argument(
         "--sim",
@@ -1207,7 +1218,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         output=Path(args.output),
         limit=args.limit,
-        synth=not args.analytic,
+        synth=args.synth,
         jobs=args.jobs,
         sim=args.sim,
     )

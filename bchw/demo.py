@@ -40,7 +40,7 @@ class DemoOptions:
     data_dir: str | None = None
     output: Path = Path("build/demo")
     limit: int | None = None  # test images to cosimulate (mnist default: DEFAULT_MNIST_LIMIT)
-    synth: bool = True  # False: the analytical model instead of Yosys (instant)
+    synth: bool | None = None  # Yosys (True) or the analytical model (False); None: by dataset
     jobs: int = 2
     sim: str | None = None
 
@@ -74,15 +74,18 @@ def run_demo(
     if options.dataset not in SHIPPED:
         raise BchwError(f"unknown dataset {options.dataset!r}: choose digits or mnist")
     dataset = load_dataset(options.dataset, options.data_dir)
+    # Yosys on the MNIST designs takes far longer than a demo should (its 2.9 Mbit of weights,
+    # 23 Mbit in the MAC baseline): the analytical model answers unless asked otherwise.
+    synth = options.synth if options.synth is not None else options.dataset == "digits"
     shipped = SHIPPED[options.dataset]
     if not shipped.is_file():
         raise BchwError(f"the shipped model {shipped} is missing (a bchw checkout has it)")
     estimate_options = EstimateOptions(
-        targets=DEMO_TARGETS, synth=options.synth, lut_only=False, jobs=options.jobs
+        targets=DEMO_TARGETS, synth=synth, lut_only=False, jobs=options.jobs
     )
     estimate_options.check()
     sim = choose_simulator(options.sim)
-    if options.synth:
+    if synth:
         from rtl_gen.tools import yosys_executable
 
         yosys_executable()  # a missing Yosys is reported now, not after the cosimulation
@@ -170,7 +173,7 @@ def run_demo(
     t = lap("cosim", t)
 
     # 5. Resources: Yosys on the binary design and its 8-bit MAC baseline.
-    source = "Yosys" if options.synth else "the analytical model"
+    source = "Yosys" if synth else "the analytical model"
     _step(say, "estimate", f"binary and 8-bit MAC designs on {', '.join(DEMO_TARGETS)} ({source})")
     report = estimate(
         model,
