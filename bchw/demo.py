@@ -105,14 +105,18 @@ def run_demo(
         model, float_accuracy, identical = _train_digits(dataset, out, say)
         model_path = out / "digits.bchw"
         note = "identical to" if identical else "DIFFERS from"
-        _step(say, "model", f"{model_path} (sha256 {model.sha256[:16]}...), {note} {shipped}")
+        _step(
+            say,
+            "model",
+            f"{model_path} (sha256 {model.sha256[:16]}...), {note} {_shown(shipped)}",
+        )
     else:
         model = intmodel.load(shipped)
         model_path = shipped
         identical = True
         test_error = model.provenance.get("float_metrics", {}).get("test_error")
         float_accuracy = None if test_error is None else 1.0 - float(test_error)
-        _step(say, "model", f"{shipped} (sha256 {model.sha256[:16]}...), {model.arch()}")
+        _step(say, "model", f"{_shown(shipped)} (sha256 {model.sha256[:16]}...), {model.arch()}")
     if model.input_size != dataset.num_features:
         raise BchwError(f"{shipped} takes {model.input_size} inputs, not {dataset.num_features}")
     t = lap("model", t)
@@ -188,7 +192,7 @@ def run_demo(
 
     summary = {
         "dataset": options.dataset,
-        "model": str(model_path),
+        "model": str(_shown(model_path)),
         "model_sha256": model.sha256,
         "identical_to_shipped": identical,
         "arch": model.arch(),
@@ -232,6 +236,14 @@ def run_demo(
         "seconds": seconds | {"total": round(time.perf_counter() - started, 1)},
     }
     return DemoResult(summary, ok=cosim.passed and identical)
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it lies inside it (shorter to read)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(path)
 
 
 def _train_digits(dataset, out: Path, say: Callable[[str], None]):
