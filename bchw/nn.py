@@ -53,9 +53,11 @@ def binarize_stochastic(w: torch.Tensor, generator: torch.Generator | None = Non
 class _StraightThrough(torch.autograd.Function):
     """Binarize in the forward pass; pass the gradient to the real weights unchanged.
 
-    The same values and gradients as ``w + (wb - w).detach()`` (which rounds back to exactly
-    ``wb`` for ``|w| <= 1``), in one kernel instead of four full-size temporaries per layer and
-    step: BinaryConnect then trains almost as fast as a float MLP (docs/reproduction.md).
+    The usual ``w + (wb - w).detach()`` makes four full-size temporaries per layer and step, and
+    its value is exactly ``wb`` only when ``wb`` has the sign of ``w`` (always, deterministic;
+    not always, stochastic, where it can be one rounding step off). This gives exactly ``wb``
+    and the same gradient, and BinaryConnect trains almost as fast as a float MLP
+    (docs/reproduction.md, "Training speed").
     """
 
     @staticmethod
