@@ -1173,9 +1173,9 @@ def cmd_sweep_bits(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     if checkpoint.dataset not in DATASETS:
         raise BchwError(f"checkpoint names an unknown dataset {checkpoint.dataset!r}")
-    output = make_output_dir(args.output)
     dataset = load_dataset(checkpoint.dataset, args.data_dir)
     split = dataset.split(args.split).head(args.limit)
+    output = make_output_dir(args.output)  # after every check: a refusal leaves no folder
     arch = "-".join(map(str, checkpoint.model.sizes))
     print(
         f"sweep     {arch} ({checkpoint.dataset}, {checkpoint.model.binarization}): "
