@@ -46,7 +46,10 @@ def save_checkpoint(
     pixel_max: int,
     epoch: int,
     metrics: dict[str, float],
+    device: str | None = None,
 ) -> None:
+    """Write the checkpoint atomically. ``device``: where a model trained off the CPU trained
+    (absent for CPU runs, so their files stay as they were before devices existed)."""
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -57,12 +60,16 @@ def save_checkpoint(
         "epoch": int(epoch),
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
+    if device is not None:
+        meta["device"] = device
     # Pickle writes a string once and refers back to it when the same object recurs, so the
     # bytes would depend on which equal strings happen to be one object (an interned literal
     # or a command-line argument). A JSON round trip gives every value string its own object
     # (and shares the keys), whoever called: the same training gives the same file.
     payload = json.loads(json.dumps(meta))
-    payload["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    payload["state_dict"] = {
+        k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+    }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_bytes_atomic(path, buffer.getvalue())

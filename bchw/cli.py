@@ -253,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed for initialisation, shuffling and sampling (default: %(default)s)",
     )
     train.add_argument(
+        "--device",
+        default="cpu",
+        help="where to train: cpu, cuda or cuda:N (default: %(default)s). The same seed gives "
+        "the same initial weights and batches on any device, but a GPU orders its sums "
+        "differently, so its model is not the CPU's bit for bit",
+    )
+    train.add_argument(
         "--bn-momentum",
         type=float,
         default=defaults.bn_momentum,
@@ -680,7 +687,7 @@ def _emit_json(args: argparse.Namespace, summary: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bchw.data import load_dataset
-    from bchw.train import DEFAULT_EPOCHS, TrainConfig, train
+    from bchw.train import DEFAULT_EPOCHS, TrainConfig, device_description, resolve_device, train
 
     config = TrainConfig(
         dataset=args.dataset,
@@ -695,6 +702,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bn_momentum=args.bn_momentum,
         bn_eps=args.bn_eps,
     )
+    device = resolve_device(args.device)
     dataset = load_dataset(args.dataset, args.data_dir)
     config.check(dataset)
     make_output_dir(args.out)
@@ -702,8 +710,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"training {config.resolved_arch()} ({config.binarization}) on {dataset.name}: "
         f"{len(dataset.train)} train, {len(dataset.validation)} validation, "
         f"{len(dataset.test)} test images, {config.epochs} epoch{'s' if config.epochs > 1 else ''}"
+        f", on {device_description(device)}"
     )
-    result = train(config, dataset, args.out, progress=not args.quiet)
+    result = train(config, dataset, args.out, progress=not args.quiet, device=args.device)
     print(
         f"best epoch {result.best_epoch}: validation error "
         f"{100 * result.validation_error:.2f} %, test error {100 * result.test_error:.2f} % "
@@ -720,6 +729,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "test_error": result.test_error,
             "test_error_binary": result.test_error_binary,
             "seconds_per_epoch": result.seconds_per_epoch,
+            "device": device_description(device),
             "checkpoint": str(result.checkpoint),
             "log": str(result.log),
             "curve": str(result.curve),

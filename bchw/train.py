@@ -90,6 +90,35 @@ class TrainResult:
     curve: Path
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` names (``cpu``, ``cuda``, ``cuda:N``), checked to be usable."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BchwError(
+            f"device {name!r} is not a PyTorch device: use cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise BchwError(f"device {name!r} is not supported: use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise BchwError(
+            f"device {name!r}: this PyTorch ({torch.__version__}) sees no CUDA device "
+            "(a CPU-only build, or no GPU or driver); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise BchwError(f"device {name!r}: there are {count} CUDA device(s), numbered from 0")
+    return device
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
     """``lr_start * (lr_end / lr_start) ** (epoch / epochs)``, as the original code decays it."""
     decay = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
@@ -107,10 +136,11 @@ def predict(
 ) -> np.ndarray:
     """Class predictions of the float model in evaluation mode."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(split), batch):
-        x = to_model_input(split.images[start : start + batch], input_scale)
-        out.append(model(x).argmax(dim=1).numpy())
+        x = to_model_input(split.images[start : start + batch], input_scale).to(device)
+        out.append(model(x).argmax(dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
@@ -119,29 +149,43 @@ def error_rate(model: BinaryConnectMLP, split: Split, input_scale: float) -> flo
 
 
 def train(
-    config: TrainConfig, dataset: Dataset, out_dir: str | Path, *, progress: bool = True
+    config: TrainConfig,
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train a BinaryConnect MLP; write the checkpoint, log and learning curve to ``out_dir``.
 
     The checkpoint holds the model of the epoch with the lowest validation error. For stochastic
     binarization, the validation error that selects it uses the paper's real test-time weights
     and the log records the binary-weight errors beside it.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the model trains. The initial weights
+    and the shuffling come from CPU generators whatever the device, so a GPU run starts from
+    the same weights and sees the same batches as a CPU run with the same seed; its sums are
+    ordered differently, so its weights drift apart within the first epochs (the checkpoint
+    records the device).
     """
     sizes = config.check(dataset)
+    where = resolve_device(device)
     out = make_output_dir(out_dir)
     config.arch = config.resolved_arch()
     torch.manual_seed(config.seed)
     model = BinaryConnectMLP(sizes, config.binarization, config.bn_momentum, config.bn_eps)
+    model.to(where)
     shuffle_gen = torch.Generator().manual_seed(config.seed + 1)
-    sample_gen = torch.Generator().manual_seed(config.seed + 2)
+    # Stochastic binarization samples on the device, so its generator lives there.
+    sample_gen = torch.Generator(device=where).manual_seed(config.seed + 2)
     for linear in model.linears:
         linear.generator = sample_gen
     optimizer = torch.optim.Adam(model.param_groups(config.lr_start))
     loss_fn = LOSSES[config.loss]
     paper_mode = "real" if config.binarization == "stochastic" else "binary"
 
-    train_x = to_model_input(dataset.train.images, dataset.input_scale)
-    train_y = torch.from_numpy(dataset.train.labels)
+    train_x = to_model_input(dataset.train.images, dataset.input_scale).to(where)
+    train_y = torch.from_numpy(dataset.train.labels).to(where)
     n_train = len(train_y)
     if n_train < config.batch_size:
         raise BchwError(f"batch size {config.batch_size} exceeds the {n_train} training images")
@@ -157,8 +201,10 @@ def train(
             group["lr"] = lr * group["lr_scale"]
         model.train()
         start = time.perf_counter()
-        order = torch.randperm(n_train, generator=shuffle_gen)
-        total_loss = 0.0
+        order = torch.randperm(n_train, generator=shuffle_gen).to(where)
+        # Summed on the device in float64 (what adding loss.item() to a Python float did), so
+        # that a GPU step never waits for the host to read the loss back.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=where)
         bar = tqdm(
             range(n_batches),
             desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -174,8 +220,10 @@ def train(
             loss.backward()
             optimizer.step()
             model.clip_()
-            total_loss += loss.item()
-            bar.set_postfix(loss=f"{total_loss / (b + 1):.4f}")
+            loss_sum += loss.detach()
+            if not bar.disable and b % 50 == 49:
+                bar.set_postfix(loss=f"{loss_sum.item() / (b + 1):.4f}")
+        total_loss = loss_sum.item()
         train_seconds = time.perf_counter() - start
         if not math.isfinite(total_loss):
             raise BchwError(f"training diverged at epoch {epoch + 1} (loss is not finite)")
@@ -208,6 +256,7 @@ def train(
                 ckpt_path,
                 model,
                 asdict(config),
+                device=None if where.type == "cpu" else device_description(where),
                 dataset=dataset.name,
                 input_scale=dataset.input_scale,
                 pixel_max=dataset.pixel_max,

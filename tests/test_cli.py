@@ -103,6 +103,8 @@ def test_errors_are_one_line(tmp_path):
     )
     assert_one_line_error(bchw("eval", "models/digits.bchw", "--limit", "0"), "at least 1")
     assert_one_line_error(bchw("train", "--epochs", "ten", "--out", tmp_path / "r"), "integer")
+    assert_one_line_error(bchw("train", "--device", "tpu", "--out", tmp_path / "r"), "'tpu'")
+    assert not (tmp_path / "r").exists()
     assert_one_line_error(bchw("frobnicate"), "invalid choice")
 
 
