@@ -10,8 +10,12 @@ learning curves of every run in one PNG.
 
     .venv/bin/python benchmarks/reproduce_mnist.py --data-dir ../shared/data/mnist --threads 1
 
-Training is about 15 s per epoch on two CPU cores (25 s on one); ``--threads`` sets the torch
-threads of the training processes.
+On this project's 2-core CPU machines an epoch takes about 8 s with both cores (12 s with
+one); ``--threads`` sets the torch threads of the training processes. Where a GPU exists,
+``--device cuda --parallel N`` trains N runs at once on it (each a process of its own):
+
+    python benchmarks/reproduce_mnist.py --data-dir DIR --device cuda --parallel 5 \
+        --seeds 3,4 --stochastic-seeds 0,1,2 --out build/repro-gpu
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +53,29 @@ def run(cmd: list[str], env: dict[str, str], log: Path | None = None) -> str:
     return done.stdout
 
 
+def train_all(jobs: list[tuple[list, Path, Path]], env: dict[str, str], parallel: int) -> None:
+    """Run the training commands, ``parallel`` at a time; mark each finished run ``done``."""
+    waiting, running = list(jobs), []
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            cmd, run_dir, log = waiting.pop(0)
+            print(f"$ bchw {' '.join(str(c) for c in cmd[3:])}", flush=True)
+            handle = log.open("w")
+            process = subprocess.Popen(
+                [str(c) for c in cmd], stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO
+            )
+            running.append((process, run_dir, log, handle))
+        time.sleep(1)
+        for job in [job for job in running if job[0].poll() is not None]:
+            running.remove(job)
+            process, run_dir, log, handle = job
+            handle.close()
+            if process.returncode != 0:
+                tail = log.read_text().strip().splitlines()[-1:]
+                sys.exit(f"training {run_dir.name} failed ({process.returncode}): {tail}")
+            (run_dir / "done").write_text("")
+
+
 def last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
@@ -62,6 +90,10 @@ def main() -> int:
         "--stochastic-seeds", default="0", help="seeds of the stochastic runs ('' for none)"
     )
     parser.add_argument("--threads", type=int, help="torch threads per training (default: all)")
+    parser.add_argument("--device", default="cpu", help="bchw train --device (default: cpu)")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="training runs at a time (default: 1)"
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     if args.threads:
@@ -73,46 +105,44 @@ def main() -> int:
     }
     modes = [mode for mode, seeds in seeds_of.items() if seeds]
     data = ["--data-dir", args.data_dir]
+    runs = [(mode, seed, args.out / f"{SHORT[mode]}-s{seed}") for mode in modes
+            for seed in seeds_of[mode]]  # fmt: skip
+    jobs = [
+        ([*BCHW, "train", "--dataset", "mnist", *data, "--binarization", mode, "--epochs",
+          args.epochs, "--seed", seed, "--device", args.device, "-o", run_dir, "--json"],
+         run_dir, args.out / f"{run_dir.name}.log")
+        for mode, seed, run_dir in runs
+        if not (run_dir / "done").is_file()
+    ]  # fmt: skip
+    train_all(jobs, env, max(1, args.parallel))
     rows = []
-    for mode in modes:
-        for seed in seeds_of[mode]:
-            run_dir = args.out / f"{SHORT[mode]}-s{seed}"
-            if not (run_dir / "done").is_file():
-                run(
-                    [*BCHW, "train", "--dataset", "mnist", *data, "--binarization", mode,
-                     "--epochs", args.epochs, "--seed", seed, "-o", run_dir, "--json"],
-                    env,
-                    log=args.out / f"{run_dir.name}.log",
-                )  # fmt: skip
-                (run_dir / "done").write_text("")
-            model = run_dir / "mnist.bchw"
-            run([*BCHW, "export", run_dir / "checkpoint.pt", "-o", model, *data], env)
-            ev = last_json(
-                run([*BCHW, "eval", model, *data, "--checkpoint", run_dir / "checkpoint.pt",
-                     "--json"], env)
-            )  # fmt: skip
-            log = [
-                json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()
-            ]
-            best = min(log, key=lambda r: (r["validation_error"], r["epoch"]))
-            rows.append(
-                {
-                    "mode": mode,
-                    "seed": seed,
-                    "epochs": len(log),
-                    "best_epoch": best["epoch"],
-                    "seconds_per_epoch": statistics.mean(r["epoch_seconds"] for r in log),
-                    "float_error": 100 * (1 - ev["float_accuracy"]),
-                    "float_error_real": (
-                        100 * (1 - ev["float_accuracy_real_weights"])
-                        if "float_accuracy_real_weights" in ev
-                        else None
-                    ),
-                    "integer_error": 100 * (1 - ev["accuracy"]),
-                    "model_sha256": ev["model_sha256"],
-                    "checkpoint": str(run_dir / "checkpoint.pt"),
-                }
-            )
+    for mode, seed, run_dir in runs:
+        model = run_dir / "mnist.bchw"
+        run([*BCHW, "export", run_dir / "checkpoint.pt", "-o", model, *data], env)
+        ev = last_json(
+            run([*BCHW, "eval", model, *data, "--checkpoint", run_dir / "checkpoint.pt",
+                 "--json"], env)
+        )  # fmt: skip
+        log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+        best = min(log, key=lambda r: (r["validation_error"], r["epoch"]))
+        rows.append(
+            {
+                "mode": mode,
+                "seed": seed,
+                "epochs": len(log),
+                "best_epoch": best["epoch"],
+                "seconds_per_epoch": statistics.mean(r["epoch_seconds"] for r in log),
+                "float_error": 100 * (1 - ev["float_accuracy"]),
+                "float_error_real": (
+                    100 * (1 - ev["float_accuracy_real_weights"])
+                    if "float_accuracy_real_weights" in ev
+                    else None
+                ),
+                "integer_error": 100 * (1 - ev["accuracy"]),
+                "model_sha256": ev["model_sha256"],
+                "checkpoint": str(run_dir / "checkpoint.pt"),
+            }
+        )
     summary = {"runs": rows, "modes": {}}
     for mode in modes:
         mine = [r for r in rows if r["mode"] == mode]
