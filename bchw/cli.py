@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="where to train: cpu, cuda or cuda:N (default: %(default)s). The same seed gives "
         "the same initial weights and batches on any device, but a GPU orders its sums "
-        "differently, so its model is not the CPU's bit for bit",
+        "differently (and samples stochastic weights from its own random stream), so its "
+        "model is not the CPU's bit for bit",
     )
     train.add_argument(
         "--bn-momentum",
@@ -705,7 +706,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset, args.data_dir)
     config.check(dataset)
-    make_output_dir(args.out)
     print(
         f"training {config.resolved_arch()} ({config.binarization}) on {dataset.name}: "
         f"{len(dataset.train)} train, {len(dataset.validation)} validation, "

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from bchw.checkpoint import save_checkpoint
 from bchw.data import Dataset, Split
-from bchw.errors import BchwError
+from bchw.errors import BchwError, first_line
 from bchw.nn import BINARIZATIONS, LOSSES, BinaryConnectMLP, parse_arch
 from bchw.outputs import make_output_dir, write_bytes_atomic
 
@@ -99,7 +99,7 @@ def resolve_device(name: str) -> torch.device:
             f"device {name!r} is not a PyTorch device: use cpu, cuda or cuda:N"
         ) from None
     if device.type == "cpu":
-        return device
+        return torch.device("cpu")  # one CPU device: an index (cpu:1) means nothing more
     if device.type != "cuda":
         raise BchwError(f"device {name!r} is not supported: use cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
@@ -110,6 +110,12 @@ def resolve_device(name: str) -> torch.device:
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
         raise BchwError(f"device {name!r}: there are {count} CUDA device(s), numbered from 0")
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    try:  # a GPU that is visible can still be busy (exclusive mode), broken or full
+        torch.empty(1, device=device)
+    except RuntimeError as exc:
+        raise BchwError(f"device {name!r} cannot be used: {first_line(exc)}") from None
     return device
 
 
@@ -165,18 +171,28 @@ def train(
     ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the model trains. The initial weights
     and the shuffling come from CPU generators whatever the device, so a GPU run starts from
     the same weights and sees the same batches as a CPU run with the same seed; its sums are
-    ordered differently, so its weights drift apart within the first epochs (the checkpoint
-    records the device).
+    ordered differently, so its weights drift apart within the first epochs, and stochastic
+    binarization draws from the device's own random stream (the checkpoint records the
+    device). Nothing is written before the model and the data are on the device.
     """
     sizes = config.check(dataset)
     where = resolve_device(device)
-    out = make_output_dir(out_dir)
     config.arch = config.resolved_arch()
     torch.manual_seed(config.seed)
     model = BinaryConnectMLP(sizes, config.binarization, config.bn_momentum, config.bn_eps)
-    model.to(where)
+    n_train = len(dataset.train)
+    if n_train < config.batch_size:
+        raise BchwError(f"batch size {config.batch_size} exceeds the {n_train} training images")
+    try:
+        model.to(where)
+        train_x = to_model_input(dataset.train.images, dataset.input_scale).to(where)
+        train_y = torch.from_numpy(dataset.train.labels).to(where)
+    except RuntimeError as exc:  # out of GPU memory, say
+        raise BchwError(f"device {where}: {first_line(exc)}") from None
+    out = make_output_dir(out_dir)
     shuffle_gen = torch.Generator().manual_seed(config.seed + 1)
-    # Stochastic binarization samples on the device, so its generator lives there.
+    # Stochastic binarization samples on the device, so its generator lives there (a GPU's
+    # random stream is not the CPU's: stochastic runs differ from the first step).
     sample_gen = torch.Generator(device=where).manual_seed(config.seed + 2)
     for linear in model.linears:
         linear.generator = sample_gen
@@ -188,11 +204,6 @@ def train(
     loss_fn = LOSSES[config.loss]
     paper_mode = "real" if config.binarization == "stochastic" else "binary"
 
-    train_x = to_model_input(dataset.train.images, dataset.input_scale).to(where)
-    train_y = torch.from_numpy(dataset.train.labels).to(where)
-    n_train = len(train_y)
-    if n_train < config.batch_size:
-        raise BchwError(f"batch size {config.batch_size} exceeds the {n_train} training images")
     # Drop the last partial batch: batch norm on a handful of images is noise.
     n_batches = n_train // config.batch_size
 
@@ -225,7 +236,7 @@ def train(
             optimizer.step()
             model.clip_()
             loss_sum += loss.detach()
-            if not bar.disable and b % 50 == 49:
+            if not bar.disable and (b % 50 == 49 or b == n_batches - 1):
                 bar.set_postfix(loss=f"{loss_sum.item() / (b + 1):.4f}")
         total_loss = loss_sum.item()
         train_seconds = time.perf_counter() - start

@@ -54,26 +54,40 @@ def run(cmd: list[str], env: dict[str, str], log: Path | None = None) -> str:
 
 
 def train_all(jobs: list[tuple[list, Path, Path]], env: dict[str, str], parallel: int) -> None:
-    """Run the training commands, ``parallel`` at a time; mark each finished run ``done``."""
-    waiting, running = list(jobs), []
-    while waiting or running:
-        while waiting and len(running) < parallel:
-            cmd, run_dir, log = waiting.pop(0)
-            print(f"$ bchw {' '.join(str(c) for c in cmd[3:])}", flush=True)
-            handle = log.open("w")
-            process = subprocess.Popen(
-                [str(c) for c in cmd], stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO
-            )
-            running.append((process, run_dir, log, handle))
-        time.sleep(1)
-        for job in [job for job in running if job[0].poll() is not None]:
-            running.remove(job)
-            process, run_dir, log, handle = job
+    """Run the training commands, ``parallel`` at a time; mark each finished run ``done``.
+
+    After a failure no new run starts, the running ones finish (and are marked), then the
+    script stops naming every failed run; an interrupt stops the running trainings too.
+    """
+    waiting, running, failed = list(jobs), [], []
+    try:
+        while running or (waiting and not failed):
+            while waiting and not failed and len(running) < parallel:
+                cmd, run_dir, log = waiting.pop(0)
+                print(f"$ bchw {' '.join(str(c) for c in cmd[3:])}", flush=True)
+                handle = log.open("w")
+                process = subprocess.Popen(
+                    [str(c) for c in cmd], stdout=handle, stderr=subprocess.STDOUT, env=env,
+                    cwd=REPO,
+                )  # fmt: skip
+                running.append((process, run_dir, log, handle))
+            time.sleep(1)
+            for job in [job for job in running if job[0].poll() is not None]:
+                running.remove(job)
+                process, run_dir, log, handle = job
+                handle.close()
+                if process.returncode == 0:
+                    (run_dir / "done").write_text("")
+                else:
+                    tail = log.read_text().strip().splitlines()[-1:]
+                    failed.append(f"{run_dir.name} ({process.returncode}): {tail}")
+    finally:
+        for process, _, _, handle in running:  # only left on an interrupt or an error here
+            process.terminate()
+            process.wait()
             handle.close()
-            if process.returncode != 0:
-                tail = log.read_text().strip().splitlines()[-1:]
-                sys.exit(f"training {run_dir.name} failed ({process.returncode}): {tail}")
-            (run_dir / "done").write_text("")
+    if failed:
+        sys.exit("training failed: " + "; ".join(failed))
 
 
 def last_json(text: str) -> dict:
@@ -92,12 +106,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch threads per training (default: all)")
     parser.add_argument("--device", default="cpu", help="bchw train --device (default: cpu)")
     parser.add_argument(
-        "--parallel", type=int, default=1, help="training runs at a time (default: 1)"
+        "--parallel",
+        type=int,
+        default=1,
+        help="training runs at a time (default: 1; on the CPU each gets cores / N threads "
+        "unless --threads says otherwise)",
     )
     args = parser.parse_args()
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
     env = dict(os.environ)
-    if args.threads:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    threads = args.threads
+    if not threads and args.parallel > 1 and args.device == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // args.parallel)  # no oversubscription
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     args.out.mkdir(parents=True, exist_ok=True)
     seeds_of = {
         "deterministic": [int(s) for s in args.seeds.split(",") if s],

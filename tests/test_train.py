@@ -127,5 +127,52 @@ def test_cuda_is_refused_with_the_reason_where_pytorch_sees_none():
 
 def test_an_explicit_cpu_device_changes_nothing(tmp_path, digits, short_checkpoint):
     config = TrainConfig(**vars(SHORT_TRAINING))
-    result = train(config, digits, tmp_path, progress=False, device="cpu")
+    result = train(config, digits, tmp_path, progress=False, device="cpu:1")
     assert load_checkpoint(result.checkpoint).sha256 == short_checkpoint.sha256
+    # A CPU checkpoint records no device: its bytes stay what they were before devices existed.
+    assert "device" not in torch.load(result.checkpoint, weights_only=True)
+
+
+def test_cuda_indices_and_unusable_gpus_are_refused(monkeypatch):
+    # Pretend PyTorch sees one GPU: an index past it is refused by name, and plain "cuda" is
+    # probed with an allocation, which fails on a machine without one: a one-line error too.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    with pytest.raises(BchwError, match=r"there are 1 CUDA device\(s\)"):
+        resolve_device("cuda:1")
+    real_empty = torch.empty
+
+    def failing_empty(*args, **kwargs):
+        if str(kwargs.get("device", "")).startswith("cuda"):
+            raise RuntimeError("CUDA error: all CUDA-capable devices are busy or unavailable")
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", failing_empty)
+    with pytest.raises(BchwError, match="'cuda' cannot be used: CUDA error: all CUDA-capable"):
+        resolve_device("cuda")
+
+
+def test_a_gpu_checkpoint_records_its_device_and_loads_on_the_cpu(tmp_path, short_checkpoint):
+    from bchw.checkpoint import save_checkpoint
+
+    path = tmp_path / "gpu.pt"
+    save_checkpoint(
+        path,
+        short_checkpoint.model,
+        short_checkpoint.config,
+        device="cuda:0 (NVIDIA H200)",
+        dataset=short_checkpoint.dataset,
+        input_scale=short_checkpoint.input_scale,
+        pixel_max=short_checkpoint.pixel_max,
+        epoch=short_checkpoint.epoch,
+        metrics=short_checkpoint.metrics,
+    )
+    assert torch.load(path, weights_only=True)["device"] == "cuda:0 (NVIDIA H200)"
+    loaded = load_checkpoint(path)
+    for a, b in zip(
+        loaded.model.state_dict().values(),
+        short_checkpoint.model.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
