@@ -40,14 +40,16 @@ PAPER = {  # Table 2, test error (%), mean ± std
 SHORT = {"deterministic": "det", "stochastic": "sto", "none": "float"}
 
 
-def run(cmd: list[str], env: dict[str, str], log: Path | None = None) -> str:
-    shown = " ".join(str(c) for c in cmd[2:])
-    print(f"$ bchw {shown.removeprefix('bchw ')}", flush=True)
+def announce(cmd: list) -> None:
+    """Print a ``[python, -m, bchw, ...]`` command as the ``bchw`` command line it runs."""
+    print(f"$ bchw {' '.join(str(c) for c in cmd[3:])}", flush=True)
+
+
+def run(cmd: list, env: dict[str, str]) -> str:
+    announce(cmd)
     done = subprocess.run(
         [str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=REPO, check=False
     )
-    if log is not None:
-        log.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     return done.stdout
@@ -64,7 +66,7 @@ def train_all(jobs: list[tuple[list, Path, Path]], env: dict[str, str], parallel
         while running or (waiting and not failed):
             while waiting and not failed and len(running) < parallel:
                 cmd, run_dir, log = waiting.pop(0)
-                print(f"$ bchw {' '.join(str(c) for c in cmd[3:])}", flush=True)
+                announce(cmd)
                 handle = log.open("w")
                 process = subprocess.Popen(
                     [str(c) for c in cmd], stdout=handle, stderr=subprocess.STDOUT, env=env,
@@ -137,7 +139,7 @@ def main() -> int:
         for mode, seed, run_dir in runs
         if not (run_dir / "done").is_file()
     ]  # fmt: skip
-    train_all(jobs, env, max(1, args.parallel))
+    train_all(jobs, env, args.parallel)
     rows = []
     for mode, seed, run_dir in runs:
         model = run_dir / "mnist.bchw"
