@@ -4,10 +4,14 @@ For every block the generator builds (adder or multiply tree, accumulators, requ
 stage, weight and constant memories, links between layers, argmax), :func:`layer_counts` counts
 family-independent primitives from the integer model, the folding and the widths alone:
 
+``tree``
+    adder bits of the dot-product trees (every node a kept, carry-chain add);
 ``add``
-    bits of two-input adders, subtractors and comparators (one carry-chain bit each);
-``and``
-    AND-gate bits (the binary folded tree masks each input with its weight bit);
+    bits of the other two-input adders, subtractors and comparators (accumulators,
+    requantizers, counters, the argmax), which Yosys may merge into multi-operand adds;
+``gate``
+    two-input gate bits (a folded binary tree's XOR of each input bit with its weight bit,
+    the accumulators' clear on a fold's first beat);
 ``mux``
     2:1 multiplexer bits (an n-input multiplexer counts n - 1);
 ``reg``
@@ -21,7 +25,8 @@ family-independent primitives from the integer model, the folding and the widths
 ``n_mul``
     multipliers that a DSP block can take (one block each: every one here is at most 16 x 16);
 ``memories``
-    each memory's depth, width and whether it is read-only.
+    each memory's depth, width, whether it is read-only and whether the generator asks for
+    block RAM (the weights: ``rom_style = "block"``).
 
 :func:`estimate` turns counts into LUT, FF, carry, LUT-RAM, block-RAM and DSP figures per
 FPGA family with per-primitive costs (``COEFFICIENTS``), fitted once by
@@ -40,9 +45,9 @@ from typing import Any
 from bchw.intmodel import IntegerLayer, IntegerModel
 from rtl_gen.adder_tree import tree_levels
 from rtl_gen.pipeline import range_shape, registers_after
-from rtl_gen.requantizer import constants_layout, requant_width
+from rtl_gen.requantizer import absorbed_offsets, constants_layout, requant_width
 
-PRIMITIVES = ("add", "and", "mux", "reg", "preg", "mul", "cmul", "n_mul")
+PRIMITIVES = ("tree", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
 COEFFICIENTS_PATH = Path(__file__).with_name("analytic_coefficients.json")
 
@@ -51,8 +56,9 @@ COEFFICIENTS_PATH = Path(__file__).with_name("analytic_coefficients.json")
 class Counts:
     """Primitive counts of one part of a design."""
 
+    tree: int = 0
     add: int = 0
-    and_: int = 0
+    gate: int = 0
     mux: int = 0
     reg: int = 0
     preg: int = 0
@@ -61,10 +67,11 @@ class Counts:
     n_mul: int = 0
     # Constant multipliers (not by a power of two) by product width: DSP candidates.
     cmul_widths: dict[int, int] = field(default_factory=dict)
-    memories: list[tuple[int, int, bool]] = field(default_factory=list)  # depth, width, rom
+    # depth, width, read-only, block RAM asked for
+    memories: list[tuple[int, int, bool, bool]] = field(default_factory=list)
 
     def __iadd__(self, other: Counts) -> Counts:
-        for name in ("add", "and_", "mux", "reg", "preg", "mul", "cmul", "n_mul"):
+        for name in ("tree", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.memories = self.memories + other.memories
         for width, count in other.cmul_widths.items():
@@ -73,8 +80,9 @@ class Counts:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "tree": self.tree,
             "add": self.add,
-            "and": self.and_,
+            "gate": self.gate,
             "mux": self.mux,
             "reg": self.reg,
             "preg": self.preg,
@@ -136,9 +144,12 @@ def _csd_digits(value: int) -> int:
     return digits
 
 
-def _requantizer(layer: IntegerLayer, lanes: int, acc_width: int, share: int) -> Counts:
+def _requantizer(
+    layer: IntegerLayer, lanes: int, acc_width: int, share: int, layout=None
+) -> Counts:
     """Requantizer of ``lanes`` neurons; ``share`` 0: constants fixed in the circuit, else
-    per-beat constants with ``ceil(lanes / share)`` time-shared units (rtl_gen.requantizer)."""
+    per-beat constants (``layout``) with ``ceil(lanes / share)`` time-shared units
+    (rtl_gen.requantizer)."""
     t = requant_width(layer)
     v = t - layer.requant_shift
     c = Counts()
@@ -147,7 +158,6 @@ def _requantizer(layer: IntegerLayer, lanes: int, acc_width: int, share: int) ->
         c.add += t * int((layer.scale_sign[:lanes] != 0).sum())
         units = lanes
     else:
-        layout = constants_layout(layer)
         shift_bits = layout.members["shift"].elem_shape.width
         k = layer.scale_terms
         units = -(-lanes // share)
@@ -190,7 +200,7 @@ def layer_counts(
                         c.cmul_widths[width] = c.cmul_widths.get(width, 0) + 1
                 c.preg += sum(_width(lo, hi) for _, lo, hi in leaves)  # product registers
             add, reg, latency = tree_counts(leaves, pipeline_every)
-            c.add += add
+            c.tree += add
             c.reg += reg
         stages = latency + (weight_bits > 1)
         c.reg += stages  # valid bits
@@ -198,19 +208,26 @@ def layer_counts(
         return c
 
     tag_width = 2 + _bits(nf)
-    acc_bound = n_in * x_max * (1 if weight_bits == 1 else w_max)
-    acc_width = _width(-acc_bound, acc_bound)
     if weight_bits == 1:
-        lane_add, lane_reg, latency = tree_counts([(1, 0, x_max)] * simd, pipeline_every)
-        c.add += (pe + 1) * lane_add
-        c.reg += (pe + 1) * lane_reg
-        c.and_ += pe * simd * b
-        c.add += pe * _width(-simd * x_max, simd * x_max)  # 2 * plus - total
+        # Leaves x_i or its ones' complement (XOR with the weight bit); the accumulators end
+        # ones * zeros_j high, which the requantizer's offsets absorb.
+        x_width = _width(0, x_max)
+        ones = (1 << x_width) - 1
+        lane_add, lane_reg, latency = tree_counts([(1, 0, ones)] * simd, pipeline_every)
+        c.tree += pe * lane_add
+        c.reg += pe * lane_reg
+        c.gate += pe * simd * x_width
+        acc_width = _width(0, sf * simd * ones)
+        zeros = sf * simd - (layer.weights > 0).sum(axis=1)
+        layout = constants_layout(layer, absorbed_offsets(layer, zeros * ones))
         stages = latency
     else:
+        acc_bound = n_in * x_max * w_max
+        acc_width = _width(-acc_bound, acc_bound)
+        layout = constants_layout(layer)
         leaf = (1, -w_max * x_max, w_max * x_max)
         lane_add, lane_reg, latency = tree_counts([leaf] * simd, pipeline_every)
-        c.add += pe * lane_add
+        c.tree += pe * lane_add
         c.reg += pe * lane_reg
         c.preg += pe * simd * _width(leaf[1], leaf[2])
         c.mul += pe * simd * b * weight_bits
@@ -222,15 +239,15 @@ def layer_counts(
     c.add += counters
     c.reg += counters + 3 + tag_width + simd * b
     # Accumulators (clear on a fold's first beat), and the hand-over register to requantize.
-    c.and_ += pe * acc_width
+    c.gate += pe * acc_width
     c.add += pe * acc_width
     c.reg += 2 * pe * acc_width + 1
-    c.memories.append((nf * sf, pe * simd * weight_bits, True))
+    c.memories.append((nf * sf, pe * simd * weight_bits, True, True))
     if nf > 1:
         c.mux += simd * b
-        c.memories.append((max(2, sf), simd * b, False))
-        c.memories.append((nf, pe * constants_layout(layer).size, True))
-    c += _requantizer(layer, pe, acc_width, share=0 if nf == 1 else min(sf, pe))
+        c.memories.append((max(2, sf), simd * b, False, False))
+        c.memories.append((nf, pe * layout.size, True, False))
+    c += _requantizer(layer, pe, acc_width, share=0 if nf == 1 else min(sf, pe), layout=layout)
     return c
 
 
@@ -238,7 +255,7 @@ def fifo_counts(width: int, depth: int) -> Counts:
     """``BeatFIFO``: Amaranth's SyncFIFOBuffered, a memory of ``depth - 1`` and an output
     register, with read and write pointers and a level counter."""
     p = _bits(depth)
-    return Counts(add=3 * p, reg=width + 3 * p + 2, memories=[(depth - 1, width, False)])
+    return Counts(add=3 * p, reg=width + 3 * p + 2, memories=[(depth - 1, width, False, False)])
 
 
 def vector_buffer_counts(n: int, width: int, in_lanes: int, out_lanes: int) -> Counts:
@@ -294,8 +311,10 @@ def design_counts(
 # -- from counts to resources -------------------------------------------------------------------
 
 
-# Memory cells per family: block RAM configurations and LUT-RAM cells as [depth, width]. The
-# thresholds below which Yosys keeps a memory out of block RAM are fitted (analytic_coefficients).
+# Memory cells per family: block RAM configurations and LUT-RAM cells as [depth, width], or
+# [depth, width, cost] where a family has two sizes of block (Yosys picks the cheapest mapping,
+# the fewer cells on a tie). The thresholds below which Yosys keeps a memory out of block RAM
+# are fitted (analytic_coefficients).
 GEOMETRY: dict[str, dict[str, Any]] = {
     "ice40": {  # SB_RAM40_4K; no LUT RAM
         "bram_shapes": [[256, 16], [512, 8], [1024, 4], [2048, 2]],
@@ -308,7 +327,11 @@ GEOMETRY: dict[str, dict[str, Any]] = {
         "dsp_per_mul": 1,  # MULT18X18D
     },
     "xc7": {  # RAMB18E1 / RAMB36E1; RAM32M, RAM64M
-        "bram_shapes": [[512, 72], [1024, 36], [2048, 18], [4096, 9], [8192, 4], [16384, 2]],
+        # RAMB36E1 (cost 2) and RAMB18E1 (cost 1), simple dual port; each counts as one block.
+        "bram_shapes": [
+            *([d, w, 2] for d, w in [[512, 72], [1024, 36], [2048, 18], [4096, 9], [8192, 4]]),
+            *([d, w, 1] for d, w in [[512, 36], [1024, 18], [2048, 9], [4096, 4], [8192, 2]]),
+        ],
         "lutram_shapes": [[32, 6], [64, 3]],
         "dsp_per_mul": 1,  # DSP48E1: 25 x 18
     },
@@ -321,21 +344,28 @@ GEOMETRY: dict[str, dict[str, Any]] = {
 
 
 def _blocks(depth: int, width: int, shapes: list[list[int]]) -> int:
-    """Fewest cells of one configuration (``[depth, width]`` each) that hold the memory."""
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+    """Cells of the cheapest configuration that holds the memory (``[depth, width]`` or
+    ``[depth, width, cost]`` each; the fewer cells where two cost the same)."""
+    options = []
+    for shape in shapes:
+        d, w, cost = (*shape, 1) if len(shape) == 2 else shape
+        cells = math.ceil(depth / d) * math.ceil(width / w)
+        options.append((cells * cost, cells))
+    return min(options)[1]
 
 
 def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
-    """Where each memory goes, as Yosys's memory mapping tends to put it: block RAM when it is
-    deep enough (``min_rom_depth`` for ROMs, ``min_ram_depth`` for RAMs) and fills its blocks
-    well enough (``min_bits_per_block``), else LUT RAM (writable, shallow enough), else logic
-    (ROM bits become LUT functions of the address; RAM bits become registers and
-    multiplexers). The thresholds are fitted per family."""
+    """Where each memory goes, as Yosys's memory mapping puts it: block RAM where the generator
+    asks for it (the weights) or where the memory is deep enough (``min_rom_depth`` for ROMs,
+    ``min_ram_depth`` for RAMs) and fills its blocks well enough (``min_bits_per_block``), else
+    LUT RAM (writable, shallow enough), else logic (ROM bits become LUT functions of the
+    address; RAM bits become registers and multiplexers). The thresholds are fitted per
+    family."""
     out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0, "mem_reg": 0}
-    for depth, width, rom in memories:
+    for depth, width, rom, block in memories:
         blocks = _blocks(depth, width, family["bram_shapes"])
         deep = depth >= family["min_rom_depth" if rom else "min_ram_depth"]
-        if deep and depth * width >= family["min_bits_per_block"] * blocks:
+        if block or deep and depth * width >= family["min_bits_per_block"] * blocks:
             out["bram"] += blocks
             continue
         out["mem_reg"] += width  # the synchronous read port's data register

@@ -29,13 +29,13 @@ from rtl_gen.mac import mac_model
 # Which primitives each resource may cost, per flow ("dsp": multipliers on DSP blocks).
 TERMS = {
     "lut": {
-        "nodsp": ["add", "and", "mux", "mul", "cmul", "rom", "ram", "one"],
-        "dsp": ["add", "and", "mux", "cmul", "rom", "ram", "one", "n_mul"],
+        "nodsp": ["tree", "add", "gate", "mux", "mul", "cmul", "rom", "ram", "one"],
+        "dsp": ["tree", "add", "gate", "mux", "cmul", "rom", "ram", "one", "n_mul"],
     },
     # One flip-flop model for both flows: Yosys keeps the product registers out of the DSP
     # blocks on these families (the FF counts of the two runs agree).
     "ff": {"both": ["reg", "preg", "ram", "mem_reg", "one"]},
-    "carry": {"nodsp": ["add", "mul", "cmul"], "dsp": ["add", "cmul"]},
+    "carry": {"nodsp": ["tree", "add", "mul", "cmul"], "dsp": ["tree", "add", "cmul"]},
 }
 THRESHOLD_BITS = [0, 32, 64, 96, 128, 192, 256, 384, 512, 1024]
 THRESHOLD_DEPTH = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -107,7 +107,9 @@ def fit_family(name: str, rows: list[dict]) -> dict:
                 for r in fit_rows:
                     mem = memory_totals(r["parts"], trial)
                     cost += abs(mem["bram"] - r["bram"]) + 0.25 * abs(mem["lutram"] - r["lutram"])
-                if best is None or cost < best[0]:
+                # On a tie, the higher thresholds: a memory that no fitted design put in
+                # block RAM is not sent there on the evidence of none.
+                if best is None or cost <= best[0]:
                     best = (cost, rom_depth, ram_depth, bits)
     family.update(min_rom_depth=best[1], min_ram_depth=best[2], min_bits_per_block=best[3])
     # Constant multipliers go to DSP blocks from a product width up (Yosys's mul2dsp limits).

@@ -30,7 +30,9 @@ def _combine(m: Module, a: Term, b: Term, name: str) -> Term:
         lo, hi, expr, sign = a.lo - b.hi, a.hi - b.lo, a.value - b.value, 1
     else:
         lo, hi, expr, sign = b.lo - a.hi, b.hi - a.lo, b.value - a.value, 1
-    node = Signal(range_shape(lo, hi), name=name)
+    # keep: Yosys would otherwise merge the adds between two registers into one $macc and build
+    # it as carry-save logic in LUTs instead of carry-chain adders.
+    node = Signal(range_shape(lo, hi), name=name, attrs={"keep": 1})
     m.d.comb += node.eq(expr)
     return Term(node, sign, lo, hi)
 
@@ -102,10 +104,14 @@ class AdderTree(wiring.Component):
     """``n_lanes`` sums over one shared vector of ``n_inputs`` values, no multiplier.
 
     Lane ``j`` computes ``sum_i signs[j][i] * x[i]`` with constant signs (where a sign is -1 the
-    tree subtracts; never negate-then-add), or, when ``masked``, ``sum_i mask[j][i] * x[i]``
-    with mask bits that arrive with each beat (AND gates, then adds). Every node is sized from
-    its exact range, so nothing overflows. A pipeline register follows every
-    ``pipeline_every`` adder levels (0: none).
+    tree subtracts; never negate-then-add), or, with ``sign_bits``, signs that arrive with each
+    beat as bits (1: +1, 0: -1): the leaf is then ``x[i]`` or its ones' complement
+    ``ones - x[i]`` (an XOR gate; ``ones = 2^w - 1`` for ``w``-bit inputs), so the lane gives
+    ``sum_i s_i x[i] + ones * zeros`` where ``zeros`` counts the 0 bits. A weight-memory word
+    fixes ``zeros``, so the caller removes ``ones * zeros`` as a constant per neuron (bchw folds
+    it into the requantizer's offset); the hardware has no negation, no all-inputs lane and no
+    per-lane correction. Every node is sized from its exact range, so nothing overflows. A
+    pipeline register follows every ``pipeline_every`` adder levels (0: none).
 
     Parameters
     ----------
@@ -115,8 +121,8 @@ class AdderTree(wiring.Component):
         ``(lo, hi)`` with ``lo >= 0``: every input lies in it.
     signs:
         ``int[n_lanes, n_inputs]`` of +1/-1 (constant signs); all +1 when omitted.
-    masked:
-        Take per-beat mask bits instead of constant signs.
+    sign_bits:
+        Take per-beat sign bits instead of constant signs.
     pipeline_every:
         Adder levels between pipeline registers.
     tag_shape:
@@ -124,7 +130,7 @@ class AdderTree(wiring.Component):
 
     Ports
     -----
-    i : stream of ``{"x": [n_inputs], ("mask": [n_lanes] of n_inputs bits), ("tag")}``.
+    i : stream of ``{"x": [n_inputs], ("sign": [n_lanes] of n_inputs bits), ("tag")}``.
     o : stream of ``{"sum": [n_lanes], ("tag")}``, ``latency`` cycles after ``i``.
     """
 
@@ -136,16 +142,16 @@ class AdderTree(wiring.Component):
         signs: np.ndarray | None = None,
         pipeline_every: int = 0,
         tag_shape: ShapeCastable | None = None,
-        masked: bool = False,
+        sign_bits: bool = False,
     ) -> None:
         if input_range[0] < 0:
             raise ValueError("adder tree inputs must be non-negative")
-        if masked and signs is not None:
-            raise ValueError("a masked tree has no constant signs")
+        if sign_bits and signs is not None:
+            raise ValueError("a tree with per-beat sign bits has no constant signs")
         self.n_lanes = n_lanes
         self.n_inputs = n_inputs
         self.input_range = input_range
-        self.masked = masked
+        self.sign_bits = sign_bits
         self.signs = (
             np.ones((n_lanes, n_inputs), dtype=np.int64)
             if signs is None
@@ -155,7 +161,8 @@ class AdderTree(wiring.Component):
             raise ValueError("adder tree signs must be +1 or -1")
         self.pipeline_every = pipeline_every
         self.input_shape = range_shape(*input_range)
-        leaf = (0, input_range[1]) if masked else input_range
+        self.ones = (1 << self.input_shape.width) - 1  # the ones' complement of 0
+        leaf = (0, self.ones) if sign_bits else input_range
         self.lane_ranges = [sum_range(row, *leaf) for row in self.signs]
         self.sum_shape = range_shape(
             min(lo for lo, _ in self.lane_ranges), max(hi for _, hi in self.lane_ranges)
@@ -164,8 +171,8 @@ class AdderTree(wiring.Component):
         self.latency = len(self.register_levels)
         self.tag_shape = tag_shape
         in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
-        if masked:
-            in_fields["mask"] = data.ArrayLayout(unsigned(n_inputs), n_lanes)
+        if sign_bits:
+            in_fields["sign"] = data.ArrayLayout(unsigned(n_inputs), n_lanes)
         super().__init__(tree_signature(in_fields, self.sum_shape, n_lanes, tag_shape))
 
     def elaborate(self, platform) -> Module:
@@ -174,9 +181,12 @@ class AdderTree(wiring.Component):
         lo, hi = self.input_range
         x = self.i.payload.x
         for lane in range(self.n_lanes):
-            if self.masked:
-                mask = self.i.payload.mask[lane]
-                terms = [Term(Mux(mask[k], x[k], 0), 1, 0, hi) for k in range(self.n_inputs)]
+            if self.sign_bits:
+                sign = self.i.payload.sign[lane]
+                terms = [
+                    Term(x[k] ^ Mux(sign[k], 0, self.ones), 1, 0, self.ones)
+                    for k in range(self.n_inputs)
+                ]
             else:
                 terms = [Term(x[k], int(self.signs[lane, k]), lo, hi) for k in range(self.n_inputs)]
             root = reduce_terms(m, terms, self.register_levels, advance, f"l{lane}")

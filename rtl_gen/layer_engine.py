@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bchw.intmodel import IntegerLayer
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.pipeline import range_shape, shape_range
-from rtl_gen.requantizer import Requantizer, constants_layout
+from rtl_gen.requantizer import Requantizer, absorbed_offsets
 
 
 class LayerEngine(wiring.Component):
@@ -24,9 +24,12 @@ class LayerEngine(wiring.Component):
     add/subtract tree per neuron; one vector per cycle. Folded otherwise: weight bits in an
     on-chip memory (``nf * sf`` words of ``pe * simd`` bits, ``nf = ceil(n_out / pe)``,
     ``sf = ceil(n_in / simd)``), one accumulator per PE, and per cycle a tree over ``simd``
-    inputs that forms ``sum_i w_i x_i = 2 * sum_{w_i = +1} x_i - sum_i x_i`` (the second sum is
-    shared by all PEs). The first neuron fold reads the input stream and keeps it in a buffer
-    that later folds read again. Folded layers take ``nf * sf`` cycles per vector.
+    inputs that adds ``x_i`` where the weight is +1 and its ones' complement ``ones - x_i``
+    where it is -1 (XOR gates, no subtraction). The accumulator of neuron ``j`` so ends
+    ``ones * zeros_j`` above the dot product, ``zeros_j`` being the -1 (and padding) weight bits
+    of its row: a constant, absorbed into the requantizer's offset. The first neuron fold
+    reads the input stream and keeps it in a buffer that later folds read again. Folded
+    layers take ``nf * sf`` cycles per vector.
 
     Ports
     -----
@@ -70,14 +73,13 @@ class LayerEngine(wiring.Component):
                 {"first": 1, "last": 1, "fold": unsigned(max(1, (self.nf - 1).bit_length()))}
             )
             self.tree = self._folded_tree(x_max, pipeline_every)
-            acc_shape = range_shape(-layer.acc_bound, layer.acc_bound)
+            acc_shape = range_shape(*self._acc_range())
             # One neuron fold means PE = n_out: the constants are fixed, as when unrolled.
             static = list(range(pe)) if self.nf == 1 else None
         self.acc_shape = acc_shape
         # No signal can overflow: the accumulator holds every reachable sum, and a folded
         # layer's per-cycle partial sum lies within it.
         acc_lo, acc_hi = shape_range(acc_shape)
-        assert acc_lo <= -layer.acc_bound and layer.acc_bound <= acc_hi or self.unrolled
         if self.unrolled:
             tree_lo = min(lo for lo, _ in self.tree.lane_ranges)
             tree_hi = max(hi for _, hi in self.tree.lane_ranges)
@@ -88,7 +90,10 @@ class LayerEngine(wiring.Component):
         # A folded PE hands over one result every sf cycles: the PEs share ceil(pe / sf)
         # requantizers, time-multiplexed, at no cost in throughput.
         share = min(self.sf, pe) if static is None and requant_registered else 1
-        self.requantizer = Requantizer(layer, pe, acc_shape, static, requant_registered, share)
+        offsets = None if self.unrolled else self._requant_offsets()
+        self.requantizer = Requantizer(
+            layer, pe, acc_shape, static, requant_registered, share, offsets
+        )
         self.output_shape = self.requantizer.output_shape
         super().__init__(
             {
@@ -105,9 +110,9 @@ class LayerEngine(wiring.Component):
         return AdderTree(n_out, n_in, (0, x_max), layer.weights, pipeline_every)
 
     def _folded_tree(self, x_max: int, pipeline_every: int) -> AdderTree:
-        # Lanes 0..pe-1 sum the inputs whose weight is +1; lane pe (mask all ones) sums all.
+        # One lane per PE; the weight bits select x_i or its ones' complement.
         return AdderTree(
-            self.pe + 1, self.simd, (0, x_max), None, pipeline_every, self.tag_layout, masked=True
+            self.pe, self.simd, (0, x_max), None, pipeline_every, self.tag_layout, sign_bits=True
         )
 
     @property
@@ -116,16 +121,23 @@ class LayerEngine(wiring.Component):
         return self.pe * self.simd
 
     def _connect_weights(self, m: Module, tree: AdderTree, word) -> None:
-        all_ones = (1 << self.simd) - 1
-        m.d.comb += tree.i.payload.mask.eq(word | (all_ones << (self.pe * self.simd)))
+        m.d.comb += tree.i.payload.sign.eq(word)
 
     def _partial(self, tree: AdderTree, p: int):
-        """PE ``p``'s contribution this beat: sum over +1 weights minus sum over -1 weights."""
-        return (tree.o.payload.sum[p] << 1) - tree.o.payload.sum[self.pe]
+        """PE ``p``'s contribution this beat (the dot product plus ``ones`` per -1 weight)."""
+        return tree.o.payload.sum[p]
 
     def _partial_range(self) -> tuple[int, int]:
-        bound = self.simd * self.layer.input_max
-        return -bound, bound
+        return 0, self.simd * self.tree.ones
+
+    def _acc_range(self) -> tuple[int, int]:
+        """What a folded PE's accumulator holds: ``sf`` partial sums."""
+        return 0, self.sf * self.simd * self.tree.ones
+
+    def _requant_offsets(self) -> list[int] | None:
+        """Offsets that absorb each neuron's accumulator excess, ``ones * zeros_j``."""
+        zeros = self.sf * self.simd - np.count_nonzero(self.layer.weights > 0, axis=1)
+        return absorbed_offsets(self.layer, zeros * self.tree.ones)
 
     # -- timing ------------------------------------------------------------------------------
 
@@ -183,7 +195,7 @@ class LayerEngine(wiring.Component):
                         {
                             "sign": [int(v) for v in layer.scale_sign[j]],
                             "shift": [int(v) for v in layer.scale_shift[j]],
-                            "offset": int(layer.offset[j]),
+                            "offset": self.requantizer.offsets[j],
                         }
                     )
                 else:
@@ -221,8 +233,14 @@ class LayerEngine(wiring.Component):
     def _elaborate_folded(self, m: Module, tree: AdderTree, rq: Requantizer) -> None:
         layer, pe, simd, nf, sf = self.layer, self.pe, self.simd, self.nf, self.sf
         beat_layout = data.ArrayLayout(self.input_shape, simd)
+        # Weights live in block RAM, as a hardware engineer would place them: left to itself,
+        # Yosys builds a shallow, wide ROM (a binary layer's) as LUT logic that can outgrow the
+        # dot-product unit. Yosys and Vivado both honour rom_style.
         m.submodules.weights = wmem = Memory(
-            shape=unsigned(self.weight_word_bits), depth=nf * sf, init=self.weight_words()
+            shape=unsigned(self.weight_word_bits),
+            depth=nf * sf,
+            init=self.weight_words(),
+            attrs={"rom_style": "block"},
         )
         w_rd = wmem.read_port()
 
@@ -320,7 +338,7 @@ class LayerEngine(wiring.Component):
                     m.d.sync += acc.eq(updated)
         if nf > 1:
             m.submodules.constants = cmem = Memory(
-                shape=data.ArrayLayout(constants_layout(layer), pe),
+                shape=data.ArrayLayout(self.requantizer.consts_layout, pe),
                 depth=nf,
                 init=self.constant_words(),
             )

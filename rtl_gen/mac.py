@@ -212,3 +212,9 @@ class MacLayerEngine(LayerEngine):
 
     def _partial_range(self) -> tuple[int, int]:
         return self.tree.lane_ranges[0] if self.tree.lane_ranges else (0, 0)
+
+    def _acc_range(self) -> tuple[int, int]:
+        return -self.layer.acc_bound, self.layer.acc_bound
+
+    def _requant_offsets(self) -> None:
+        return None  # the accumulators hold the dot products themselves

@@ -10,11 +10,12 @@ from bchw.intmodel import IntegerLayer, output_range, signed_bits
 from rtl_gen.pipeline import range_shape, stall_pipeline
 
 
-def constants_layout(layer: IntegerLayer) -> data.StructLayout:
-    """One neuron's constants: K signs (-1/0/+1), K shifts and the offset."""
+def constants_layout(layer: IntegerLayer, offsets=None) -> data.StructLayout:
+    """One neuron's constants: K signs (-1/0/+1), K shifts and the offset (the layer's, or
+    ``offsets`` where the hardware's are others: see :func:`absorbed_offsets`)."""
     used_shifts = layer.scale_shift[layer.scale_sign != 0]
     shift_max = int(used_shifts.max()) if used_shifts.size else 0
-    offsets = [int(o) for o in layer.offset] + [0]  # 0: padding lanes
+    offsets = [int(o) for o in (layer.offset if offsets is None else offsets)] + [0]  # padding
     return data.StructLayout(
         {
             "sign": data.ArrayLayout(signed(2), layer.scale_terms),
@@ -30,6 +31,27 @@ def requant_width(layer: IntegerLayer) -> int:
     return signed_bits(min(lo, layer.rounding), max(hi, layer.rounding))
 
 
+def absorbed_offsets(layer: IntegerLayer, excess) -> list[int]:
+    """Offsets for accumulators that hold ``acc_j + excess[j]`` instead of ``acc_j``.
+
+    ``t = sum_k s_k ((acc + e) << h_k) + o'`` equals ``t`` of the true ``acc`` when
+    ``o' = o - e * sum_k s_k 2^h_k``. The requantizer computes ``t`` modulo
+    ``2^requant_width``, where the true ``t`` fits, so ``o'`` is kept modulo that too (as a
+    signed value): the constants grow by no more than ``t`` itself.
+    """
+    width = requant_width(layer)
+    half = 1 << (width - 1)
+    out = []
+    for j in range(layer.out_features):
+        scale = sum(
+            int(layer.scale_sign[j, k]) << int(layer.scale_shift[j, k])
+            for k in range(layer.scale_terms)
+        )
+        offset = int(layer.offset[j]) - int(excess[j]) * scale
+        out.append((offset + half) % (2 * half) - half)
+    return out
+
+
 class Requantizer(wiring.Component):
     """``y = clamp((sum_k s_k (acc << h_k) + o + 2^(R-1)) >> R)`` for ``n_lanes`` neurons.
 
@@ -37,7 +59,8 @@ class Requantizer(wiring.Component):
     padding lane) the constants are fixed in the circuit; otherwise each beat carries them in its
     ``consts`` field (folded layers read them from memory). Padding lanes (all-zero constants)
     give 0. ``t`` is computed modulo ``2^requant_width``, which is exact because the final
-    ``t`` fits that width for every neuron.
+    ``t`` fits that width for every neuron. ``offsets`` (one per neuron) replace the layer's
+    where the accumulators carry a known excess (:func:`absorbed_offsets`).
 
     ``share`` > 1 (registered, per-beat constants only) time-shares the arithmetic: ``units =
     ceil(n_lanes / share)`` copies compute the lanes in ``steps = ceil(n_lanes / units)``
@@ -61,10 +84,13 @@ class Requantizer(wiring.Component):
         static_neurons: list[int | None] | None = None,
         registered: bool = True,
         share: int = 1,
+        offsets=None,
     ) -> None:
         if share > 1 and (static_neurons is not None or not registered):
             raise ValueError("only a registered requantizer with per-beat constants is shared")
         self.layer = layer
+        self.offsets = [int(o) for o in (layer.offset if offsets is None else offsets)]
+        self.consts_layout = constants_layout(layer, self.offsets)
         self.n_lanes = n_lanes
         self.static_neurons = static_neurons
         self.units = -(-n_lanes // max(1, share))
@@ -78,7 +104,7 @@ class Requantizer(wiring.Component):
         self.output_shape = range_shape(lo, hi)
         fields = {"acc": data.ArrayLayout(acc_shape, n_lanes)}
         if static_neurons is None:
-            fields["consts"] = data.ArrayLayout(constants_layout(layer), n_lanes)
+            fields["consts"] = data.ArrayLayout(self.consts_layout, n_lanes)
         elif len(static_neurons) != n_lanes:
             raise ValueError("static_neurons needs one entry per lane")
         super().__init__(
@@ -93,7 +119,7 @@ class Requantizer(wiring.Component):
         if neuron is None:
             m.d.comb += t.eq(layer.rounding)
             return
-        expr = int(layer.offset[neuron]) + layer.rounding
+        expr = self.offsets[neuron] + layer.rounding
         for k in range(layer.scale_terms):
             sign, shift = int(layer.scale_sign[neuron, k]), int(layer.scale_shift[neuron, k])
             if sign > 0:

@@ -55,8 +55,12 @@ def test_counts_scale_with_folding_and_weights():
     )
     assert mac[0]["n_mul"] == 2 * 8 and mac[0]["mul"] == 2 * 8 * 8 * 8
     # The weight memory is k times wider in the MAC design, the same depth.
-    (depth_b, width_b, _), (depth_m, width_m, _) = narrow[0]["memories"][0], mac[0]["memories"][0]
+    (depth_b, width_b, _, block_b), (depth_m, width_m, _, block_m) = (
+        narrow[0]["memories"][0],
+        mac[0]["memories"][0],
+    )
     assert depth_b == depth_m == (32 // 2) * (64 // 8) and width_m == 8 * width_b == 8 * 16
+    assert block_b and block_m  # both designs ask for block RAM for their weights
 
 
 def test_resources_are_the_sum_of_the_parts():

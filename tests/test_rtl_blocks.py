@@ -12,7 +12,7 @@ from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.layer_engine import LayerEngine
 from rtl_gen.pipeline import range_shape
-from rtl_gen.requantizer import Requantizer
+from rtl_gen.requantizer import Requantizer, absorbed_offsets, requant_width
 
 from .streams import beats_of, random_layer, simulate
 
@@ -48,23 +48,28 @@ def test_adder_tree_constant_signs(n_inputs, pipeline_every, gap, stall):
 
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)
 @pytest.mark.parametrize("n_inputs", [1, 5, 37])
-def test_adder_tree_masked(n_inputs, gap, stall):
+def test_adder_tree_sign_bits(n_inputs, gap, stall):
+    """Per-beat sign bits: the lane sum is the signed dot product plus 15 per 0 bit."""
     rng = np.random.default_rng(7)
-    dut = AdderTree(3, n_inputs, (0, 15), None, 2, masked=True)
-    vectors = extreme_vectors(n_inputs, 15, 10, seed=2)
-    masks = rng.integers(0, 2, size=(len(vectors), 3, n_inputs))
-    masks[0] = 1
+    dut = AdderTree(3, n_inputs, (0, 12), None, 2, sign_bits=True)
+    assert dut.ones == 15  # 12 needs 4 bits: the complement is taken in 4 bits
+    vectors = extreme_vectors(n_inputs, 12, 10, seed=2)
+    bits = rng.integers(0, 2, size=(len(vectors), 3, n_inputs))
+    bits[0] = 1
+    bits[1] = 0
     lane_words = [
-        [int(sum(int(b) << k for k, b in enumerate(lane))) for lane in mask] for mask in masks
+        [int(sum(int(b) << k for k, b in enumerate(lane))) for lane in beat] for beat in bits
     ]
     beats = [
-        {"x": [int(v) for v in x], "mask": words}
+        {"x": [int(v) for v in x], "sign": words}
         for x, words in zip(vectors, lane_words, strict=True)
     ]
     outs, _, _ = simulate(dut, beats, len(beats), gap=gap, stall=stall)
     got = np.array([[int(v) for v in o.sum] for o in outs])
-    expected = np.einsum("vli,vi->vl", masks, vectors)
+    signs = 2 * bits - 1
+    expected = np.einsum("vli,vi->vl", signs, vectors) + 15 * (bits == 0).sum(axis=2)
     assert np.array_equal(got, expected)
+    assert got.min() >= 0 and got.max() <= 15 * n_inputs  # within the declared range
 
 
 # A signed (last-layer) output needs at least 2 bits, as the file format requires.
@@ -106,6 +111,48 @@ def test_requantizer(last, static, share, out_bits):
     _, out_cycles, in_cycles = simulate(dut, beats[:4], 4)
     assert in_cycles[0] == dut.steps - 1 and out_cycles[0] == dut.latency
     assert np.diff(out_cycles).tolist() == [dut.steps] * 3
+
+
+@pytest.mark.parametrize("static, share", [(True, 1), (False, 1), (False, 5)])
+@pytest.mark.parametrize("last, out_bits", [(False, 4), (True, 8)])
+def test_requantizer_offsets_absorb_an_accumulator_excess(last, out_bits, static, share):
+    """A folded binary layer's accumulators run ``ones * zeros_j`` high (XOR leaves): with the
+    absorbed offsets the requantizer still gives the reference's outputs for the true sums."""
+    layer = random_layer(37, 5, 8, out_bits, last, seed=out_bits + 7, terms=3)
+    assert layer.input_max == 255 and layer.acc_bound == 37 * 255
+    rng = np.random.default_rng(11)
+    # Weights with zeros_j = 37, 0 and random counts of -1: the tree adds x or 255 - x.
+    signs = np.where(rng.random((5, 37)) < 0.5, -1, 1)
+    signs[0], signs[1] = -1, 1
+    zeros = (signs < 0).sum(axis=1)
+    excess = 255 * zeros
+    xs = [np.zeros(37), np.full(37, 255)] + [rng.integers(0, 256, 37) for _ in range(20)]
+    accs = [signs @ x.astype(np.int64) for x in xs]  # the true sums, within +-acc_bound
+    held = [np.where(signs > 0, x, 255 - x).sum(axis=1) for x in xs]  # what the tree gives
+    assert all(np.array_equal(h, a + excess) for h, a in zip(held, accs, strict=True))
+    offsets = absorbed_offsets(layer, excess)
+    acc_shape = range_shape(0, 37 * 255)
+    if static:
+        dut = Requantizer(layer, 5, acc_shape, list(range(5)), offsets=offsets)
+        beats = [{"acc": [int(a) for a in h]} for h in held]
+    else:
+        dut = Requantizer(layer, 5, acc_shape, share=share, offsets=offsets)
+        consts = [
+            {
+                "sign": [int(v) for v in layer.scale_sign[j]],
+                "shift": [int(v) for v in layer.scale_shift[j]],
+                "offset": offsets[j],
+            }
+            for j in range(5)
+        ]
+        beats = [{"acc": [int(a) for a in h], "consts": consts} for h in held]
+    # The offsets stay within the requantizer's own width (kept modulo 2^requant_width).
+    width = requant_width(layer)
+    assert all(-(1 << (width - 1)) <= o < 1 << (width - 1) for o in offsets)
+    outs, _, _ = simulate(dut, beats, len(beats), gap=0.2, stall=0.3)
+    got = np.array([[int(v) for v in o] for o in outs])
+    expected, _ = reference.saturate(layer, reference.requantize(layer, np.array(accs)))
+    assert np.array_equal(got, expected)
 
 
 def test_requantizer_padding_lanes_give_zero():
