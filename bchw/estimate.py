@@ -248,8 +248,9 @@ def estimate(
     Returns ``{"binary": {target: entry}, "mac": {target: entry}, "ratio": ..., ...}``; an
     entry holds ``lut, ff, carry, lutram, bram, dsp`` (the family's default synthesis, DSP
     blocks allowed), ``lut_nodsp, ff_nodsp, carry_nodsp, dsp_nodsp`` (the LUT-only run),
-    ``analytic`` (the analytical model's figures and per-layer breakdown), and with place and
-    route ``device, fits, fmax_mhz, images_per_second, utilization``.
+    ``logic_nodsp`` (the LUT-only run's LUTs with those inside carry cells), ``analytic``
+    (the analytical model's figures and per-layer breakdown), and with place and route
+    ``device, fits, fmax_mhz, images_per_second, utilization``.
     """
     from bchw.analytic import design_counts, load_coefficients
     from rtl_gen import generate as gen
@@ -310,6 +311,7 @@ def estimate(
                 entry["yosys_seconds_nodsp"] = lut_only.get("seconds")
             else:
                 entry = {k: v for k, v in figures["total"].items()}
+            entry["logic_nodsp"] = _logic(entry, target)
             entry["analytic"] = figures["total"]
             entry["layers"] = figures["layers"]
             pnr = results.get(_Job(name, target, True, True))
@@ -330,7 +332,7 @@ def estimate(
     report["ratio"] = {
         target: {
             key: _ratio(report["mac"][target][key], report["binary"][target][key])
-            for key in ("lut", "lut_nodsp", "ff", "ff_nodsp", "bram")
+            for key in ("lut", "lut_nodsp", "logic_nodsp", "ff", "ff_nodsp", "bram")
         }
         for target in options.targets
     }
@@ -354,6 +356,17 @@ def estimate(
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
+
+
+def _logic(entry: dict[str, Any], target: str) -> int | None:
+    """LUT-only LUTs plus the LUTs inside carry cells (ECP5 and Gowin count those apart): the
+    logic a design occupies, comparable across families and between designs whose adds map
+    differently."""
+    from bchw.synth import family
+
+    if entry.get("lut_nodsp") is None:
+        return None
+    return entry["lut_nodsp"] + family(target).luts_per_carry * entry["carry_nodsp"]
 
 
 # -- sweep --------------------------------------------------------------------------------------

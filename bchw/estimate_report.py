@@ -44,6 +44,7 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
         rows = [
             ("LUTs (DSP blocks allowed)", "lut"),
             ("LUTs (LUT only)", "lut_nodsp"),
+            ("LUTs incl. those in carry cells (LUT only)", "logic_nodsp"),
             ("flip-flops", "ff"),
             ("carry cells", "carry"),
             ("LUT RAM cells", "lutram"),

@@ -37,6 +37,10 @@ class Family:
     # Run instead when the script dies without an error message ({script} is replaced by the
     # script with its flags): YoWASP's in-process ABC9 crashes on some designs.
     fallback: str | None = None
+    # LUTs inside each carry cell that the LUT count leaves out: an ECP5 CCU2C is two LUT4s
+    # with their carry logic, a Gowin ALU one LUT4. iCE40's SB_CARRY and the 7-series CARRY4
+    # sit beside LUTs that are counted already.
+    luts_per_carry: int = 0
 
     def command(self, top: str, dsp: bool) -> str:
         return self.script.format(top=top) + (self.dsp_flag if dsp else self.nodsp)
@@ -73,6 +77,7 @@ FAMILIES = {
         # synth_ecp5 up to its LUT mapping, ABC (not ABC9) for LUT4s, then the rest of it.
         fallback="{script} -run :map_luts; techmap -map +/lattice/latches_map.v; "
         "abc -lut 4 -dress; clean; {script} -run map_cells:",
+        luts_per_carry=2,
     ),
     # Xilinx 7-series. -flatten: YoWASP's Yosys fails on the hierarchical flow (ABC9 per module).
     "xc7": Family(
@@ -102,6 +107,7 @@ FAMILIES = {
             "bram": r"SDPB|SDPX9B|DPB|DPX9B|SP|SPX9|pROM|pROMX9",
             "dsp": r"MULT\w+|ALU54D|MULTALU\w+|MULTADDALU\w+",
         },
+        luts_per_carry=1,
     ),
 }
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")

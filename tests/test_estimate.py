@@ -139,8 +139,13 @@ def test_estimate_analytic_report(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     for design in ("binary", "mac"):
         assert set(report[design]) == {"ice40", "ecp5", "xc7", "gowin"}
-        for entry in report[design].values():
-            assert {"lut", "ff", "bram", "dsp", "lut_nodsp"} <= set(entry)
+        for target, entry in report[design].items():
+            assert {"lut", "ff", "bram", "dsp", "lut_nodsp", "logic_nodsp"} <= set(entry)
+            # The LUTs inside carry cells: two per ECP5 CCU2C, one per Gowin ALU, none apart
+            # from the counted LUTs on iCE40 and 7-series.
+            in_carry = {"ecp5": 2, "gowin": 1}.get(target, 0) * entry["carry_nodsp"]
+            assert entry["logic_nodsp"] == entry["lut_nodsp"] + in_carry
+            assert entry["carry_nodsp"] > 0
     assert report["source"] == "analytic"
     assert all(
         report["mac"][t]["lut_nodsp"] > report["binary"][t]["lut_nodsp"] for t in report["mac"]
@@ -202,6 +207,8 @@ def test_estimate_matches_yosys_and_nextpnr_on_the_emitted_verilog(tiny, tmp_pat
             assert entry[f"lut{suffix}"] == own["lut"] and entry[f"ff{suffix}"] == own["ff"]
             if not suffix:
                 assert (entry["bram"], entry["dsp"]) == (own["bram"], own["dsp"])
+            else:
+                assert entry["logic_nodsp"] == own["lut"]  # iCE40: carry cells hold no LUT
     binary, mac = report["binary"]["ice40"], report["mac"]["ice40"]
     assert binary["dsp"] == 0 and mac["dsp"] == 2 * 4 + 2 * 4
     assert mac["lut_nodsp"] > 2 * binary["lut_nodsp"]
