@@ -314,7 +314,8 @@ class LayerEngine(wiring.Component):
         ]
         self._connect_weights(m, tree, w_rd.data)
 
-        # Accumulators: acc_p += 2 * plus_p - total; on a fold's last beat, hand over.
+        # Accumulators: acc_p += lane_p (the dot product plus ones per -1 weight); on a fold's
+        # last beat, hand over.
         tag = tree.o.payload.tag
         take = Signal(name="take")
         out_valid = Signal(name="acc_valid")
