@@ -63,6 +63,26 @@ def test_counts_scale_with_folding_and_weights():
     assert block_b and block_m  # both designs ask for block RAM for their weights
 
 
+@pytest.mark.parametrize("weight_bits", [1, 8])
+def test_counted_memories_are_the_generated_ones(weight_bits):
+    """The model's weight and constants memories have the engine's shapes (the binary
+    constants hold the absorbed offsets, whose width differs from the layer's)."""
+    from rtl_gen.layer_engine import LayerEngine
+    from rtl_gen.mac import MacLayerEngine
+
+    model = random_model([37, 20, 6], seed=4, input_bits=8, act_bits=8, out_bits=8)
+    if weight_bits > 1:
+        model = mac_model(model, weight_bits)
+    engine_class = LayerEngine if weight_bits == 1 else MacLayerEngine
+    for layer, (pe, simd) in zip(model.layers, [(4, 8), (3, 5)], strict=True):
+        counted = analytic.layer_counts(layer, pe, simd, 2, weight_bits).memories
+        engine = engine_class(layer, pe, simd, 2)
+        words = engine.nf * engine.sf
+        assert counted[0] == (words, engine.weight_word_bits, True, True)
+        consts_bits = pe * engine.requantizer.consts_layout.size
+        assert counted[2] == (engine.nf, consts_bits, True, False)
+
+
 def test_resources_are_the_sum_of_the_parts():
     coefficients = analytic.load_coefficients()
     model = intmodel.load(DIGITS)
