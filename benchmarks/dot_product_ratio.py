@@ -6,10 +6,10 @@ The binary unit is what a folded layer computes per cycle: ``lanes`` PE lanes, e
 every input or its ones' complement as its weight bit says (XOR gates, then a pipelined adder
 tree; the constant this leaves per neuron is absorbed by the requantizer's offset, outside the
 unit). The MAC unit is ``lanes`` dot products of ``inputs`` activations with signed 8-bit
-weights (registered products, pipelined tree). Both take their weights as data, as folded layers do. Each is synthesized LUT only
-(no DSP blocks) per family (the ratio also with the LUTs inside ECP5 and Gowin carry cells,
-which the LUT count leaves out); the ratio isolates the datapath from what both designs share
-(requantizers, accumulators, memories, buffers, control).
+weights (registered products, pipelined tree). Both take their weights as data, as folded
+layers do. Each is synthesized LUT only (no DSP blocks) per family (the ratio also with the LUTs
+inside ECP5 and Gowin carry cells, which the LUT count leaves out); the ratio isolates the
+datapath from what both designs share (requantizers, accumulators, memories, buffers, control).
 """
 
 from __future__ import annotations

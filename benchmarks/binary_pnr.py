@@ -1,0 +1,57 @@
+"""Synthesize, place and route the binary design alone (no MAC baseline), as ``bchw estimate``
+does it: for models whose MAC baseline takes too long to synthesize (the shipped MNIST model).
+
+``python benchmarks/binary_pnr.py MODEL --pe 4,8,4,1 --simd 8,4,8,4 [--target ecp5] [--device 85k]``
+
+Generates the binary design, synthesizes it with DSP blocks allowed (the family's default
+flow), then synthesizes it inside ``bchw estimate``'s seven-pin shell and places and routes it
+with nextpnr; prints both results as JSON. Cached by content under ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bchw import intmodel, synth
+from rtl_gen import generate as gen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("--pe", required=True, help="comma-separated, one per layer")
+    parser.add_argument("--simd", required=True, help="comma-separated, one per layer")
+    parser.add_argument("--target", default="ecp5", choices=sorted(synth.DEVICES))
+    parser.add_argument("--device", help="device name (default: the target's default)")
+    parser.add_argument("--work", default="build/binary-pnr")
+    args = parser.parse_args()
+    model = intmodel.load(args.model)
+    folding = gen.folding_from_lists(
+        model, [int(v) for v in args.pe.split(",")], [int(v) for v in args.simd.split(",")]
+    )
+    work = Path(args.work)
+    design = gen.generate(model, folding, work / "design")
+    manifest = json.loads((work / "design" / gen.MANIFEST_NAME).read_text())
+    start = time.monotonic()
+    plain = synth.synthesize(design.verilog, gen.TOP_NAME, args.target, True, work)
+    print(json.dumps({"synthesis": {k: plain[k] for k in synth.RESOURCES}}), flush=True)
+    widths = {port["name"]: port["width"] for port in manifest["ports"]}
+    wrapper = synth.pnr_wrapper(widths["i__payload"], widths["o__payload"], manifest["top"])
+    netlist = synth.synthesize(
+        design.verilog, synth.PNR_TOP, args.target, True, work, extra_verilog=wrapper, netlist=True
+    )
+    placed = synth.place_and_route(
+        Path(netlist["netlist"]), synth.device(args.target, args.device), work
+    )
+    interval = manifest["initiation_interval_cycles"]
+    fmax = placed["fmax_mhz"]
+    placed["images_per_second"] = None if fmax is None else round(fmax * 1e6 / interval)
+    placed["seconds_total"] = round(time.monotonic() - start, 1)
+    print(json.dumps({"place_and_route": placed}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
