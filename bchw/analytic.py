@@ -44,8 +44,9 @@ from typing import Any
 
 from bchw.intmodel import IntegerLayer, IntegerModel
 from rtl_gen.adder_tree import tree_levels
+from rtl_gen.layer_engine import sign_bit_offsets
 from rtl_gen.pipeline import range_shape, registers_after
-from rtl_gen.requantizer import absorbed_offsets, constants_layout, requant_width
+from rtl_gen.requantizer import constants_layout, requant_width
 
 PRIMITIVES = ("tree", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
@@ -218,8 +219,7 @@ def layer_counts(
         c.reg += pe * lane_reg
         c.gate += pe * simd * x_width
         acc_width = _width(0, sf * simd * ones)
-        zeros = sf * simd - (layer.weights > 0).sum(axis=1)
-        layout = constants_layout(layer, absorbed_offsets(layer, zeros * ones))
+        layout = constants_layout(layer, sign_bit_offsets(layer, sf, simd, ones))
         stages = latency
     else:
         acc_bound = n_in * x_max * w_max

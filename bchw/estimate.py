@@ -175,12 +175,24 @@ def _run_job(job: _Job, verilog: Path, manifest: dict, work: Path, options: Esti
 
     if not job.pnr:
         return synth.synthesize(verilog, manifest["top"], job.target, job.dsp, work)
+    return place_and_route_design(
+        verilog, manifest, job.target, options.devices.get(job.target), work
+    )
+
+
+def place_and_route_design(
+    verilog: Path, manifest: dict, target: str, device_name: str | None, work: Path
+) -> dict[str, Any]:
+    """A generated design synthesized inside the seven-pin shell (DSP blocks allowed) and
+    placed and routed with nextpnr on ``target``'s device (its default when ``None``)."""
+    from bchw import synth
+
     widths = {port["name"]: port["width"] for port in manifest["ports"]}
     wrapper = synth.pnr_wrapper(widths["i__payload"], widths["o__payload"], manifest["top"])
     netlist = synth.synthesize(
-        verilog, synth.PNR_TOP, job.target, True, work, extra_verilog=wrapper, netlist=True
+        verilog, synth.PNR_TOP, target, True, work, extra_verilog=wrapper, netlist=True
     )
-    part = synth.device(job.target, options.devices.get(job.target))
+    part = synth.device(target, device_name)
     return synth.place_and_route(Path(netlist["netlist"]), part, work)
 
 
@@ -366,7 +378,7 @@ def _logic(entry: dict[str, Any], target: str) -> int | None:
 
     if entry.get("lut_nodsp") is None:
         return None
-    return entry["lut_nodsp"] + family(target).luts_per_carry * entry["carry_nodsp"]
+    return family(target).luts_with_carry(entry["lut_nodsp"], entry["carry_nodsp"])
 
 
 # -- sweep --------------------------------------------------------------------------------------

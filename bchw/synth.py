@@ -45,6 +45,10 @@ class Family:
     def command(self, top: str, dsp: bool) -> str:
         return self.script.format(top=top) + (self.dsp_flag if dsp else self.nodsp)
 
+    def luts_with_carry(self, lut: int, carry: int) -> int:
+        """LUTs counted plus those inside ``carry`` carry cells."""
+        return lut + self.luts_per_carry * carry
+
 
 FAMILIES = {
     "ice40": Family(

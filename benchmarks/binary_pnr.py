@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bchw import intmodel, synth
+from bchw.estimate import place_and_route_design
 from rtl_gen import generate as gen
 
 
@@ -38,14 +39,7 @@ def main() -> None:
     start = time.monotonic()
     plain = synth.synthesize(design.verilog, gen.TOP_NAME, args.target, True, work)
     print(json.dumps({"synthesis": {k: plain[k] for k in synth.RESOURCES}}), flush=True)
-    widths = {port["name"]: port["width"] for port in manifest["ports"]}
-    wrapper = synth.pnr_wrapper(widths["i__payload"], widths["o__payload"], manifest["top"])
-    netlist = synth.synthesize(
-        design.verilog, synth.PNR_TOP, args.target, True, work, extra_verilog=wrapper, netlist=True
-    )
-    placed = synth.place_and_route(
-        Path(netlist["netlist"]), synth.device(args.target, args.device), work
-    )
+    placed = place_and_route_design(design.verilog, manifest, args.target, args.device, work)
     interval = manifest["initiation_interval_cycles"]
     fmax = placed["fmax_mhz"]
     placed["images_per_second"] = None if fmax is None else round(fmax * 1e6 / interval)

@@ -99,9 +99,8 @@ def main() -> None:
             b = synthesize(sources["binary"], "binary", family, False, work)
             m = synthesize(sources["mac"], "mac", family, False, work)
             # ECP5 and Gowin carry cells hold LUTs that the LUT count leaves out.
-            per_carry = FAMILIES[family].luts_per_carry
-            logic_b = b["lut"] + per_carry * b["carry"]
-            logic_m = m["lut"] + per_carry * m["carry"]
+            logic_b = FAMILIES[family].luts_with_carry(b["lut"], b["carry"])
+            logic_m = FAMILIES[family].luts_with_carry(m["lut"], m["carry"])
             rows[family] = {
                 "binary_lut": b["lut"],
                 "mac_lut": m["lut"],

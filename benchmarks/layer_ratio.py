@@ -62,9 +62,8 @@ def main() -> None:
             for fam in args.families.split(","):
                 b = synthesize(sources["binary"], f"binary{index}", fam, False, work)
                 m = synthesize(sources["mac"], f"mac{index}", fam, False, work)
-                per_carry = family(fam).luts_per_carry
-                logic_b = b["lut"] + per_carry * b["carry"]
-                logic_m = m["lut"] + per_carry * m["carry"]
+                logic_b = family(fam).luts_with_carry(b["lut"], b["carry"])
+                logic_m = family(fam).luts_with_carry(m["lut"], m["carry"])
                 row = {
                     "layer": index,
                     "pe": f.pe,

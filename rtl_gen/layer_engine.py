@@ -16,6 +16,14 @@ from rtl_gen.pipeline import range_shape, shape_range
 from rtl_gen.requantizer import Requantizer, absorbed_offsets
 
 
+def sign_bit_offsets(layer: IntegerLayer, sf: int, simd: int, ones: int) -> list[int]:
+    """Requantizer offsets of a folded binary layer: its accumulators end ``ones * zeros_j``
+    above the dot product, ``zeros_j`` counting neuron ``j``'s -1 and padding weight bits over
+    ``sf`` beats of ``simd`` (XOR leaves, :class:`AdderTree` with ``sign_bits``)."""
+    zeros = sf * simd - np.count_nonzero(layer.weights > 0, axis=1)
+    return absorbed_offsets(layer, zeros * ones)
+
+
 class LayerEngine(wiring.Component):
     """A binary dense layer: ``n_out`` neurons over ``n_in`` inputs, ``pe`` neurons and ``simd``
     inputs per cycle.
@@ -136,8 +144,7 @@ class LayerEngine(wiring.Component):
 
     def _requant_offsets(self) -> list[int] | None:
         """Offsets that absorb each neuron's accumulator excess, ``ones * zeros_j``."""
-        zeros = self.sf * self.simd - np.count_nonzero(self.layer.weights > 0, axis=1)
-        return absorbed_offsets(self.layer, zeros * self.tree.ones)
+        return sign_bit_offsets(self.layer, self.sf, self.simd, self.tree.ones)
 
     # -- timing ------------------------------------------------------------------------------
 
