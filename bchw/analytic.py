@@ -149,8 +149,8 @@ def _requantizer(
     layer: IntegerLayer, lanes: int, acc_width: int, share: int, layout=None
 ) -> Counts:
     """Requantizer of ``lanes`` neurons; ``share`` 0: constants fixed in the circuit, else
-    per-beat constants (``layout``) with ``ceil(lanes / share)`` time-shared units
-    (rtl_gen.requantizer)."""
+    per-beat constants (``layout``) from its ROM with ``ceil(lanes / share)`` time-shared
+    units (rtl_gen.requantizer)."""
     t = requant_width(layer)
     v = t - layer.requant_shift
     c = Counts()
@@ -167,9 +167,14 @@ def _requantizer(
         # shared units pick their lane's accumulator and constants with a steps-way multiplexer.
         c.mux += units * k * (t * shift_bits + 2 * t)
         c.add += units * (k * t + k * t + t)
-        c.reg += lanes * layout.size  # the constants travel with the accumulator
+        # The constants ROM: one word of ``units`` constants per step of each neuron fold,
+        # read in order (an address counter and a primed bit), in block RAM.
+        words = max(2, -(-layer.out_features // lanes) * steps)
+        c.memories.append((words, units * layout.size, True, True))
+        c.add += _bits(words)
+        c.reg += _bits(words) + 1
         if steps > 1:
-            c.mux += units * (steps - 1) * (acc_width + layout.size)
+            c.mux += units * (steps - 1) * acc_width
             c.reg += _bits(steps)
             c.add += _bits(steps)
     c.add += units * 2 * v  # clamp: two comparisons
@@ -208,7 +213,7 @@ def layer_counts(
         c += _requantizer(layer, n_out, layer.acc_bits, share=0)
         return c
 
-    tag_width = 2 + _bits(nf)
+    tag_width = 2  # first, last
     if weight_bits == 1:
         # Leaves x_i or its ones' complement (XOR with the weight bit); the accumulators end
         # ones * zeros_j high, which the requantizer's offsets absorb.
@@ -246,7 +251,6 @@ def layer_counts(
     if nf > 1:
         c.mux += simd * b
         c.memories.append((max(2, sf), simd * b, False, False))
-        c.memories.append((nf, pe * layout.size, True, False))
     c += _requantizer(layer, pe, acc_width, share=0 if nf == 1 else min(sf, pe), layout=layout)
     return c
 

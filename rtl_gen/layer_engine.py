@@ -77,9 +77,9 @@ class LayerEngine(wiring.Component):
             acc_shape = self.tree.sum_shape
             static = list(range(n_out))
         else:
-            self.tag_layout = data.StructLayout(
-                {"first": 1, "last": 1, "fold": unsigned(max(1, (self.nf - 1).bit_length()))}
-            )
+            # What travels with a beat through the tree: the accumulators' clear and hand-over.
+            # (The requantizer reads the neuron folds' constants in order: no fold index.)
+            self.tag_layout = data.StructLayout({"first": 1, "last": 1})
             self.tree = self._folded_tree(x_max, pipeline_every)
             acc_shape = range_shape(*self._acc_range())
             # One neuron fold means PE = n_out: the constants are fixed, as when unrolled.
@@ -190,27 +190,6 @@ class LayerEngine(wiring.Component):
                 words.append(int(sum(int(b) << k for k, b in enumerate(bits) if b)))
         return words
 
-    def constant_words(self) -> list[list[dict]]:
-        layer = self.layer
-        words = []
-        for f in range(self.nf):
-            lanes = []
-            for p in range(self.pe):
-                j = f * self.pe + p
-                if j < layer.out_features:
-                    lanes.append(
-                        {
-                            "sign": [int(v) for v in layer.scale_sign[j]],
-                            "shift": [int(v) for v in layer.scale_shift[j]],
-                            "offset": self.requantizer.offsets[j],
-                        }
-                    )
-                else:
-                    zeros = [0] * layer.scale_terms
-                    lanes.append({"sign": zeros, "shift": zeros, "offset": 0})
-            words.append(lanes)
-        return words
-
     # -- hardware ------------------------------------------------------------------------------
 
     def elaborate(self, platform) -> Module:
@@ -287,7 +266,6 @@ class LayerEngine(wiring.Component):
                 x_reg.eq(masked),
                 tag_a.first.eq(beat == 0),
                 tag_a.last.eq(beat == sf - 1),
-                tag_a.fold.eq(fold),
             ]
         with m.If(fire):
             m.d.sync += waddr.eq(Mux(waddr == nf * sf - 1, 0, waddr + 1))
@@ -344,15 +322,3 @@ class LayerEngine(wiring.Component):
                     m.d.sync += rq.i.payload.acc[p].eq(updated)
                 with m.Else():
                     m.d.sync += acc.eq(updated)
-        if nf > 1:
-            m.submodules.constants = cmem = Memory(
-                shape=data.ArrayLayout(self.requantizer.consts_layout, pe),
-                depth=nf,
-                init=self.constant_words(),
-            )
-            c_rd = cmem.read_port()
-            m.d.comb += [
-                c_rd.addr.eq(tag.fold),
-                c_rd.en.eq(take & tag.last),
-                rq.i.payload.consts.eq(c_rd.data),
-            ]

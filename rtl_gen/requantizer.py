@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bchw.intmodel import IntegerLayer, output_range, signed_bits
@@ -56,11 +57,14 @@ class Requantizer(wiring.Component):
     """``y = clamp((sum_k s_k (acc << h_k) + o + 2^(R-1)) >> R)`` for ``n_lanes`` neurons.
 
     Shifts and adds only. With ``static_neurons`` (one neuron index per lane, ``None`` for a
-    padding lane) the constants are fixed in the circuit; otherwise each beat carries them in its
-    ``consts`` field (folded layers read them from memory). Padding lanes (all-zero constants)
-    give 0. ``t`` is computed modulo ``2^requant_width``, which is exact because the final
-    ``t`` fits that width for every neuron. ``offsets`` (one per neuron) replace the layer's
-    where the accumulators carry a known excess (:func:`absorbed_offsets`).
+    padding lane) the constants are fixed in the circuit. Otherwise the beats are a folded
+    layer's neuron folds in order, fold ``f`` holding neurons ``f * n_lanes + lane``, cycling
+    through ``ceil(n_out / n_lanes)`` folds; the constants of each fold come from a ROM read in
+    that same order (:meth:`constant_words`), one word ahead, so the beat carries only its
+    accumulators. Padding lanes (all-zero constants) give 0. ``t`` is computed modulo
+    ``2^requant_width``, which is exact because the final ``t`` fits that width for every
+    neuron. ``offsets`` (one per neuron) replace the layer's where the accumulators carry a
+    known excess (:func:`absorbed_offsets`).
 
     ``share`` > 1 (registered, per-beat constants only) time-shares the arithmetic: ``units =
     ceil(n_lanes / share)`` copies compute the lanes in ``steps = ceil(n_lanes / units)``
@@ -69,11 +73,18 @@ class Requantizer(wiring.Component):
     ``share <= sf`` this costs no throughput and saves ``n_lanes - units`` copies of the barrel
     shifters, adders and clamps.
 
+    The constants ROM holds one word per step: the constants of the ``units`` lanes computed
+    then (``folds * steps`` words of ``units`` constants). Deep and narrow, it fits block RAM
+    (which it asks for) instead of being built as a wide LUT ROM and a ``steps``-way
+    multiplexer.
+
     Ports
     -----
-    i : stream of ``{"acc": [n_lanes] (, "consts": [n_lanes])}``.
+    i : stream of ``{"acc": [n_lanes]}``.
     o : stream of ``[n_lanes]`` outputs (``unsigned(b)`` hidden, ``signed(b)`` last layer);
-        ``latency`` cycles after ``i`` (0 or 1: ``registered``; ``steps`` when shared).
+        ``latency`` cycles after ``i`` (0 or 1: ``registered``; ``steps`` when shared). With
+        per-beat constants the ROM's first word is read in the cycle after reset: a beat
+        offered then waits one cycle.
     """
 
     def __init__(
@@ -102,17 +113,70 @@ class Requantizer(wiring.Component):
         self.fault_no_saturation = False  # no clamp at the top of the output range: wrap
         lo, hi = output_range(layer.output_bits, layer.output_signed)
         self.output_shape = range_shape(lo, hi)
-        fields = {"acc": data.ArrayLayout(acc_shape, n_lanes)}
-        if static_neurons is None:
-            fields["consts"] = data.ArrayLayout(self.consts_layout, n_lanes)
-        elif len(static_neurons) != n_lanes:
+        if static_neurons is not None and len(static_neurons) != n_lanes:
             raise ValueError("static_neurons needs one entry per lane")
+        self.folds = -(-layer.out_features // n_lanes)
+        self.word_layout = data.ArrayLayout(self.consts_layout, self.units)
+        fields = {"acc": data.ArrayLayout(acc_shape, n_lanes)}
         super().__init__(
             {
                 "i": In(stream.Signature(data.StructLayout(fields))),
                 "o": Out(stream.Signature(data.ArrayLayout(self.output_shape, n_lanes))),
             }
         )
+
+    @property
+    def constant_depth(self) -> int:
+        """Words of the constants ROM (at least 2: a one-word memory has no address)."""
+        return max(2, self.folds * self.steps)
+
+    def constant_words(self) -> list[list[dict]]:
+        """Word ``f * steps + s``: the constants of lanes ``s * units + u`` of fold ``f``, that
+        is of neurons ``f * n_lanes + s * units + u`` (all zero for padding)."""
+        layer = self.layer
+        zeros = [0] * layer.scale_terms
+        padding = {"sign": zeros, "shift": zeros, "offset": 0}
+        words = []
+        for f in range(self.folds):
+            for s in range(self.steps):
+                word = []
+                for u in range(self.units):
+                    lane = s * self.units + u
+                    j = f * self.n_lanes + lane
+                    if lane < self.n_lanes and j < layer.out_features:
+                        word.append(
+                            {
+                                "sign": [int(v) for v in layer.scale_sign[j]],
+                                "shift": [int(v) for v in layer.scale_shift[j]],
+                                "offset": self.offsets[j],
+                            }
+                        )
+                    else:
+                        word.append(padding)
+                words.append(word)
+        return words
+
+    def _constants_rom(self, m: Module, consume) -> tuple:
+        """The constants ROM, read in order one word ahead: its data is the word of the step
+        being computed; ``consume`` (that step is done) fetches the next. Returns the word and
+        ``primed`` (the first word has been read since reset)."""
+        depth = self.constant_depth
+        m.submodules.constants = rom = Memory(
+            shape=self.word_layout,
+            depth=depth,
+            init=self.constant_words(),
+            # Yosys and Vivado honour rom_style; left alone, Yosys may build it in LUTs.
+            attrs={"rom_style": "block"},
+        )
+        rd = rom.read_port()
+        addr = Signal(range(depth), name="consts_addr")
+        primed = Signal(name="consts_primed")
+        fetch = Signal(name="consts_fetch")
+        last_word = self.folds * self.steps - 1
+        m.d.comb += [fetch.eq(consume | ~primed), rd.addr.eq(addr), rd.en.eq(fetch)]
+        with m.If(fetch):
+            m.d.sync += [primed.eq(1), addr.eq(Mux(addr == last_word, 0, addr + 1))]
+        return rd.data, primed
 
     def _t_static(self, m: Module, acc, neuron: int | None, t: Signal) -> None:
         layer = self.layer
@@ -150,17 +214,27 @@ class Requantizer(wiring.Component):
         return y
 
     def elaborate(self, platform) -> Module:
-        if self.steps > 1:
-            return self._elaborate_shared()
+        if self.static_neurons is None and self.latency > 0:
+            return self._elaborate_stepped()
         m = Module()
-        advance = stall_pipeline(m, self.i, self.o, self.latency, "requant")
+        if self.static_neurons is None:
+            # Combinational, per-beat constants: a beat passes once its word is on the ROM's
+            # output, and taking it fetches the next.
+            consts, primed = self._constants_rom(m, self.i.valid & self.i.ready)
+            m.d.comb += [
+                self.o.valid.eq(self.i.valid & primed),
+                self.i.ready.eq(self.o.ready & primed),
+            ]
+            advance = None
+        else:
+            advance = stall_pipeline(m, self.i, self.o, self.latency, "requant")
         for lane in range(self.n_lanes):
             acc = self.i.payload.acc[lane]
             t = Signal(signed(self.t_width), name=f"t{lane}")
             if self.static_neurons is not None:
                 self._t_static(m, acc, self.static_neurons[lane], t)
             else:
-                self._t_dynamic(m, acc, self.i.payload.consts[lane], t, lane)
+                self._t_dynamic(m, acc, consts[lane], t, lane)
             y = self._clamp(m, t, lane)
             if advance is None:
                 m.d.comb += self.o.payload[lane].eq(y)
@@ -169,16 +243,19 @@ class Requantizer(wiring.Component):
                     m.d.sync += self.o.payload[lane].eq(y)
         return m
 
-    def _elaborate_shared(self) -> Module:
+    def _elaborate_stepped(self) -> Module:
+        """Registered, per-beat constants: ``units`` units over ``steps`` cycles per beat (one
+        step, all lanes at once, when not shared)."""
         m = Module()
-        step = Signal(range(self.steps), name="step")
+        step = Signal(range(max(2, self.steps)), name="step")
         o_valid = Signal(name="o_valid")
         # Start a beat only when the output register is free (or being emptied this cycle);
         # once started, it stays empty until the last step fills it.
         go = Signal(name="go")
         last = step == self.steps - 1
+        consts_word, primed = self._constants_rom(m, go)
         m.d.comb += [
-            go.eq(self.i.valid & ((step != 0) | ~o_valid | self.o.ready)),
+            go.eq(self.i.valid & primed & ((step != 0) | ~o_valid | self.o.ready)),
             self.i.ready.eq(go & last),
             self.o.valid.eq(o_valid),
         ]
@@ -190,23 +267,21 @@ class Requantizer(wiring.Component):
             with m.Else():
                 m.d.sync += step.eq(step + 1)
         acc_shape = self.i.payload.acc.shape().elem_shape
-        consts_shape = self.i.payload.consts.shape().elem_shape
         for unit in range(self.units):
             lanes = {s: s * self.units + unit for s in range(self.steps)}
             lanes = {s: lane for s, lane in lanes.items() if lane < self.n_lanes}
             acc = Signal(acc_shape, name=f"acc_u{unit}")
-            consts = Signal(consts_shape, name=f"consts_u{unit}")
-            with m.Switch(step):
-                for s, lane in lanes.items():
-                    # The unit's last step takes every other value of ``step`` (values it
-                    # never stores): the case is full, as Verilator's lint asks.
-                    with m.Default() if s == max(lanes) else m.Case(s):
-                        m.d.comb += [
-                            acc.eq(self.i.payload.acc[lane]),
-                            consts.eq(self.i.payload.consts[lane]),
-                        ]
+            if self.steps == 1:
+                m.d.comb += acc.eq(self.i.payload.acc[unit])
+            else:
+                with m.Switch(step):
+                    for s, lane in lanes.items():
+                        # The unit's last step takes every other value of ``step`` (values
+                        # it never stores): the case is full, as Verilator's lint asks.
+                        with m.Default() if s == max(lanes) else m.Case(s):
+                            m.d.comb += acc.eq(self.i.payload.acc[lane])
             t = Signal(signed(self.t_width), name=f"t_u{unit}")
-            self._t_dynamic(m, acc, consts, t, unit)
+            self._t_dynamic(m, acc, consts_word[unit], t, unit)
             y = self._clamp(m, t, unit)
             for s, lane in lanes.items():
                 with m.If(go & (step == s)):

@@ -79,8 +79,9 @@ def test_counted_memories_are_the_generated_ones(weight_bits):
         engine = engine_class(layer, pe, simd, 2)
         words = engine.nf * engine.sf
         assert counted[0] == (words, engine.weight_word_bits, True, True)
-        consts_bits = pe * engine.requantizer.consts_layout.size
-        assert counted[2] == (engine.nf, consts_bits, True, False)
+        rq = engine.requantizer
+        consts_bits = rq.units * rq.consts_layout.size
+        assert counted[2] == (rq.constant_depth, consts_bits, True, True)
 
 
 def test_resources_are_the_sum_of_the_parts():

@@ -93,23 +93,20 @@ def test_requantizer(last, static, share, out_bits):
         dut = Requantizer(layer, lanes, acc_shape, share=share)
         # 5 lanes shared 2 ways: 3 units over 2 steps; 5 ways: 1 unit over 5 steps.
         assert (dut.units, dut.steps) == {1: (5, 1), 2: (3, 2), 5: (1, 5)}[share]
-        consts = [
-            {
-                "sign": [int(v) for v in layer.scale_sign[j]],
-                "shift": [int(v) for v in layer.scale_shift[j]],
-                "offset": int(layer.offset[j]),
-            }
-            for j in range(5)
-        ]
-        beats = [{"acc": [int(a) for a in acc], "consts": consts} for acc in accs]
+        # The constants come from the requantizer's own ROM, one word per step.
+        assert dut.constant_depth == max(2, dut.steps)
+        beats = [{"acc": [int(a) for a in acc]} for acc in accs]
     outs, _, _ = simulate(dut, beats, len(beats), gap=0.2, stall=0.3)
     got = np.array([[int(v) for v in o] for o in outs])
     expected, _ = reference.saturate(layer, reference.requantize(layer, np.array(accs)))
     assert np.array_equal(got, expected)
-    # Unstalled, the first result is ``latency`` cycles after the first beat is offered, and
-    # the results follow one every ``steps`` cycles.
+    # Unstalled, the first result is ``latency`` cycles after the first beat is taken, and the
+    # results follow one every ``steps`` cycles. (Per-beat constants: a beat offered in the
+    # first cycle after reset waits one cycle for the ROM's first word.)
     _, out_cycles, in_cycles = simulate(dut, beats[:4], 4)
-    assert in_cycles[0] == dut.steps - 1 and out_cycles[0] == dut.latency
+    primed = 0 if static else 1
+    assert in_cycles[0] == primed + dut.steps - 1
+    assert out_cycles[0] == primed + dut.latency
     assert np.diff(out_cycles).tolist() == [dut.steps] * 3
 
 
@@ -137,15 +134,7 @@ def test_requantizer_offsets_absorb_an_accumulator_excess(last, out_bits, static
         beats = [{"acc": [int(a) for a in h]} for h in held]
     else:
         dut = Requantizer(layer, 5, acc_shape, share=share, offsets=offsets)
-        consts = [
-            {
-                "sign": [int(v) for v in layer.scale_sign[j]],
-                "shift": [int(v) for v in layer.scale_shift[j]],
-                "offset": offsets[j],
-            }
-            for j in range(5)
-        ]
-        beats = [{"acc": [int(a) for a in h], "consts": consts} for h in held]
+        beats = [{"acc": [int(a) for a in h]} for h in held]
     # The offsets stay within the requantizer's own width (kept modulo 2^requant_width).
     width = requant_width(layer)
     assert all(-(1 << (width - 1)) <= o < 1 << (width - 1) for o in offsets)
@@ -153,6 +142,24 @@ def test_requantizer_offsets_absorb_an_accumulator_excess(last, out_bits, static
     got = np.array([[int(v) for v in o] for o in outs])
     expected, _ = reference.saturate(layer, reference.requantize(layer, np.array(accs)))
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("registered, share", [(False, 1), (True, 1), (True, 2), (True, 5)])
+def test_requantizer_reads_the_neuron_folds_constants_in_order(registered, share):
+    """12 neurons over 5 lanes: beats are folds 0, 1, 2 (two padding lanes), 0, 1, 2, ...; the
+    requantizer's ROM must give each beat its own fold's constants, 0 on padding lanes."""
+    layer = random_layer(23, 12, 8, 4, False, seed=5, terms=2)
+    bound = layer.acc_bound
+    dut = Requantizer(layer, 5, range_shape(-bound, bound), None, registered, share)
+    assert dut.folds == 3 and dut.constant_depth == 3 * dut.steps
+    rng = np.random.default_rng(8)
+    vectors = rng.integers(-bound, bound + 1, size=(3, 15))
+    beats = [{"acc": [int(a) for a in v[f * 5 : (f + 1) * 5]]} for v in vectors for f in range(3)]
+    outs, _, _ = simulate(dut, beats, len(beats), gap=0.3, stall=0.3)
+    got = np.array([[int(y) for y in o] for o in outs]).reshape(3, 15)
+    expected, _ = reference.saturate(layer, reference.requantize(layer, vectors[:, :12]))
+    assert np.array_equal(got[:, :12], expected)
+    assert not got[:, 12:].any()
 
 
 def test_requantizer_padding_lanes_give_zero():
