@@ -44,9 +44,8 @@ from typing import Any
 
 from bchw.intmodel import IntegerLayer, IntegerModel
 from rtl_gen.adder_tree import tree_levels
-from rtl_gen.layer_engine import sign_bit_offsets
 from rtl_gen.pipeline import range_shape, registers_after
-from rtl_gen.requantizer import constants_layout, requant_width
+from rtl_gen.requantizer import constants_layout, requant_width, shift_ranges
 
 PRIMITIVES = ("tree", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
@@ -159,14 +158,16 @@ def _requantizer(
         c.add += t * int((layer.scale_sign[:lanes] != 0).sum())
         units = lanes
     else:
-        shift_bits = layout.members["shift"].elem_shape.width
         k = layer.scale_terms
+        shift_stages = sum(bits for _, bits in shift_ranges(layer))
         units = -(-lanes // share)
         steps = -(-lanes // units)
-        # Per unit: K barrel shifters, K conditional negations, K adds and the offset's add;
-        # shared units pick their lane's accumulator and constants with a steps-way multiplexer.
-        c.mux += units * k * (t * shift_bits + 2 * t)
-        c.add += units * (k * t + k * t + t)
+        # Per unit: K barrel shifters, K terms gated (XOR for the sign, AND for a zero term)
+        # and K adds onto the ROM's offset; shared units pick their lane's accumulator with a
+        # steps-way multiplexer.
+        c.mux += units * t * shift_stages
+        c.gate += units * k * t
+        c.add += units * k * t
         # The constants ROM: one word of ``units`` constants per step of each neuron fold,
         # read in order (an address counter and a primed bit), in block RAM.
         words = max(2, -(-layer.out_features // lanes) * steps)
@@ -224,7 +225,7 @@ def layer_counts(
         c.reg += pe * lane_reg
         c.gate += pe * simd * x_width
         acc_width = _width(0, sf * simd * ones)
-        layout = constants_layout(layer, sign_bit_offsets(layer, sf, simd, ones))
+        layout = constants_layout(layer)
         stages = latency
     else:
         acc_bound = n_in * x_max * w_max

@@ -11,17 +11,31 @@ from bchw.intmodel import IntegerLayer, output_range, signed_bits
 from rtl_gen.pipeline import range_shape, stall_pipeline
 
 
-def constants_layout(layer: IntegerLayer, offsets=None) -> data.StructLayout:
-    """One neuron's constants: K signs (-1/0/+1), K shifts and the offset (the layer's, or
-    ``offsets`` where the hardware's are others: see :func:`absorbed_offsets`)."""
-    used_shifts = layer.scale_shift[layer.scale_sign != 0]
-    shift_max = int(used_shifts.max()) if used_shifts.size else 0
-    offsets = [int(o) for o in (layer.offset if offsets is None else offsets)] + [0]  # padding
+def shift_ranges(layer: IntegerLayer) -> list[tuple[int, int]]:
+    """Per scale term ``k``: ``(h_min, bits)``, its smallest shift over the neurons where it is
+    used and the bits of ``h - h_min``. A term's shifts span a few values (the digits model's
+    first term: 8 or 9), so its shifter needs ``bits`` stages, the fixed ``h_min`` being
+    wiring."""
+    out = []
+    for k in range(layer.scale_terms):
+        used = layer.scale_shift[:, k][layer.scale_sign[:, k] != 0]
+        lo = int(used.min()) if used.size else 0
+        hi = int(used.max()) if used.size else 0
+        out.append((lo, (hi - lo).bit_length()))
+    return out
+
+
+def constants_layout(layer: IntegerLayer) -> data.StructLayout:
+    """One neuron's constants in a requantizer's ROM: K signs (-1/0/+1: bit 0 nonzero, bit 1
+    negative), K shifts less their term's smallest (:func:`shift_ranges`) and the ROM offset
+    (:meth:`Requantizer.rom_offset`), which is kept modulo ``2^requant_width`` like ``t`` and
+    so takes that width."""
+    shift_bits = max(bits for _, bits in shift_ranges(layer))
     return data.StructLayout(
         {
             "sign": data.ArrayLayout(signed(2), layer.scale_terms),
-            "shift": data.ArrayLayout(unsigned(max(1, shift_max.bit_length())), layer.scale_terms),
-            "offset": range_shape(min(offsets), max(offsets)),
+            "shift": data.ArrayLayout(unsigned(max(1, shift_bits)), layer.scale_terms),
+            "offset": signed(requant_width(layer)),
         }
     )
 
@@ -30,6 +44,12 @@ def requant_width(layer: IntegerLayer) -> int:
     """Signed width of ``t`` for every neuron and for padding lanes (all-zero constants)."""
     lo, hi = layer.requant_range()
     return signed_bits(min(lo, layer.rounding), max(hi, layer.rounding))
+
+
+def wrap_signed(value: int, width: int) -> int:
+    """``value`` modulo ``2^width``, as a signed ``width``-bit number."""
+    half = 1 << (width - 1)
+    return (int(value) + half) % (2 * half) - half
 
 
 def absorbed_offsets(layer: IntegerLayer, excess) -> list[int]:
@@ -41,15 +61,13 @@ def absorbed_offsets(layer: IntegerLayer, excess) -> list[int]:
     signed value): the constants grow by no more than ``t`` itself.
     """
     width = requant_width(layer)
-    half = 1 << (width - 1)
     out = []
     for j in range(layer.out_features):
         scale = sum(
             int(layer.scale_sign[j, k]) << int(layer.scale_shift[j, k])
             for k in range(layer.scale_terms)
         )
-        offset = int(layer.offset[j]) - int(excess[j]) * scale
-        out.append((offset + half) % (2 * half) - half)
+        out.append(wrap_signed(int(layer.offset[j]) - int(excess[j]) * scale, width))
     return out
 
 
@@ -101,7 +119,7 @@ class Requantizer(wiring.Component):
             raise ValueError("only a registered requantizer with per-beat constants is shared")
         self.layer = layer
         self.offsets = [int(o) for o in (layer.offset if offsets is None else offsets)]
-        self.consts_layout = constants_layout(layer, self.offsets)
+        self.consts_layout = constants_layout(layer)
         self.n_lanes = n_lanes
         self.static_neurons = static_neurons
         self.units = -(-n_lanes // max(1, share))
@@ -136,6 +154,7 @@ class Requantizer(wiring.Component):
         layer = self.layer
         zeros = [0] * layer.scale_terms
         padding = {"sign": zeros, "shift": zeros, "offset": 0}
+        ranges = shift_ranges(layer)
         words = []
         for f in range(self.folds):
             for s in range(self.steps):
@@ -147,14 +166,32 @@ class Requantizer(wiring.Component):
                         word.append(
                             {
                                 "sign": [int(v) for v in layer.scale_sign[j]],
-                                "shift": [int(v) for v in layer.scale_shift[j]],
-                                "offset": self.offsets[j],
+                                "shift": self._rom_shifts(j, ranges),
+                                "offset": self.rom_offset(j),
                             }
                         )
                     else:
                         word.append(padding)
                 words.append(word)
         return words
+
+    def _rom_shifts(self, neuron: int, ranges: list[tuple[int, int]]) -> list[int]:
+        """The shifts that the ROM holds for ``neuron``: ``h - h_min`` per term (0 where the
+        term's sign is 0)."""
+        layer = self.layer
+        return [
+            int(layer.scale_shift[neuron, k]) - lo if layer.scale_sign[neuron, k] else 0
+            for k, (lo, _) in enumerate(ranges)
+        ]
+
+    def rom_offset(self, neuron: int) -> int:
+        """The offset that the ROM holds for ``neuron``: its offset plus the rounding constant
+        plus one per negative scale term (each ``-(acc << h)`` is computed as its ones'
+        complement, ``-v = ~v + 1``, the ``+1`` gathered here), modulo ``2^requant_width``.
+        So the datapath has no negation and no constant add: ``t = offset' + sum_k term_k``.
+        """
+        negative = int((self.layer.scale_sign[neuron] < 0).sum())
+        return wrap_signed(self.offsets[neuron] + self.layer.rounding + negative, self.t_width)
 
     def _constants_rom(self, m: Module, consume) -> tuple:
         """The constants ROM, read in order one word ahead: its data is the word of the step
@@ -193,11 +230,18 @@ class Requantizer(wiring.Component):
         m.d.comb += t.eq(expr)
 
     def _t_dynamic(self, m: Module, acc, consts, t: Signal, lane: int) -> None:
-        expr = consts.offset + self.layer.rounding
-        for k in range(self.layer.scale_terms):
-            shifted = Signal(signed(self.t_width), name=f"shifted{lane}_{k}")
-            m.d.comb += shifted.eq(acc << consts.shift[k])  # truncated: exact modulo 2^width
-            term = Mux(consts.sign[k] == 0, 0, Mux(consts.sign[k][1], -shifted, shifted))
+        # Everything modulo 2^width (t is truncated to it): a term is acc << h, its ones'
+        # complement where the sign is negative (the +1 is in the ROM offset), 0 where the
+        # sign is 0; AND and XOR gates, which merge into the adders' LUTs.
+        expr = consts.offset
+        width = self.t_width
+        for k, (h_min, bits) in enumerate(shift_ranges(self.layer)):
+            shifted = Signal(unsigned(width), name=f"shifted{lane}_{k}")
+            # acc << h = (acc << h_min) << (h - h_min): a shifter of ``bits`` stages.
+            shift = consts.shift[k][:bits] if bits else 0
+            m.d.comb += shifted.eq((acc << h_min) << shift)  # truncated: exact modulo 2^width
+            nonzero, negative = consts.sign[k][0], consts.sign[k][1]
+            term = (shifted ^ negative.replicate(width)) & nonzero.replicate(width)
             expr = expr + term
         m.d.comb += t.eq(expr)
 

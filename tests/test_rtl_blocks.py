@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bchw import reference
+from bchw.intmodel import output_range
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
@@ -72,6 +73,22 @@ def test_adder_tree_sign_bits(n_inputs, gap, stall):
     assert got.min() >= 0 and got.max() <= 15 * n_inputs  # within the declared range
 
 
+def unsaturated_accs(layer, lanes: int, count: int) -> np.ndarray:
+    """``count`` consecutive accumulator values per lane (neuron ``lane``) around where its
+    output lies mid-range: random accumulators nearly always saturate, and so hide an
+    off-by-one in ``t``; these cross rounding boundaries."""
+    lo, hi = output_range(layer.output_bits, layer.output_signed)
+    target = ((lo + hi) // 2) << layer.requant_shift
+    columns = []
+    gains = layer._gains(magnitude=False)  # sum_k s_k 2^h_k per neuron
+    for j in range(lanes):
+        scale = int(gains[j])
+        center = 0 if scale == 0 else (target - int(layer.offset[j]) - layer.rounding) // scale
+        values = center + np.arange(-(count // 2), count - count // 2)
+        columns.append(np.clip(values, -layer.acc_bound, layer.acc_bound))
+    return np.stack(columns, axis=1)
+
+
 # A signed (last-layer) output needs at least 2 bits, as the file format requires.
 REQUANT_CASES = [(False, 1), (False, 4), (False, 8), (True, 2), (True, 4), (True, 8)]
 
@@ -84,6 +101,7 @@ def test_requantizer(last, static, share, out_bits):
     rng = np.random.default_rng(3)
     accs = [np.full(5, bound), np.full(5, -bound), np.zeros(5, np.int64)]
     accs += [rng.integers(-bound, bound + 1, size=5) for _ in range(20)]
+    accs += list(unsaturated_accs(layer, 5, 160))
     acc_shape = range_shape(-bound, bound)
     lanes = 5
     if static:
@@ -100,6 +118,9 @@ def test_requantizer(last, static, share, out_bits):
     got = np.array([[int(v) for v in o] for o in outs])
     expected, _ = reference.saturate(layer, reference.requantize(layer, np.array(accs)))
     assert np.array_equal(got, expected)
+    # The scan crosses output boundaries (where the offset lets the lane reach mid-range).
+    scan = expected[-160:]
+    assert any(len(set(scan[:, lane].tolist())) > 1 for lane in range(5))
     # Unstalled, the first result is ``latency`` cycles after the first beat is taken, and the
     # results follow one every ``steps`` cycles. (Per-beat constants: a beat offered in the
     # first cycle after reset waits one cycle for the ROM's first word.)
