@@ -9,9 +9,12 @@ family-independent primitives from the integer model, the folding and the widths
 ``add``
     bits of the other two-input adders, subtractors and comparators (accumulators,
     requantizers, counters, the argmax), which Yosys may merge into multi-operand adds;
+``leaf``
+    a folded binary tree's XOR gates, one per input bit (input bit XOR weight bit): a
+    primitive of their own, since some families merge them into the carry chain's LUTs;
 ``gate``
-    two-input gate bits (a folded binary tree's XOR of each input bit with its weight bit,
-    the accumulators' clear on a fold's first beat);
+    other two-input gate bits (the accumulators' clear on a fold's first beat, a per-beat
+    requantizer's term gating);
 ``mux``
     2:1 multiplexer bits (an n-input multiplexer counts n - 1);
 ``reg``
@@ -26,7 +29,7 @@ family-independent primitives from the integer model, the folding and the widths
     multipliers that a DSP block can take (one block each: every one here is at most 16 x 16);
 ``memories``
     each memory's depth, width, whether it is read-only and whether the generator asks for
-    block RAM (the weights: ``rom_style = "block"``).
+    block RAM (the weights and the requantizers' constants: ``rom_style = "block"``).
 
 :func:`estimate` turns counts into LUT, FF, carry, LUT-RAM, block-RAM and DSP figures per
 FPGA family with per-primitive costs (``COEFFICIENTS``), fitted once by
@@ -47,7 +50,7 @@ from rtl_gen.adder_tree import tree_levels
 from rtl_gen.pipeline import range_shape, registers_after
 from rtl_gen.requantizer import constants_layout, requant_width, shift_ranges
 
-PRIMITIVES = ("tree", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
+PRIMITIVES = ("tree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
 COEFFICIENTS_PATH = Path(__file__).with_name("analytic_coefficients.json")
 
@@ -58,6 +61,7 @@ class Counts:
 
     tree: int = 0
     add: int = 0
+    leaf: int = 0
     gate: int = 0
     mux: int = 0
     reg: int = 0
@@ -71,7 +75,7 @@ class Counts:
     memories: list[tuple[int, int, bool, bool]] = field(default_factory=list)
 
     def __iadd__(self, other: Counts) -> Counts:
-        for name in ("tree", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul"):
+        for name in PRIMITIVES:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.memories = self.memories + other.memories
         for width, count in other.cmul_widths.items():
@@ -82,6 +86,7 @@ class Counts:
         return {
             "tree": self.tree,
             "add": self.add,
+            "leaf": self.leaf,
             "gate": self.gate,
             "mux": self.mux,
             "reg": self.reg,
@@ -223,7 +228,7 @@ def layer_counts(
         lane_add, lane_reg, latency = tree_counts([(1, 0, ones)] * simd, pipeline_every)
         c.tree += pe * lane_add
         c.reg += pe * lane_reg
-        c.gate += pe * simd * x_width
+        c.leaf += pe * simd * x_width
         acc_width = _width(0, sf * simd * ones)
         layout = constants_layout(layer)
         stages = latency

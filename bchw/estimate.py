@@ -90,6 +90,8 @@ CALIBRATION_DESIGNS: list[dict[str, Any]] = [
         "pe": [16, 10],
         "simd": [16, 16],
     },
+    # Few PEs with many synapses each (the shipped digits model's last layer, 1 x 32, is one).
+    {"name": "c12", "role": "fit", "sizes": [128, 32, 10], "act": 6, "pe": [2, 4], "simd": [32, 8]},
 ]
 
 

@@ -29,8 +29,8 @@ from rtl_gen.mac import mac_model
 # Which primitives each resource may cost, per flow ("dsp": multipliers on DSP blocks).
 TERMS = {
     "lut": {
-        "nodsp": ["tree", "add", "gate", "mux", "mul", "cmul", "rom", "ram", "one"],
-        "dsp": ["tree", "add", "gate", "mux", "cmul", "rom", "ram", "one", "n_mul"],
+        "nodsp": ["tree", "leaf", "add", "gate", "mux", "mul", "cmul", "rom", "ram", "one"],
+        "dsp": ["tree", "leaf", "add", "gate", "mux", "cmul", "rom", "ram", "one", "n_mul"],
     },
     # One flip-flop model for both flows: Yosys keeps the product registers out of the DSP
     # blocks on these families (the FF counts of the two runs agree).
