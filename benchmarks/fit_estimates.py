@@ -38,7 +38,7 @@ TERMS = {
     "carry": {"nodsp": ["tree", "add", "mul", "cmul"], "dsp": ["tree", "add", "cmul"]},
 }
 THRESHOLD_BITS = [0, 32, 64, 96, 128, 192, 256, 384, 512, 1024]
-THRESHOLD_DEPTH = [1, 2, 4, 8, 16, 32, 64, 128]
+THRESHOLD_DEPTH = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128]
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -94,6 +94,7 @@ def dsp_count(parts: list[dict], min_width: int) -> int:
 def fit_family(name: str, rows: list[dict]) -> dict:
     family = dict(GEOMETRY[name])
     fit_rows = [r for r in rows if r["role"] == "fit"]
+    lutram = bool(family["lutram_shapes"])
     best = None
     for rom_depth in THRESHOLD_DEPTH:
         for ram_depth in THRESHOLD_DEPTH:
@@ -107,9 +108,11 @@ def fit_family(name: str, rows: list[dict]) -> dict:
                 for r in fit_rows:
                     mem = memory_totals(r["parts"], trial)
                     cost += abs(mem["bram"] - r["bram"]) + 0.25 * abs(mem["lutram"] - r["lutram"])
-                # On a tie, the higher thresholds: a memory that no fitted design put in
-                # block RAM is not sent there on the evidence of none.
-                if best is None or cost <= best[0]:
+                # On a tie, where the family has LUT RAM, the higher thresholds: a memory that
+                # no fitted design put in block RAM is not sent there on the evidence of none.
+                # Without LUT RAM (iCE40) the alternative is registers and multiplexers, which
+                # Yosys avoids for all but tiny memories: the lower thresholds.
+                if best is None or (cost <= best[0] if lutram else cost < best[0]):
                     best = (cost, rom_depth, ram_depth, bits)
     family.update(min_rom_depth=best[1], min_ram_depth=best[2], min_bits_per_block=best[3])
     # Constant multipliers go to DSP blocks from a product width up (Yosys's mul2dsp limits).
