@@ -182,6 +182,11 @@ def _run_job(job: _Job, verilog: Path, manifest: dict, work: Path, options: Esti
     )
 
 
+def images_per_second(clock_mhz: float | None, interval: int) -> int | None:
+    """Images per second at ``clock_mhz`` and an initiation interval of ``interval`` cycles."""
+    return None if clock_mhz is None else round(clock_mhz * 1e6 / interval)
+
+
 def place_and_route_design(
     verilog: Path, manifest: dict, target: str, device_name: str | None, work: Path
 ) -> dict[str, Any]:
@@ -341,7 +346,7 @@ def estimate(
                 if not pnr["fits"]:
                     entry["reason"] = pnr["reason"]
                 # From the reported (rounded) fmax, so that the two figures agree.
-                entry["images_per_second"] = None if fmax is None else round(fmax * 1e6 / interval)
+                entry["images_per_second"] = images_per_second(fmax, interval)
             report[name][target] = entry
     report["ratio"] = {
         target: {
@@ -352,7 +357,7 @@ def estimate(
     }
     report["images_per_second_at_clock"] = {
         "clock_mhz": options.clock_mhz,
-        "images_per_second": round(options.clock_mhz * 1e6 / interval),
+        "images_per_second": images_per_second(options.clock_mhz, interval),
     }
     report["energy"] = {
         "binary": energy_per_inference(model, folding, 1),

@@ -121,7 +121,7 @@ class IntegerLayer:
         """The constant added before the final shift: 2^(R-1), or 0 when R = 0."""
         return (1 << self.requant_shift) >> 1
 
-    def _gains(self, magnitude: bool) -> np.ndarray:
+    def gains(self, magnitude: bool = False) -> np.ndarray:
         """Per neuron ``sum_k s_k 2^h_k`` (or ``sum_k |s_k| 2^h_k``) as exact Python ints."""
         signs = np.abs(self.scale_sign) if magnitude else self.scale_sign
         terms = signs.astype(object) * (
@@ -135,7 +135,7 @@ class IntegerLayer:
         ``t = acc * sum_k s_k 2^h_k + o + rho``; this is the width a requantizer needs when it
         adds in two's complement (partial sums may wrap; the final value cannot).
         """
-        spread = np.abs(self._gains(magnitude=False)) * self.acc_bound
+        spread = np.abs(self.gains(magnitude=False)) * self.acc_bound
         base = self.offset.astype(object) + self.rounding
         return int(min(base - spread)), int(max(base + spread))
 
@@ -146,7 +146,7 @@ class IntegerLayer:
 
     def partial_sum_bound(self) -> int:
         """Bound on |any partial sum| of ``t``'s terms, in any order of addition."""
-        spread = self._gains(magnitude=True) * self.acc_bound
+        spread = self.gains(magnitude=True) * self.acc_bound
         return int(max(np.abs(self.offset.astype(object)) + self.rounding + spread))
 
     def packed_weights(self) -> np.ndarray:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bchw import intmodel, synth
-from bchw.estimate import place_and_route_design
+from bchw.estimate import images_per_second, place_and_route_design
 from rtl_gen import generate as gen
 
 
@@ -41,8 +41,7 @@ def main() -> None:
     print(json.dumps({"synthesis": {k: plain[k] for k in synth.RESOURCES}}), flush=True)
     placed = place_and_route_design(design.verilog, manifest, args.target, args.device, work)
     interval = manifest["initiation_interval_cycles"]
-    fmax = placed["fmax_mhz"]
-    placed["images_per_second"] = None if fmax is None else round(fmax * 1e6 / interval)
+    placed["images_per_second"] = images_per_second(placed["fmax_mhz"], interval)
     placed["seconds_total"] = round(time.monotonic() - start, 1)
     print(json.dumps({"place_and_route": placed}), flush=True)
 

@@ -61,14 +61,10 @@ def absorbed_offsets(layer: IntegerLayer, excess) -> list[int]:
     signed value): the constants grow by no more than ``t`` itself.
     """
     width = requant_width(layer)
-    out = []
-    for j in range(layer.out_features):
-        scale = sum(
-            int(layer.scale_sign[j, k]) << int(layer.scale_shift[j, k])
-            for k in range(layer.scale_terms)
-        )
-        out.append(wrap_signed(int(layer.offset[j]) - int(excess[j]) * scale, width))
-    return out
+    return [
+        wrap_signed(int(offset) - int(e) * int(gain), width)
+        for offset, e, gain in zip(layer.offset, excess, layer.gains(), strict=True)
+    ]
 
 
 class Requantizer(wiring.Component):

@@ -80,7 +80,7 @@ def unsaturated_accs(layer, lanes: int, count: int) -> np.ndarray:
     lo, hi = output_range(layer.output_bits, layer.output_signed)
     target = ((lo + hi) // 2) << layer.requant_shift
     columns = []
-    gains = layer._gains(magnitude=False)  # sum_k s_k 2^h_k per neuron
+    gains = layer.gains()  # sum_k s_k 2^h_k per neuron
     for j in range(lanes):
         scale = int(gains[j])
         center = 0 if scale == 0 else (target - int(layer.offset[j]) - layer.rounding) // scale
