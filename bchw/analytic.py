@@ -245,17 +245,21 @@ def layer_counts(
         c.n_mul += pe * simd
         stages = latency + 1
     c.reg += stages * (1 + tag_width)
-    # Issue stage: counters, the input register, the re-read buffer's multiplexer.
+    # Issue stage: counters, valid bits, the tag; with one neuron fold the input register,
+    # with more the buffer and a read stage (valid, addresses, tag) in front of it.
     counters = _bits(nf) + _bits(sf) + _bits(nf * sf)
     c.add += counters
-    c.reg += counters + 3 + tag_width + simd * b
+    c.reg += counters + 2 + tag_width
+    if nf > 1:
+        c.reg += 1 + _bits(sf) + _bits(nf * sf) + tag_width
+    else:
+        c.reg += simd * b
     # Accumulators (clear on a fold's first beat), and the hand-over register to requantize.
     c.gate += pe * acc_width
     c.add += pe * acc_width
     c.reg += 2 * pe * acc_width + 1
     c.memories.append((nf * sf, pe * simd * weight_bits, True, True))
     if nf > 1:
-        c.mux += simd * b
         c.memories.append((max(2, sf), simd * b, False, False))
     c += _requantizer(layer, pe, acc_width, share=0 if nf == 1 else min(sf, pe), layout=layout)
     return c

@@ -35,9 +35,10 @@ class LayerEngine(wiring.Component):
     inputs that adds ``x_i`` where the weight is +1 and its ones' complement ``ones - x_i``
     where it is -1 (XOR gates, no subtraction). The accumulator of neuron ``j`` so ends
     ``ones * zeros_j`` above the dot product, ``zeros_j`` being the -1 (and padding) weight bits
-    of its row: a constant, absorbed into the requantizer's offset. The first neuron fold
-    reads the input stream and keeps it in a buffer that later folds read again. Folded
-    layers take ``nf * sf`` cycles per vector.
+    of its row: a constant, absorbed into the requantizer's offset. With more than one
+    neuron fold, the first writes the input stream's beats into a buffer and every fold reads
+    them from there (the first, one cycle after writing). Folded layers take ``nf * sf``
+    cycles per vector.
 
     Ports
     -----
@@ -158,7 +159,8 @@ class LayerEngine(wiring.Component):
         """Cycles from issuing a vector's last beat of a fold to that fold's output beat."""
         if self.unrolled:
             return self.tree.latency + self.requantizer.latency
-        return 2 + self.tree.latency + self.requantizer.latency
+        issue = 3 if self.nf > 1 else 2  # (the read stage, when a buffer is read) + memory
+        return issue + self.tree.latency + self.requantizer.latency
 
     def output_times(self, input_times: list[int]) -> list[int]:
         """Cycle of each output beat of one vector, given when its input beats become valid
@@ -239,17 +241,13 @@ class LayerEngine(wiring.Component):
         m.d.comb += from_stream.eq(fold == 0)
 
         valid_a = Signal(name="valid_a")
-        src_a = Signal(name="src_a")
-        x_reg = Signal(beat_layout, name="x_reg")
         tag_a = Signal(self.tag_layout, name="tag_a")
-        advance_a = Signal(name="advance_a")
+        advance = Signal(name="advance_a")
         fire = Signal(name="fire")
         m.d.comb += [
-            advance_a.eq(~valid_a | tree.i.ready),
-            fire.eq(advance_a & (~from_stream | self.i.valid)),
-            self.i.ready.eq(advance_a & from_stream),
-            w_rd.addr.eq(waddr),
-            w_rd.en.eq(advance_a),
+            advance.eq(~valid_a | tree.i.ready),
+            fire.eq(advance & (~from_stream | self.i.valid)),
+            self.i.ready.eq(advance & from_stream),
         ]
         # Lanes past the last input of the last beat are padding: force them to 0.
         masked = Signal(beat_layout, name="x_masked")
@@ -259,14 +257,6 @@ class LayerEngine(wiring.Component):
             with m.If(beat == sf - 1):
                 m.d.comb += masked[lane].eq(0)
 
-        with m.If(advance_a):
-            m.d.sync += [
-                valid_a.eq(fire),
-                src_a.eq(from_stream),
-                x_reg.eq(masked),
-                tag_a.first.eq(beat == 0),
-                tag_a.last.eq(beat == sf - 1),
-            ]
         with m.If(fire):
             m.d.sync += waddr.eq(Mux(waddr == nf * sf - 1, 0, waddr + 1))
             with m.If(beat == sf - 1):
@@ -276,21 +266,52 @@ class LayerEngine(wiring.Component):
 
         x_a = Signal(beat_layout, name="x_a")
         if nf > 1:
+            # Fold 0 writes each input beat into the buffer, and every fold, fold 0 included,
+            # reads its beats back from there one cycle later (a read stage): the tree takes its
+            # input straight from the buffer, with no choice between the stream and the buffer
+            # in front of it (a multiplexer per input bit) and no input register. The read
+            # never overtakes the write; a new vector's write meets an old read of the same
+            # beat at the earliest in the same cycle, and the read gets the old beat.
             # Depth at least 2: a one-entry memory would get a zero-width address.
+            valid_r = Signal(name="valid_r")
+            waddr_r = Signal.like(waddr, name="waddr_r")
+            beat_r = Signal.like(beat, name="beat_r")
+            tag_r = Signal(self.tag_layout, name="tag_r")
             m.submodules.buffer = buf = Memory(
                 shape=unsigned(simd * layer.input_bits), depth=max(2, sf), init=[]
             )
             b_wr, b_rd = buf.write_port(), buf.read_port()
+            with m.If(advance):
+                m.d.sync += [
+                    valid_r.eq(fire),
+                    waddr_r.eq(waddr),
+                    beat_r.eq(beat),
+                    tag_r.first.eq(beat == 0),
+                    tag_r.last.eq(beat == sf - 1),
+                    valid_a.eq(valid_r),
+                    tag_a.eq(tag_r),
+                ]
             m.d.comb += [
                 b_wr.addr.eq(beat),
                 b_wr.data.eq(masked.as_value()),
                 b_wr.en.eq(fire & from_stream),
-                b_rd.addr.eq(beat),
-                b_rd.en.eq(advance_a),
-                x_a.eq(Mux(src_a, x_reg.as_value(), b_rd.data)),
+                b_rd.addr.eq(beat_r),
+                b_rd.en.eq(advance),
+                w_rd.addr.eq(waddr_r),
+                w_rd.en.eq(advance),
+                x_a.eq(b_rd.data),
             ]
         else:
-            m.d.comb += x_a.eq(x_reg)
+            # One neuron fold: each input beat is used once, as it arrives.
+            x_reg = Signal(beat_layout, name="x_reg")
+            with m.If(advance):
+                m.d.sync += [
+                    valid_a.eq(fire),
+                    x_reg.eq(masked),
+                    tag_a.first.eq(beat == 0),
+                    tag_a.last.eq(beat == sf - 1),
+                ]
+            m.d.comb += [w_rd.addr.eq(waddr), w_rd.en.eq(advance), x_a.eq(x_reg)]
 
         m.d.comb += [
             tree.i.valid.eq(valid_a),
