@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bchw.intmodel import IntegerLayer, IntegerModel
-from rtl_gen.adder_tree import tree_levels
+from rtl_gen.adder_tree import flip_node_range, flipped_range, pair_up, tree_levels
 from rtl_gen.pipeline import range_shape, registers_after
 from rtl_gen.requantizer import constants_layout, requant_width, shift_ranges
 
@@ -138,6 +138,31 @@ def tree_counts(leaves: list[tuple[int, int, int]], pipeline_every: int) -> tupl
     return add, reg, len(register_levels)
 
 
+def relative_tree_counts(
+    n_inputs: int, input_range: tuple[int, int], pipeline_every: int
+) -> tuple[int, int, int, int, tuple[int, int]]:
+    """Adder bits, complement-gate bits, register bits and latency of one lane of a
+    relative-sign tree (``AdderTree`` with ``relative``), and its output range."""
+    register_levels = registers_after(tree_levels(n_inputs), pipeline_every)
+    totals = {"add": 0, "leaf": 0, "reg": 0}
+
+    def combine(a, b, *_):
+        node = flip_node_range(a, b)
+        totals["add"] += _width(*node)
+        totals["leaf"] += _width(*b)
+        return node
+
+    def registers(nodes, level):
+        if level in register_levels:
+            totals["reg"] += sum(_width(*node) + 1 for node in nodes)  # value and flip
+        return nodes
+
+    root = pair_up([input_range] * n_inputs, combine, registers)
+    totals["leaf"] += _width(*root)  # the root's complement, in front of the accumulator
+    lane = flipped_range(*root)
+    return totals["add"], totals["leaf"], totals["reg"], len(register_levels), lane
+
+
 def _csd_digits(value: int) -> int:
     """Nonzero digits of ``value`` in canonical signed-digit form."""
     value, digits = abs(int(value)), 0
@@ -190,9 +215,15 @@ def _requantizer(
 
 
 def layer_counts(
-    layer: IntegerLayer, pe: int, simd: int, pipeline_every: int, weight_bits: int = 1
+    layer: IntegerLayer,
+    pe: int,
+    simd: int,
+    pipeline_every: int,
+    weight_bits: int = 1,
+    adder_tree: str = "xor",
 ) -> Counts:
-    """Primitive counts of one layer engine (``weight_bits`` 1: binary; else the MAC baseline)."""
+    """Primitive counts of one layer engine (``weight_bits`` 1: binary, its folded tree
+    ``adder_tree``; else the MAC baseline)."""
     n_in, n_out, b, x_max = layer.in_features, layer.out_features, layer.input_bits, layer.input_max
     nf, sf = math.ceil(n_out / pe), math.ceil(n_in / simd)
     c = Counts()
@@ -220,7 +251,19 @@ def layer_counts(
         return c
 
     tag_width = 2  # first, last
-    if weight_bits == 1:
+    if weight_bits == 1 and adder_tree == "relative":
+        # Subtractions whose right operand is complemented or not (a gate per bit, counted as
+        # a leaf: the same XOR in front of an adder), node flips registered with the values.
+        lane_add, lane_leaf, lane_reg, latency, (lane_lo, lane_hi) = relative_tree_counts(
+            simd, (0, x_max), pipeline_every
+        )
+        c.tree += pe * lane_add
+        c.leaf += pe * lane_leaf
+        c.reg += pe * lane_reg
+        acc_width = _width(sf * lane_lo, sf * lane_hi)
+        layout = constants_layout(layer)
+        stages = latency
+    elif weight_bits == 1:
         # Leaves x_i or its ones' complement (XOR with the weight bit); the accumulators end
         # ones * zeros_j high, which the requantizer's offsets absorb.
         x_width = _width(0, x_max)
@@ -298,14 +341,18 @@ def argmax_counts(n: int, width: int, pipeline_every: int) -> Counts:
 
 
 def design_counts(
-    model: IntegerModel, folding: list, pipeline_every: int, weight_bits: int = 1
+    model: IntegerModel,
+    folding: list,
+    pipeline_every: int,
+    weight_bits: int = 1,
+    adder_tree: str = "xor",
 ) -> list[dict[str, Any]]:
     """Counts per part of the whole design: one entry per layer (its engine and the link after
     it), then the output (collector and argmax)."""
     parts = []
     layers = model.layers
     for index, (layer, f) in enumerate(zip(layers, folding, strict=True)):
-        c = layer_counts(layer, f.pe, f.simd, pipeline_every, weight_bits)
+        c = layer_counts(layer, f.pe, f.simd, pipeline_every, weight_bits, adder_tree)
         nf = math.ceil(layer.out_features / f.pe)
         if index + 1 < len(layers):
             nxt = folding[index + 1]

@@ -124,6 +124,14 @@ def _add_folding_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="a pipeline register after every N adder levels; 0 for none (default: %(default)s)",
     )
+    parser.add_argument(
+        "--adder-tree",
+        choices=("xor", "relative"),
+        default="xor",
+        help="how a folded binary layer's tree applies its weight bits: xor (each input or its "
+        "complement, then adds; smallest on iCE40, ECP5 and Gowin) or relative (a relative-sign "
+        "tree of subtractions; smallest on Xilinx 7-series) (default: %(default)s)",
+    )
 
 
 FOLDING_EPILOG = (
@@ -150,7 +158,7 @@ def _folding_from_args(args: argparse.Namespace, model):
         folding = gen.folding_from_lists(model, list(args.pe), list(args.simd))
     else:
         folding = gen.default_folding(model)
-    gen.check_design(model, folding, args.pipeline_every)
+    gen.check_design(model, folding, args.pipeline_every, args.adder_tree)
     return folding
 
 
@@ -881,7 +889,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     output, model, folding = _model_folding_output(args)
     print(f"generating {model.arch()}: {_folding_text(folding)}")
-    design = gen.generate(model, folding, args.output, args.pipeline_every)
+    design = gen.generate(
+        model, folding, args.output, args.pipeline_every, adder_tree=args.adder_tree
+    )
     summary = design.summary
     print(f"verilog   {design.verilog} (top module {summary['top']})")
     print(f"manifest  {design.manifest}")
@@ -923,17 +933,24 @@ def _cosim_design(args: argparse.Namespace, model, output: Path):
         check_design_matches(read_manifest(manifest_path), model, design)
         folding = gen.folding_from_file(model, manifest_path)
         try:
-            pipeline_every = int(json.loads(manifest_path.read_text())["pipeline_every"])
+            manifest = json.loads(manifest_path.read_text())
+            pipeline_every = int(manifest["pipeline_every"])
         except (KeyError, TypeError, ValueError, json.JSONDecodeError):
             raise BchwError(f"{manifest_path} has no valid pipeline_every") from None
-        return design, folding, pipeline_every
+        # Manifests written before the option existed describe XOR-leaf trees.
+        adder_tree = manifest.get("adder_tree", "xor")
+        if adder_tree not in ("xor", "relative"):
+            raise BchwError(f"{manifest_path} names an unknown adder tree {adder_tree!r}")
+        return design, folding, pipeline_every, adder_tree
     folding = _folding_from_args(args, model)
-    design, reused = gen.generate_cached(model, folding, output / "design", args.pipeline_every)
+    design, reused = gen.generate_cached(
+        model, folding, output / "design", args.pipeline_every, args.adder_tree
+    )
     if reused:
         print(f"design    {design} (generated earlier with the same model and folding)")
     else:
         print(f"generating {model.arch()}: {_folding_text(folding)}")
-    return design, folding, args.pipeline_every
+    return design, folding, args.pipeline_every, args.adder_tree
 
 
 def cmd_cosim(args: argparse.Namespace) -> int:
@@ -962,7 +979,7 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     dataset_name, dataset = _model_dataset(args, model)
     split = dataset.split("test").head(args.limit)
     make_output_dir(output)
-    design, folding, pipeline_every = _cosim_design(args, model, output)
+    design, folding, pipeline_every, adder_tree = _cosim_design(args, model, output)
     images = split.images.astype(np.int64)
     labels = split.labels.astype(np.int64)
     names = [f"{dataset_name} test image {k}" for k in range(len(images))]
@@ -1047,7 +1064,17 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     elif args.self_check:
         from sim.selfcheck import self_check
 
-        results = self_check(model, folding, pipeline_every, images, names, output, options, report)
+        results = self_check(
+            model,
+            folding,
+            pipeline_every,
+            images,
+            names,
+            output,
+            options,
+            report,
+            adder_tree=adder_tree,
+        )
         caught = sum(r.detected for r in results)
         print(
             f"self-check {caught} of {len(results)} injected faults detected "
@@ -1082,6 +1109,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         clock_mhz=args.clock_mhz,
         jobs=args.jobs,
         lut_only=not args.skip_lut_only,
+        adder_tree=args.adder_tree,
     )
     options.check()
     output, model, folding = _model_folding_output(args)

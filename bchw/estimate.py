@@ -14,6 +14,7 @@ from bchw.energy import SOURCE as ENERGY_SOURCE
 from bchw.energy import energy_per_inference
 from bchw.errors import BchwError
 from bchw.intmodel import IntegerModel
+from rtl_gen.layer_engine import ADDER_TREES
 from rtl_gen.mac import DEFAULT_WEIGHT_BITS, WEIGHT_BITS, mac_model
 
 # Designs that fit (role "fit") and check (role "check") the analytical model: synthetic models
@@ -138,6 +139,7 @@ class EstimateOptions:
     clock_mhz: float = DEFAULT_CLOCK_MHZ
     jobs: int = 1
     lut_only: bool = True
+    adder_tree: str = "xor"
 
     def check(self) -> None:
         from bchw.synth import DEVICES, FAMILIES, device
@@ -162,6 +164,9 @@ class EstimateOptions:
             raise BchwError(f"--clock-mhz must be positive, got {self.clock_mhz}")
         if self.jobs < 1:
             raise BchwError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.adder_tree not in ADDER_TREES:
+            known = ", ".join(ADDER_TREES)
+            raise BchwError(f"--adder-tree must be one of {known}, got {self.adder_tree}")
 
 
 @dataclass(frozen=True)
@@ -280,12 +285,16 @@ def estimate(
     coefficients = load_coefficients()
     designs, manifests, analytic = {}, {}, {}
     for name, m in models.items():
+        # The MAC baseline has no binary tree: its designs are the same whatever adder_tree says.
+        tree = options.adder_tree if name == "binary" else "xor"
         if options.synth:
-            folder, _ = gen.generate_cached(m, folding, out_dir / "designs" / name, pipeline_every)
+            folder, _ = gen.generate_cached(
+                m, folding, out_dir / "designs" / name, pipeline_every, tree
+            )
             designs[name] = folder / gen.VERILOG_NAME
             manifests[name] = json.loads((folder / gen.MANIFEST_NAME).read_text())
         bits = options.weight_bits if name == "mac" else 1
-        parts = design_counts(m, folding, pipeline_every, bits)
+        parts = design_counts(m, folding, pipeline_every, bits, tree)
         analytic[name] = {t: _analytic(parts, t, coefficients) for t in options.targets}
     interval, latency = gen.design_timing(model, folding, pipeline_every)
 
@@ -309,6 +318,7 @@ def estimate(
         "model": {"sha256": model.sha256, "arch": model.arch()},
         "folding": [{"pe": f.pe, "simd": f.simd} for f in folding],
         "pipeline_every": pipeline_every,
+        "adder_tree": options.adder_tree,
         "weight_bits": options.weight_bits,
         "initiation_interval_cycles": interval,
         "latency_cycles": latency,

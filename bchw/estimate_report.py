@@ -18,6 +18,13 @@ def num(value: Any) -> str:
     return f"{value:,}"
 
 
+# How the report names the binary design's folded trees (--adder-tree).
+TREE_WORDS = {
+    "xor": "XOR each input with its weight bit (--adder-tree xor)",
+    "relative": "are relative-sign trees (--adder-tree relative)",
+}
+
+
 def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> str:
     k = report["weight_bits"]
     source = (
@@ -30,7 +37,8 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
         f"(PE/SIMD per layer: "
         + ", ".join(f"{f['pe']}/{f['simd']}" for f in report["folding"])
         + f"), {report['initiation_interval_cycles']} cycles per image, latency "
-        f"{report['latency_cycles']} cycles. Figures from {source}.",
+        f"{report['latency_cycles']} cycles; the binary layers' trees "
+        f"{TREE_WORDS[report.get('adder_tree', 'xor')]}. Figures from {source}.",
         "",
     ]
     for target in report["binary"]:

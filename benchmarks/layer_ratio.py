@@ -1,6 +1,7 @@
 """LUTs of whole layer engines: each binary layer against the same layer of the MAC baseline.
 
-``python benchmarks/layer_ratio.py MODEL --pe 8,8,1 --simd 16,16,16 [--families ...]``
+``python benchmarks/layer_ratio.py MODEL --pe 8,8,1 --simd 16,16,16 [--families ...]
+[--adder-tree xor|relative]``
 
 A layer engine is everything one layer of a generated design holds: the issue stage and its
 counters, the input buffer, the weight memory (block RAM in both designs), the dot-product unit,
@@ -11,7 +12,8 @@ network adds around the layers (the links between them, the argmax, the output c
 left out, as it is the same in both designs. Printed per layer and family: binary and MAC
 LUTs, their ratio, and the ratio of LUTs including those inside carry cells (ECP5's CCU2C
 holds two LUT4s, Gowin's ALU one; iCE40 and 7-series carry cells sit beside counted LUTs).
-Runs are cached by content under ``--work``.
+``--adder-tree`` picks the binary layers' tree (``rtl_gen.layer_engine.ADDER_TREES``; the MAC
+baseline has none). Runs are cached by content under ``--work``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from amaranth.back import verilog
 from bchw import intmodel
 from bchw.synth import FAMILIES, family, synthesize
 from rtl_gen.generate import DEFAULT_PIPELINE_EVERY, folding_from_lists
-from rtl_gen.layer_engine import LayerEngine
+from rtl_gen.layer_engine import ADDER_TREES, LayerEngine
 from rtl_gen.mac import MacLayerEngine, mac_model
 
 
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--weight-bits", type=int, default=8)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--layers", help="comma-separated layer indices (default: all)")
+    parser.add_argument("--adder-tree", choices=ADDER_TREES, default="xor")
     parser.add_argument("--work", default="build/layer-ratio")
     args = parser.parse_args()
     model = intmodel.load(args.model)
@@ -53,7 +56,16 @@ def main() -> None:
             f = folding[index]
             sources = {}
             for name, engine in (
-                ("binary", LayerEngine(model.layers[index], f.pe, f.simd, DEFAULT_PIPELINE_EVERY)),
+                (
+                    "binary",
+                    LayerEngine(
+                        model.layers[index],
+                        f.pe,
+                        f.simd,
+                        DEFAULT_PIPELINE_EVERY,
+                        adder_tree=args.adder_tree,
+                    ),
+                ),
                 ("mac", MacLayerEngine(mac.layers[index], f.pe, f.simd, DEFAULT_PIPELINE_EVERY)),
             ):
                 path = Path(tmp) / f"{name}{index}.v"
@@ -65,6 +77,7 @@ def main() -> None:
                 logic_b = family(fam).luts_with_carry(b["lut"], b["carry"])
                 logic_m = family(fam).luts_with_carry(m["lut"], m["carry"])
                 row = {
+                    "adder_tree": args.adder_tree,
                     "layer": index,
                     "pe": f.pe,
                     "simd": f.simd,

@@ -37,26 +37,89 @@ def _combine(m: Module, a: Term, b: Term, name: str) -> Term:
     return Term(node, sign, lo, hi)
 
 
+def pair_up(nodes: list, combine, after_level=None):
+    """Pair nodes level by level into one (``combine(a, b, level, k)``; an odd last node moves up
+    unchanged); ``after_level(nodes, level)`` may replace a level's nodes (pipeline registers).
+    The one pairing order every tree here uses, in hardware and in the offsets' bookkeeping."""
+    level = 0
+    while len(nodes) > 1:
+        level += 1
+        paired = [
+            combine(nodes[k], nodes[k + 1], level, k // 2) for k in range(0, len(nodes) - 1, 2)
+        ]
+        if len(nodes) % 2:
+            paired.append(nodes[-1])
+        nodes = paired if after_level is None else after_level(paired, level)
+    return nodes[0]
+
+
 def reduce_terms(
     m: Module, terms: list[Term], register_levels, advance: Signal | None, prefix: str
 ) -> Term:
     """Pair terms level by level into one; a register after each level in ``register_levels``
     (updated when ``advance``)."""
-    level = 0
-    while len(terms) > 1:
-        level += 1
-        paired = [
-            _combine(m, terms[k], terms[k + 1], f"{prefix}_n{level}_{k // 2}")
-            for k in range(0, len(terms) - 1, 2)
-        ]
-        if len(terms) % 2:
-            paired.append(terms[-1])
-        terms = paired
-        if level in register_levels:
-            terms = [
-                register_term(m, t, advance, f"{prefix}_r{level}_{k}") for k, t in enumerate(terms)
-            ]
-    return terms[0]
+
+    def combine(a, b, level, k):
+        return _combine(m, a, b, f"{prefix}_n{level}_{k}")
+
+    def registers(terms, level):
+        if level not in register_levels:
+            return terms
+        return [register_term(m, t, advance, f"{prefix}_r{level}_{k}") for k, t in enumerate(terms)]
+
+    return pair_up(terms, combine, registers)
+
+
+@dataclass(frozen=True)
+class FlipNode:
+    """A node of a sign-bit tree: it contributes ``value`` (in [lo, hi]) where ``flip`` is 0 and
+    its complement ``~value`` (over the node's own shape) where ``flip`` is 1."""
+
+    value: Value
+    flip: Value
+    lo: int
+    hi: int
+
+
+def not_constant(lo: int, hi: int) -> int:
+    """``K`` with ``~v = K - v`` for ``v`` held in ``range_shape(lo, hi)``."""
+    shape = range_shape(lo, hi)
+    return -1 if shape.signed else (1 << shape.width) - 1
+
+
+def flipped_range(lo: int, hi: int) -> tuple[int, int]:
+    """Every value of ``v`` or ``~v`` for ``v`` in [lo, hi]."""
+    k = not_constant(lo, hi)
+    return min(lo, k - hi), max(hi, k - lo)
+
+
+def flip_node_range(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """Range of a node ``a - (b or ~b)``."""
+    y_lo, y_hi = flipped_range(*b)
+    return a[0] - y_hi, a[1] - y_lo
+
+
+def flip_correction(flip_a: int, a: tuple[int, int], b: tuple[int, int]) -> int:
+    """What the node of ``a`` and ``b`` (:func:`_flip_combine`) contributes less than its two
+    children together: ``K_b`` where ``a`` does not flip, else ``K_a - K_node``."""
+    if not flip_a:
+        return not_constant(*b)
+    return not_constant(*a) - not_constant(*flip_node_range(a, b))
+
+
+def _flip_combine(m: Module, a: FlipNode, b: FlipNode, name: str) -> FlipNode:
+    """``a - ~b`` where the two flips agree, ``a - b`` where they differ; the node flips as ``a``.
+
+    Where ``a`` does not flip, ``a + b' = node + K_b`` (``b'`` being ``b``'s contribution, and
+    ``-~b = b - K_b``); where it flips, ``(K_a - a) + b' = K_a - node``, the node's complement
+    plus ``K_a - K_node``: a constant per node and weight word (:func:`flip_correction`). A
+    subtraction, not an add: synthesis keeps ``a`` as the carry chain's first operand, which
+    enters it as it is (an add's operands may be swapped, putting the complemented one there,
+    which costs a gate per bit on 7-series)."""
+    lo, hi = flip_node_range((a.lo, a.hi), (b.lo, b.hi))
+    node = Signal(range_shape(lo, hi), name=name, attrs={"keep": 1})
+    m.d.comb += node.eq(a.value - Mux(a.flip ^ b.flip, b.value, ~b.value))
+    return FlipNode(node, a.flip, lo, hi)
 
 
 def register_term(m: Module, term: Term, advance: Signal | None, name: str) -> Term:
@@ -123,6 +186,15 @@ class AdderTree(wiring.Component):
         ``int[n_lanes, n_inputs]`` of +1/-1 (constant signs); all +1 when omitted.
     sign_bits:
         Take per-beat sign bits instead of constant signs.
+    relative:
+        With ``sign_bits``, a relative-sign tree instead of XOR leaves: every node subtracts
+        its right child, or the child's complement, from its left child (complemented where
+        their leftmost leaves' weights agree), the node counting as negated where its leftmost
+        leaf's weight is -1, and the root complemented where so. No gate sits in front of an
+        adder's first operand, which on 7-series enters the carry chain as it is (an XOR leaf
+        there costs a second LUT per bit); on iCE40 and ECP5 it costs more LUTs than XOR
+        leaves. The lane then gives the dot product plus a constant per weight word that
+        :meth:`excess` states (the caller absorbs it, as with XOR leaves).
     pipeline_every:
         Adder levels between pipeline registers.
     tag_shape:
@@ -143,11 +215,15 @@ class AdderTree(wiring.Component):
         pipeline_every: int = 0,
         tag_shape: ShapeCastable | None = None,
         sign_bits: bool = False,
+        relative: bool = False,
     ) -> None:
         if input_range[0] < 0:
             raise ValueError("adder tree inputs must be non-negative")
         if sign_bits and signs is not None:
             raise ValueError("a tree with per-beat sign bits has no constant signs")
+        if relative and not sign_bits:
+            raise ValueError("a relative-sign tree takes per-beat sign bits")
+        self.relative = relative
         self.n_lanes = n_lanes
         self.n_inputs = n_inputs
         self.input_range = input_range
@@ -162,8 +238,12 @@ class AdderTree(wiring.Component):
         self.pipeline_every = pipeline_every
         self.input_shape = range_shape(*input_range)
         self.ones = (1 << self.input_shape.width) - 1  # the ones' complement of 0
-        leaf = (0, self.ones) if sign_bits else input_range
-        self.lane_ranges = [sum_range(row, *leaf) for row in self.signs]
+        if relative:
+            root = pair_up([input_range] * n_inputs, lambda a, b, *_: flip_node_range(a, b))
+            self.lane_ranges = [flipped_range(*root)] * n_lanes
+        else:
+            leaf = (0, self.ones) if sign_bits else input_range
+            self.lane_ranges = [sum_range(row, *leaf) for row in self.signs]
         self.sum_shape = range_shape(
             min(lo for lo, _ in self.lane_ranges), max(hi for _, hi in self.lane_ranges)
         )
@@ -175,12 +255,56 @@ class AdderTree(wiring.Component):
             in_fields["sign"] = data.ArrayLayout(unsigned(n_inputs), n_lanes)
         super().__init__(tree_signature(in_fields, self.sum_shape, n_lanes, tag_shape))
 
+    def excess(self, plus) -> int:
+        """How far a sign-bit lane's sum lies above its signed dot product, for weight bits
+        ``plus`` (true: +1): ``ones`` per -1 leaf (``~x = ones - x``), and in a relative tree
+        less each node's :func:`flip_correction`. It depends on the weight bits alone."""
+        if not self.relative:
+            return self.ones * sum(1 for p in plus if not p)
+
+        def combine(a, b, *_):
+            (flip_a, range_a, excess_a), (_, range_b, excess_b) = a, b
+            excess = excess_a + excess_b - flip_correction(flip_a, range_a, range_b)
+            return flip_a, flip_node_range(range_a, range_b), excess
+
+        leaf = self.input_range
+        leaves = [(0, leaf, 0) if p else (1, leaf, self.ones) for p in plus]
+        return pair_up(leaves, combine)[2]
+
+    def _elaborate_relative(self, m: Module, lane: int, advance: Signal | None) -> Value:
+        sign = self.i.payload.sign[lane]
+        lo, hi = self.input_range
+        x = self.i.payload.x
+        nodes = [FlipNode(x[k], ~sign[k], lo, hi) for k in range(self.n_inputs)]
+        prefix = f"l{lane}"
+
+        def combine(a, b, level, k):
+            return _flip_combine(m, a, b, f"{prefix}_n{level}_{k}")
+
+        def registers(nodes, level):
+            if level not in self.register_levels:
+                return nodes
+            out = []
+            for k, node in enumerate(nodes):
+                value = Signal(range_shape(node.lo, node.hi), name=f"{prefix}_r{level}_{k}")
+                flip = Signal(name=f"{prefix}_f{level}_{k}")
+                with m.If(advance):
+                    m.d.sync += [value.eq(node.value), flip.eq(node.flip)]
+                out.append(FlipNode(value, flip, node.lo, node.hi))
+            return out
+
+        root = pair_up(nodes, combine, registers)
+        return Mux(root.flip, ~root.value, root.value)
+
     def elaborate(self, platform) -> Module:
         m = Module()
         advance = stall_pipeline(m, self.i, self.o, self.latency, "tree")
         lo, hi = self.input_range
         x = self.i.payload.x
         for lane in range(self.n_lanes):
+            if self.relative:
+                m.d.comb += self.o.payload.sum[lane].eq(self._elaborate_relative(m, lane, advance))
+                continue
             if self.sign_bits:
                 sign = self.i.payload.sign[lane]
                 terms = [

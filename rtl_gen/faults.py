@@ -87,13 +87,17 @@ def flip_weight(model: IntegerModel, layer: int, neuron: int, input_: int) -> In
 
 
 def faulty_network(
-    model: IntegerModel, folding: list[LayerFolding], fault: Fault, pipeline_every: int
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    fault: Fault,
+    pipeline_every: int,
+    adder_tree: str = "xor",
 ) -> Network:
     """The network of ``model`` with ``fault`` built in (the manifest's model stays ``model``)."""
     if fault.kind == "weight-bit":
         flipped = flip_weight(model, fault.layer, fault.neuron, fault.input)
-        return Network(flipped, folding, pipeline_every)
-    net = Network(model, folding, pipeline_every)
+        return Network(flipped, folding, pipeline_every, adder_tree=adder_tree)
+    net = Network(model, folding, pipeline_every, adder_tree=adder_tree)
     if fault.kind == "rounding-shift":
         net.engines[fault.layer].requantizer.fault_shift_error = 1
     elif fault.kind == "no-saturation":

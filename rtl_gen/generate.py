@@ -18,6 +18,7 @@ from bchw.intmodel import IntegerModel
 from bchw.outputs import make_output_dir, write_bytes_atomic
 from rtl_gen.buffers import BeatFIFO
 from rtl_gen.faults import Fault, faulty_network
+from rtl_gen.layer_engine import ADDER_TREES
 from rtl_gen.network import LayerFolding, Network
 
 TOP_NAME = "bchw_network"
@@ -151,11 +152,16 @@ def folding_from_file(model: IntegerModel, path: str | Path) -> list[LayerFoldin
 
 
 def check_design(
-    model: IntegerModel, folding: list[LayerFolding], pipeline_every: int = DEFAULT_PIPELINE_EVERY
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    pipeline_every: int = DEFAULT_PIPELINE_EVERY,
+    adder_tree: str = "xor",
 ) -> None:
     """Refuse, with a one-line error, a folding or pipelining the generator cannot build."""
     if pipeline_every < 0:
         raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
+    if adder_tree not in ADDER_TREES:
+        raise BchwError(f"--adder-tree must be one of {', '.join(ADDER_TREES)}, got {adder_tree}")
     for index, (layer, f) in enumerate(zip(model.layers, folding, strict=True)):
         if not 1 <= f.pe <= layer.out_features:
             raise BchwError(
@@ -181,10 +187,13 @@ class GeneratedDesign:
 
 
 def build_network(
-    model: IntegerModel, folding: list[LayerFolding], pipeline_every: int = DEFAULT_PIPELINE_EVERY
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    pipeline_every: int = DEFAULT_PIPELINE_EVERY,
+    adder_tree: str = "xor",
 ) -> Network:
-    check_design(model, folding, pipeline_every)
-    return Network(model, folding, pipeline_every=pipeline_every)
+    check_design(model, folding, pipeline_every, adder_tree)
+    return Network(model, folding, pipeline_every=pipeline_every, adder_tree=adder_tree)
 
 
 def design_timing(
@@ -320,6 +329,7 @@ def build_manifest(net: Network, model: IntegerModel) -> dict[str, Any]:
         "layers": layers,
         "links": links,
         "pipeline_every": net.pipeline_every,
+        "adder_tree": net.adder_tree,
         "latency_cycles": net.latency,
         "initiation_interval_cycles": net.initiation_interval,
         "tools": {
@@ -336,17 +346,19 @@ def generate(
     out_dir: str | Path,
     pipeline_every: int = DEFAULT_PIPELINE_EVERY,
     fault: Fault | None = None,
+    adder_tree: str = "xor",
 ) -> GeneratedDesign:
     """Write ``bchw_network.v`` and ``manifest.json`` to ``out_dir``.
 
     ``fault`` builds one deliberate bug into the design (for the cosimulation self-check); the
-    manifest then names it under ``"fault"`` and still describes ``model``.
+    manifest then names it under ``"fault"`` and still describes ``model``. ``adder_tree``
+    picks the folded binary layers' tree (:data:`rtl_gen.layer_engine.ADDER_TREES`).
     """
     if fault is None:
-        net = build_network(model, folding, pipeline_every)
+        net = build_network(model, folding, pipeline_every, adder_tree)
     else:
-        check_design(model, folding, pipeline_every)
-        net = faulty_network(model, folding, fault, pipeline_every)
+        check_design(model, folding, pipeline_every, adder_tree)
+        net = faulty_network(model, folding, fault, pipeline_every, adder_tree)
     manifest = build_manifest(net, model)
     if fault is not None:
         manifest["fault"] = fault.describe()
@@ -369,6 +381,7 @@ def generate_cached(
     folding: list[LayerFolding],
     out_dir: str | Path,
     pipeline_every: int = DEFAULT_PIPELINE_EVERY,
+    adder_tree: str = "xor",
 ) -> tuple[Path, bool]:
     """:func:`generate` into ``out_dir`` unless the same model, folding and generator sources
     already wrote it there (a stamp file records them). Returns the folder and whether it was
@@ -387,6 +400,7 @@ def generate_cached(
             weights.hexdigest(),
             [[f.pe, f.simd] for f in folding],
             pipeline_every,
+            adder_tree,
             __version__,
             generator.hexdigest(),
         ]
@@ -400,6 +414,6 @@ def generate_cached(
 
     if stamp.is_file() and verilog_path.is_file() and stamp.read_text() == fingerprint():
         return out, True
-    generate(model, folding, out, pipeline_every)
+    generate(model, folding, out, pipeline_every, adder_tree=adder_tree)
     write_bytes_atomic(stamp, fingerprint().encode())
     return out, False

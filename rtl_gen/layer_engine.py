@@ -16,12 +16,21 @@ from rtl_gen.pipeline import range_shape, shape_range
 from rtl_gen.requantizer import Requantizer, absorbed_offsets
 
 
-def sign_bit_offsets(layer: IntegerLayer, sf: int, simd: int, ones: int) -> list[int]:
-    """Requantizer offsets of a folded binary layer: its accumulators end ``ones * zeros_j``
-    above the dot product, ``zeros_j`` counting neuron ``j``'s -1 and padding weight bits over
-    ``sf`` beats of ``simd`` (XOR leaves, :class:`AdderTree` with ``sign_bits``)."""
-    zeros = sf * simd - np.count_nonzero(layer.weights > 0, axis=1)
-    return absorbed_offsets(layer, zeros * ones)
+def sign_bit_excess(layer: IntegerLayer, tree: AdderTree, sf: int) -> np.ndarray:
+    """How far each neuron's accumulator ends above its dot product in a folded binary layer:
+    the sum over its ``sf`` weight words of ``tree.excess`` (padding weight bits are 0, i.e.
+    -1 on a 0 input). A constant per neuron, absorbed into the requantizer's offset."""
+    simd = tree.n_inputs
+    padded = np.zeros((layer.out_features, sf * simd), dtype=bool)
+    padded[:, : layer.in_features] = layer.weights > 0
+    return np.array(
+        [sum(tree.excess(row[s * simd : (s + 1) * simd]) for s in range(sf)) for row in padded],
+        dtype=object,
+    )
+
+
+# How a folded binary layer's tree applies its weight bits (AdderTree's sign_bits modes).
+ADDER_TREES = ("xor", "relative")
 
 
 class LayerEngine(wiring.Component):
@@ -38,7 +47,9 @@ class LayerEngine(wiring.Component):
     of its row: a constant, absorbed into the requantizer's offset. With more than one
     neuron fold, the first writes the input stream's beats into a buffer and every fold reads
     them from there (the first, one cycle after writing). Folded layers take ``nf * sf``
-    cycles per vector.
+    cycles per vector. ``adder_tree="relative"`` builds a folded layer's tree as a
+    relative-sign tree (:class:`AdderTree`, ``relative``): smaller on 7-series, larger on
+    iCE40 and ECP5; its accumulators' excess is again a constant per neuron, absorbed alike.
 
     Ports
     -----
@@ -54,10 +65,13 @@ class LayerEngine(wiring.Component):
         simd: int,
         pipeline_every: int = 2,
         requant_registered: bool = True,
+        adder_tree: str = "xor",
     ) -> None:
         n_in, n_out = layer.in_features, layer.out_features
         problem = ""
-        if not 1 <= pe <= n_out:
+        if adder_tree not in ADDER_TREES:
+            problem = f"adder tree must be one of {', '.join(ADDER_TREES)}, got {adder_tree!r}"
+        elif not 1 <= pe <= n_out:
             problem = f"PE must lie in 1..{n_out}, got {pe}"
         elif not 1 <= simd <= n_in:
             problem = f"SIMD must lie in 1..{n_in}, got {simd}"
@@ -71,6 +85,7 @@ class LayerEngine(wiring.Component):
         self.unrolled = self.nf == 1 and self.sf == 1
         self.pipeline_every = pipeline_every
         self.requant_registered = requant_registered
+        self.adder_tree = adder_tree
         self.input_shape = unsigned(layer.input_bits)
         x_max = layer.input_max
         if self.unrolled:
@@ -119,9 +134,17 @@ class LayerEngine(wiring.Component):
         return AdderTree(n_out, n_in, (0, x_max), layer.weights, pipeline_every)
 
     def _folded_tree(self, x_max: int, pipeline_every: int) -> AdderTree:
-        # One lane per PE; the weight bits select x_i or its ones' complement.
+        # One lane per PE; the weight bits select x_i or its ones' complement (XOR leaves), or
+        # steer a relative-sign tree.
         return AdderTree(
-            self.pe, self.simd, (0, x_max), None, pipeline_every, self.tag_layout, sign_bits=True
+            self.pe,
+            self.simd,
+            (0, x_max),
+            None,
+            pipeline_every,
+            self.tag_layout,
+            sign_bits=True,
+            relative=self.adder_tree == "relative",
         )
 
     @property
@@ -137,15 +160,16 @@ class LayerEngine(wiring.Component):
         return tree.o.payload.sum[p]
 
     def _partial_range(self) -> tuple[int, int]:
-        return 0, self.simd * self.tree.ones
+        return self.tree.lane_ranges[0]
 
     def _acc_range(self) -> tuple[int, int]:
         """What a folded PE's accumulator holds: ``sf`` partial sums."""
-        return 0, self.sf * self.simd * self.tree.ones
+        lo, hi = self.tree.lane_ranges[0]
+        return self.sf * lo, self.sf * hi
 
     def _requant_offsets(self) -> list[int] | None:
-        """Offsets that absorb each neuron's accumulator excess, ``ones * zeros_j``."""
-        return sign_bit_offsets(self.layer, self.sf, self.simd, self.tree.ones)
+        """Offsets that absorb each neuron's accumulator excess (:func:`sign_bit_excess`)."""
+        return absorbed_offsets(self.layer, sign_bit_excess(self.layer, self.tree, self.sf))
 
     # -- timing ------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class Network(wiring.Component):
         folding: list[LayerFolding],
         pipeline_every: int = 2,
         requant_registered: bool = True,
+        adder_tree: str = "xor",
     ) -> None:
         if len(folding) != len(model.layers):
             raise ValueError(
@@ -52,12 +53,13 @@ class Network(wiring.Component):
         self.model = model
         self.folding = list(folding)
         self.pipeline_every = pipeline_every
+        self.adder_tree = adder_tree
         from rtl_gen.mac import MacLayer, MacLayerEngine
 
         self.engines = [
-            (MacLayerEngine if isinstance(layer, MacLayer) else LayerEngine)(
-                layer, f.pe, f.simd, pipeline_every, requant_registered
-            )
+            MacLayerEngine(layer, f.pe, f.simd, pipeline_every, requant_registered)
+            if isinstance(layer, MacLayer)
+            else LayerEngine(layer, f.pe, f.simd, pipeline_every, requant_registered, adder_tree)
             for layer, f in zip(model.layers, folding, strict=True)
         ]
         self.links: list[wiring.Component] = []

@@ -86,9 +86,11 @@ def self_check(
     options: CosimOptions,
     clean_report: CosimReport,
     announce: Callable[[str], None] = print,
+    adder_tree: str = "xor",
 ) -> list[FaultResult]:
-    """Cosimulate one faulty design per fault kind; ``clean_report`` is the clean design's run
-    on the same ``images``, which must have passed."""
+    """Cosimulate one faulty design per fault kind (built like the clean one: the same
+    ``pipeline_every`` and ``adder_tree``); ``clean_report`` is the clean design's run on the
+    same ``images``, which must have passed."""
     import time
 
     from rtl_gen.generate import generate
@@ -107,7 +109,7 @@ def self_check(
         announce(f"fault     {fault.describe()}: generating and simulating")
         start = time.perf_counter()
         folder = Path(work_dir) / "faults" / fault.kind
-        generate(model, folding, folder / "design", pipeline_every, fault=fault)
+        generate(model, folding, folder / "design", pipeline_every, fault, adder_tree)
         report = cosimulate(
             model, folder / "design", images, None, folder, faulty_options, names=names
         )

@@ -10,6 +10,7 @@ import pytest
 from bchw import analytic, energy, intmodel
 from bchw.estimate import CALIBRATION_DESIGNS, pareto, sweep_foldings
 from rtl_gen import generate as gen
+from rtl_gen.adder_tree import AdderTree
 from rtl_gen.mac import mac_model
 
 from .conftest import REPO
@@ -42,6 +43,19 @@ def test_tree_counts_follow_the_generator_widths():
         0,
         0,
     )  # 0..510 unsigned, then -510..0
+
+
+def test_relative_tree_counts_follow_the_generator():
+    # Four leaves of 0..255: two 9-bit subtractions (-255..255), then one of 10 bits
+    # (-510..511); complement gates on the right operands (8, 8, 9 bits) and the root's 10; a
+    # register after level 2 holds the root and its flip.
+    add, leaf, reg, latency, lane = analytic.relative_tree_counts(4, (0, 255), 2)
+    assert (add, leaf, reg, latency) == (9 + 9 + 10, 8 + 8 + 9 + 10, 10 + 1, 1)
+    assert lane == (-512, 511)
+    for n in (1, 5, 16, 37):
+        tree = AdderTree(2, n, (0, 255), None, 2, sign_bits=True, relative=True)
+        assert analytic.relative_tree_counts(n, (0, 255), 2)[4] == tree.lane_ranges[0]
+        assert analytic.relative_tree_counts(n, (0, 255), 2)[3] == tree.latency
 
 
 def test_counts_scale_with_folding_and_weights():
@@ -181,6 +195,23 @@ def test_estimate_analytic_report(tmp_path):
     assert json.loads((out / "report.json").read_text())["binary"] == report["binary"]
 
 
+def test_estimate_relative_adder_tree(tmp_path):
+    """--adder-tree relative: the report says so; the analytical model counts its gates."""
+    runs = {}
+    for tree in ("xor", "relative"):
+        out = tmp_path / tree
+        result = bchw(
+            "estimate", DIGITS, "--analytic", "--target", "xc7", "--pe", "4,4,1",
+            "--simd", "16,32,32", "--adder-tree", tree, "-o", out, "--json",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        runs[tree] = json.loads(result.stdout.strip().splitlines()[-1])
+        assert runs[tree]["adder_tree"] == tree
+        assert f"--adder-tree {tree}" in (out / "report.md").read_text()
+    assert runs["relative"]["mac"] == runs["xor"]["mac"]  # the MAC baseline has no such tree
+    assert runs["relative"]["binary"]["xc7"] != runs["xor"]["binary"]["xc7"]
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [
@@ -192,6 +223,7 @@ def test_estimate_analytic_report(tmp_path):
         (["--device", "ecp5=85k"], ["ecp5 is not a --target"]),
         (["--clock-mhz", "0"], ["--clock-mhz must be positive"]),
         (["--pe", "1,1,1"], ["--pe and --simd go together"]),
+        (["--adder-tree", "wallace"], ["--adder-tree", "invalid choice: 'wallace'"]),
     ],
 )
 def test_estimate_bad_options(args, fragments, tmp_path):

@@ -11,7 +11,7 @@ from bchw.intmodel import output_range
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
-from rtl_gen.layer_engine import LayerEngine
+from rtl_gen.layer_engine import ADDER_TREES, LayerEngine
 from rtl_gen.pipeline import range_shape
 from rtl_gen.requantizer import Requantizer, absorbed_offsets, requant_width
 
@@ -49,28 +49,39 @@ def test_adder_tree_constant_signs(n_inputs, pipeline_every, gap, stall):
 
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)
 @pytest.mark.parametrize("n_inputs", [1, 5, 37])
-def test_adder_tree_sign_bits(n_inputs, gap, stall):
-    """Per-beat sign bits: the lane sum is the signed dot product plus 15 per 0 bit."""
+@pytest.mark.parametrize("relative", [False, True])
+def test_adder_tree_sign_bits(n_inputs, relative, gap, stall):
+    """Per-beat sign bits (XOR leaves or a relative-sign tree): each lane's sum is the signed
+    dot product plus an excess that depends on the weight bits alone (every vector here meets
+    every weight word), the one ``excess`` states, within the declared range."""
     rng = np.random.default_rng(7)
-    dut = AdderTree(3, n_inputs, (0, 12), None, 2, sign_bits=True)
+    dut = AdderTree(3, n_inputs, (0, 12), None, 2, sign_bits=True, relative=relative)
     assert dut.ones == 15  # 12 needs 4 bits: the complement is taken in 4 bits
     vectors = extreme_vectors(n_inputs, 12, 10, seed=2)
-    bits = rng.integers(0, 2, size=(len(vectors), 3, n_inputs))
-    bits[0] = 1
-    bits[1] = 0
+    words = rng.integers(0, 2, size=(4, 3, n_inputs))
+    words[0] = 1
+    words[1] = 0
+    bits = np.array([w for w in words for _ in vectors])  # each word with each vector
+    xs = np.array([x for _ in words for x in vectors])
     lane_words = [
         [int(sum(int(b) << k for k, b in enumerate(lane))) for lane in beat] for beat in bits
     ]
     beats = [
-        {"x": [int(v) for v in x], "sign": words}
-        for x, words in zip(vectors, lane_words, strict=True)
+        {"x": [int(v) for v in x], "sign": words} for x, words in zip(xs, lane_words, strict=True)
     ]
     outs, _, _ = simulate(dut, beats, len(beats), gap=gap, stall=stall)
     got = np.array([[int(v) for v in o.sum] for o in outs])
-    signs = 2 * bits - 1
-    expected = np.einsum("vli,vi->vl", signs, vectors) + 15 * (bits == 0).sum(axis=2)
-    assert np.array_equal(got, expected)
-    assert got.min() >= 0 and got.max() <= 15 * n_inputs  # within the declared range
+    excess = got - np.einsum("vli,vi->vl", 2 * bits - 1, xs)
+    stated = np.array([[dut.excess(lane) for lane in beat] for beat in bits])
+    assert np.array_equal(excess, stated)
+    # One constant per weight word, whatever the inputs.
+    per_word = excess.reshape(len(words), len(vectors), 3)
+    assert (per_word == per_word[:, :1]).all()
+    lo, hi = dut.lane_ranges[0]
+    assert lo <= got.min() and got.max() <= hi
+    assert range_shape(lo, hi).width == range_shape(0, 15 * n_inputs).width  # no wider
+    if not relative:  # XOR leaves: 15 per -1 weight (~x = 15 - x)
+        assert np.array_equal(excess, 15 * (bits == 0).sum(axis=2))
 
 
 def unsaturated_accs(layer, lanes: int, count: int) -> np.ndarray:
@@ -250,10 +261,11 @@ LAYER_SHAPES = [
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)
 @pytest.mark.parametrize("bits", [1, 4, 8])
 @pytest.mark.parametrize("n_in, n_out, pe, simd", LAYER_SHAPES)
-def test_layer_engine(n_in, n_out, pe, simd, bits, gap, stall):
+@pytest.mark.parametrize("adder_tree", ADDER_TREES)
+def test_layer_engine(n_in, n_out, pe, simd, bits, adder_tree, gap, stall):
     last = (n_in + n_out + bits) % 2 == 0
     layer = random_layer(n_in, n_out, bits, 6, last, seed=n_in * 100 + n_out + bits)
-    dut = LayerEngine(layer, pe, simd, pipeline_every=1)
+    dut = LayerEngine(layer, pe, simd, pipeline_every=1, adder_tree=adder_tree)
     vectors = extreme_vectors(n_in, layer.input_max, 5, seed=bits)
     beats = beats_of(vectors, simd, fill=layer.input_max)  # padding lanes must be ignored
     outs, out_cycles, in_cycles = simulate(dut, beats, len(vectors) * dut.nf, gap=gap, stall=stall)
@@ -274,3 +286,5 @@ def test_layer_engine_refuses_impossible_folding():
         LayerEngine(layer, 4, 1)
     with pytest.raises(ValueError, match="SIMD"):
         LayerEngine(layer, 1, 0)
+    with pytest.raises(ValueError, match="adder tree must be one of xor, relative"):
+        LayerEngine(layer, 1, 1, adder_tree="wallace")
