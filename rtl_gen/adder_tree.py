@@ -192,8 +192,8 @@ class AdderTree(wiring.Component):
         their leftmost leaves' weights agree), the node counting as negated where its leftmost
         leaf's weight is -1, and the root complemented where so. No gate sits in front of an
         adder's first operand, which on 7-series enters the carry chain as it is (an XOR leaf
-        there costs a second LUT per bit); on iCE40 and ECP5 it costs more LUTs than XOR
-        leaves. The lane then gives the dot product plus a constant per weight word that
+        there costs a second LUT per bit); on iCE40, ECP5 and Gowin it costs as many LUTs as
+        XOR leaves or more. The lane then gives the dot product plus a constant per weight word that
         :meth:`excess` states (the caller absorbs it, as with XOR leaves).
     pipeline_every:
         Adder levels between pipeline registers.

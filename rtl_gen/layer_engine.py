@@ -48,8 +48,9 @@ class LayerEngine(wiring.Component):
     neuron fold, the first writes the input stream's beats into a buffer and every fold reads
     them from there (the first, one cycle after writing). Folded layers take ``nf * sf``
     cycles per vector. ``adder_tree="relative"`` builds a folded layer's tree as a
-    relative-sign tree (:class:`AdderTree`, ``relative``): smaller on 7-series, larger on
-    iCE40 and ECP5; its accumulators' excess is again a constant per neuron, absorbed alike.
+    relative-sign tree (:class:`AdderTree`, ``relative``): smaller on 7-series, no smaller on
+    iCE40, ECP5 and Gowin; its accumulators' excess is again a constant per neuron, absorbed
+    alike.
 
     Ports
     -----
