@@ -1,0 +1,68 @@
+"""The analytical model's error on binary designs built with ``--adder-tree relative``.
+
+``python benchmarks/relative_tree_error.py [--families xc7] [--work build/calibration-v5]``
+
+The coefficients (``bchw/analytic_coefficients.json``) are fitted on XOR-leaf designs; this
+rebuilds the calibration designs (``CALIBRATION_DESIGNS``) with each tree, synthesizes their
+binary designs (DSP flow; a binary design has no multiplier) and prints, per design and tree,
+Yosys's LUTs and flip-flops beside the model's and the error, then the median and worst per
+tree. Runs are cached by content under ``WORK/synth``: pointed at a calibration folder, the
+XOR runs are the calibration's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from bchw.analytic import design_counts, load_coefficients
+from bchw.estimate import CALIBRATION_DESIGNS, _analytic, calibration_design
+from bchw.synth import synthesize
+from rtl_gen import generate as gen
+from rtl_gen.layer_engine import ADDER_TREES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--families", default="xc7")
+    parser.add_argument("--work", default="build/calibration")
+    args = parser.parse_args()
+    coefficients = load_coefficients()
+    errors: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in CALIBRATION_DESIGNS:
+            model, folding = calibration_design(spec)
+            pipe = spec.get("pipe", 2)
+            for tree in ADDER_TREES:
+                out = Path(tmp) / spec["name"] / tree
+                gen.generate(model, folding, out, pipe, adder_tree=tree)
+                parts = design_counts(model, folding, pipe, 1, tree)
+                for family in args.families.split(","):
+                    got = synthesize(
+                        out / gen.VERILOG_NAME,
+                        gen.TOP_NAME,
+                        family,
+                        True,
+                        Path(args.work) / "synth",
+                    )
+                    want = _analytic(parts, family, coefficients)["total"]
+                    row = {"name": spec["name"], "role": spec["role"], "tree": tree}
+                    row["family"] = family
+                    for key in ("lut", "ff"):
+                        error = 100 * (want[key] - got[key]) / got[key]
+                        row |= {key: got[key], f"{key}_model": want[key]}
+                        row[f"{key}_error_pct"] = round(error, 1)
+                        errors.setdefault((tree, family, key), []).append(abs(error))
+                    print(json.dumps(row), flush=True)
+    for (tree, family, key), values in errors.items():
+        print(
+            f"{tree:8} {family:6} {key:3} median {statistics.median(values):.1f} % "
+            f"worst {max(values):.1f} %"
+        )
+
+
+if __name__ == "__main__":
+    main()
