@@ -28,7 +28,11 @@ def test_demo_runs_the_chain_and_reproduces_the_shipped_model(tmp_path):
     assert summary["integer_accuracy"] >= 0.94 and summary["float_accuracy"] >= 0.94
     for target in ("ice40", "ecp5"):
         entry = summary["resources"][target]
-        assert entry["binary"]["dsp"] == 0 and entry["mac"]["lut"] > entry["binary"]["lut"]
+        # With DSP blocks the MAC design may need fewer LUTs than the binary one (Yosys agrees
+        # on ECP5 at small foldings); without them its multipliers cost LUTs.
+        assert entry["binary"]["dsp"] == 0 and entry["mac"]["dsp"] > 0
+        lut_only = entry["analytic_lut_only"]
+        assert lut_only["mac"] > 2 * lut_only["binary"]
     assert summary["resource_source"] == "analytic"
     for path in [summary["outputs"]["verilog"], summary["outputs"]["report"]]:
         assert Path(path).is_file()
