@@ -429,17 +429,18 @@ def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
         if block or deep and depth * width >= family["min_bits_per_block"] * blocks:
             out["bram"] += blocks
             continue
+        # The synchronous read port's register: its data, except in LUT RAM, which reads
+        # asynchronously, so Yosys registers the read address instead where it can (the input
+        # buffer, read from a register's address).
+        read_register = width
         if rom:
-            out["mem_reg"] += width  # the synchronous read port's data register
             out["rom"] += depth * width
         elif family["lutram_shapes"] and depth <= max(d for d, _ in family["lutram_shapes"]):
-            # LUT RAM reads asynchronously: Yosys registers the read address rather than the
-            # data where it can (the input buffer, read from a register's address).
-            out["mem_reg"] += max(1, (depth - 1).bit_length())
+            read_register = max(1, (depth - 1).bit_length())
             out["lutram"] += _blocks(depth, width, family["lutram_shapes"])
         else:
-            out["mem_reg"] += width  # the synchronous read port's data register
             out["ram"] += depth * width
+        out["mem_reg"] += read_register
     return out
 
 

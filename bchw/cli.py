@@ -19,6 +19,7 @@ from bchw import __version__
 from bchw.data import DATA_DIR_ENV, DATASETS
 from bchw.errors import BchwError, first_line
 from bchw.outputs import check_output_file, make_output_dir
+from rtl_gen import ADDER_TREES
 
 EPILOG = (
     f"Data: digits (scikit-learn's 8x8 digits) needs no download; mnist reads the four IDX files "
@@ -126,7 +127,7 @@ def _add_folding_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--adder-tree",
-        choices=("xor", "relative"),
+        choices=ADDER_TREES,
         default="xor",
         help="how a folded binary layer's tree applies its weight bits: xor (each input or its "
         "complement, then adds; smallest on iCE40, ECP5 and Gowin) or relative (a relative-sign "
@@ -939,7 +940,7 @@ def _cosim_design(args: argparse.Namespace, model, output: Path):
             raise BchwError(f"{manifest_path} has no valid pipeline_every") from None
         # Manifests written before the option existed describe XOR-leaf trees.
         adder_tree = manifest.get("adder_tree", "xor")
-        if adder_tree not in ("xor", "relative"):
+        if adder_tree not in ADDER_TREES:
             raise BchwError(f"{manifest_path} names an unknown adder tree {adder_tree!r}")
         return design, folding, pipeline_every, adder_tree
     folding = _folding_from_args(args, model)

@@ -11,6 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bchw.intmodel import IntegerLayer
+from rtl_gen import ADDER_TREES
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.pipeline import range_shape, shape_range
 from rtl_gen.requantizer import Requantizer, absorbed_offsets
@@ -27,10 +28,6 @@ def sign_bit_excess(layer: IntegerLayer, tree: AdderTree, sf: int) -> np.ndarray
         [sum(tree.excess(row[s * simd : (s + 1) * simd]) for s in range(sf)) for row in padded],
         dtype=object,
     )
-
-
-# How a folded binary layer's tree applies its weight bits (AdderTree's sign_bits modes).
-ADDER_TREES = ("xor", "relative")
 
 
 class LayerEngine(wiring.Component):
