@@ -62,10 +62,10 @@ def run_demo(
     cosim_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> DemoResult:
     """Run every stage; ``say`` gets one line per step. Raises BchwError on bad input."""
-    from bchw import intmodel, reference
-    from bchw.data import load_dataset
-    from bchw.estimate import EstimateOptions, estimate
-    from bchw.estimate_report import write_report
+    from bchw.core import intmodel, reference
+    from bchw.core.data import load_dataset
+    from bchw.estimate.run import EstimateOptions, estimate
+    from bchw.estimate.report import write_report
     from bchw.outputs import make_output_dir
     from rtl_gen import generate as gen
     from sim.cosim import CosimOptions, cosimulate, first_problem
@@ -248,11 +248,11 @@ def _shown(path: Path) -> Path:
 
 def _train_digits(dataset, out: Path, say: Callable[[str], None]):
     """Train the shipped digits model again from its seed; export; compare with models/."""
-    from bchw import intmodel
-    from bchw.checkpoint import load_checkpoint
-    from bchw.evaluate import float_accuracies
-    from bchw.export import ExportOptions, export_checkpoint
-    from bchw.train import DEFAULT_EPOCHS, TrainConfig, train
+    from bchw.core import intmodel
+    from bchw.core.checkpoint import load_checkpoint
+    from bchw.core.evaluate import float_accuracies
+    from bchw.core.export import ExportOptions, export_checkpoint
+    from bchw.core.train import DEFAULT_EPOCHS, TrainConfig, train
 
     config = TrainConfig(dataset="digits", epochs=DEFAULT_EPOCHS["digits"], seed=0)
     _step(

@@ -15,8 +15,10 @@ import json
 import time
 from pathlib import Path
 
-from bchw import intmodel, synth
-from bchw.estimate import images_per_second, place_and_route_design
+from bchw.core import intmodel
+
+from bchw.estimate import synth
+from bchw.estimate.run import images_per_second, place_and_route_design
 from rtl_gen import generate as gen
 
 

@@ -2,7 +2,7 @@
 
 ``python benchmarks/calibrate_estimates.py [--families ice40,ecp5,xc7,gowin] [--jobs 2]``
 
-Every design is a synthetic model (:mod:`bchw.synthetic`) of a different shape, folding and
+Every design is a synthetic model (:mod:`bchw.core.synthetic`) of a different shape, folding and
 width, generated as the binary design and as its 8-bit MAC baseline (some 4- and 16-bit).
 Designs alternate between the fitting set and the held-out set (``"role"``); the fit uses only
 the first, the error in docs/estimates.md is measured only on the second. Results (one JSON
@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from bchw.errors import BchwError
-from bchw.estimate import CALIBRATION_DESIGNS, calibration_design
-from bchw.synth import FAMILIES, synthesize
+from bchw.estimate.run import CALIBRATION_DESIGNS, calibration_design
+from bchw.estimate.synth import FAMILIES, synthesize
 from rtl_gen import generate as gen
 from rtl_gen.mac import mac_model
 

@@ -24,7 +24,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.synth import FAMILIES, synthesize
+from bchw.estimate.synth import FAMILIES, synthesize
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.mac import MultiplyTree
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls  # scipy comes with scikit-learn
 
-from bchw.analytic import COEFFICIENTS_PATH, GEOMETRY, design_counts, features, map_memories
-from bchw.estimate import CALIBRATION_DESIGNS, calibration_design
+from bchw.estimate.analytic import COEFFICIENTS_PATH, GEOMETRY, design_counts, features, map_memories
+from bchw.estimate.run import CALIBRATION_DESIGNS, calibration_design
 from rtl_gen.mac import mac_model
 
 # Which primitives each resource may cost, per flow ("dsp": multipliers on DSP blocks).
@@ -135,7 +135,7 @@ def fit_family(name: str, rows: list[dict]) -> dict:
         family[resource] = {}
         for mode, terms in modes.items():
             # The DSP flow's costs come from the MAC runs: a design without multipliers is
-            # estimated with the LUT-only costs whatever the flow (bchw.analytic.resources).
+            # estimated with the LUT-only costs whatever the flow (bchw.estimate.analytic.resources).
             chosen = [
                 r
                 for r in fit_rows
@@ -153,7 +153,7 @@ def fit_family(name: str, rows: list[dict]) -> dict:
 
 
 def errors(rows: list[dict], coefficients: dict) -> dict:
-    from bchw.analytic import resources
+    from bchw.estimate.analytic import resources
 
     out: dict = {}
     for family in coefficients["families"]:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from bchw import intmodel
-from bchw.synth import FAMILIES, family, synthesize
+from bchw.core import intmodel
+from bchw.estimate.synth import FAMILIES, family, synthesize
 from rtl_gen.generate import DEFAULT_PIPELINE_EVERY, folding_from_lists
 from rtl_gen.layer_engine import ADDER_TREES, LayerEngine
 from rtl_gen.mac import MacLayerEngine, mac_model

@@ -12,8 +12,8 @@ import os
 import statistics
 import time
 
-from bchw import intmodel, reference
-from bchw.data import load_dataset
+from bchw.core import intmodel, reference
+from bchw.core.data import load_dataset
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bchw.analytic import design_counts, load_coefficients
-from bchw.estimate import CALIBRATION_DESIGNS, _analytic, calibration_design
-from bchw.synth import synthesize
+from bchw.estimate.analytic import design_counts, load_coefficients
+from bchw.estimate.run import CALIBRATION_DESIGNS, _analytic, calibration_design
+from bchw.estimate.synth import synthesize
 from rtl_gen import generate as gen
 from rtl_gen.layer_engine import ADDER_TREES
 

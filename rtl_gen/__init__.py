@@ -1,6 +1,6 @@
 """Amaranth generators for the multiplier-free datapath (one module per hardware block).
 
-The generators read only the integer model (:mod:`bchw.intmodel`); its semantics are in
+The generators read only the integer model (:mod:`bchw.core.intmodel`); its semantics are in
 ``docs/integer-model.md``. The blocks themselves arrive with the RTL-generation work.
 """
 

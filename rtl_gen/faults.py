@@ -22,7 +22,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 from rtl_gen.network import LayerFolding, Network
 
 FAULT_KINDS = ("weight-bit", "rounding-shift", "no-saturation", "argmax-ties", "dropped-beat")

@@ -14,7 +14,7 @@ from amaranth.back import verilog
 
 from bchw import __version__
 from bchw.errors import BchwError, first_line
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 from bchw.outputs import make_output_dir, write_bytes_atomic
 from rtl_gen.buffers import BeatFIFO
 from rtl_gen.faults import Fault, faulty_network

@@ -10,7 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from bchw.intmodel import IntegerLayer
+from bchw.core.intmodel import IntegerLayer
 from rtl_gen import ADDER_TREES
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.pipeline import range_shape, shape_range

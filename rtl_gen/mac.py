@@ -9,7 +9,7 @@ products are registered (as DSP blocks are), then summed by a pipelined adder tr
 The baseline's own integer model (:func:`mac_model`) keeps each binary weight's sign and gives
 it a magnitude drawn from 1 .. 2^(k-1) - 1 (seeded by the model's hash), so weights use the full
 k-bit range as trained k-bit weights do; the requantization is the binary layer's, shifted right
-by k - 1 more bits (offsets scaled to match). :mod:`bchw.reference` runs it unchanged, so the
+by k - 1 more bits (offsets scaled to match). :mod:`bchw.core.reference` runs it unchanged, so the
 baseline is checked bit for bit like the binary design.
 """
 
@@ -24,7 +24,7 @@ from amaranth.hdl import Module, ShapeCastable, signed
 from amaranth.lib import data, wiring
 
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerLayer, IntegerModel
+from bchw.core.intmodel import IntegerLayer, IntegerModel
 from rtl_gen.adder_tree import (
     Term,
     delay_tag,

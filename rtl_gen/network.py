@@ -8,7 +8,7 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.layer_engine import LayerEngine

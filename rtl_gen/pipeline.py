@@ -5,7 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import stream
 
-from bchw.intmodel import signed_bits
+from bchw.core.intmodel import signed_bits
 
 
 def range_shape(lo: int, hi: int) -> Shape:

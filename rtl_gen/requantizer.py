@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from bchw.intmodel import IntegerLayer, output_range, signed_bits
+from bchw.core.intmodel import IntegerLayer, output_range, signed_bits
 from rtl_gen.pipeline import range_shape, stall_pipeline
 
 

@@ -1,4 +1,4 @@
-"""Cosimulation of generated Verilog under cocotb, bit for bit against :mod:`bchw.reference`.
+"""Cosimulation of generated Verilog under cocotb, bit for bit against :mod:`bchw.core.reference`.
 
 - :mod:`sim.harness`: the Verilog harness that streams beats from a file into the design with
   pseudo-random gaps and back-pressure and logs every handshake (per-beat work stays in HDL);

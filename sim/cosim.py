@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from bchw import reference
+from bchw.core import reference
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 from sim import runner
 from sim.checker import describe
 from sim.harness import Ports, check_port_widths, pack_outputs, read_manifest

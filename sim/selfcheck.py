@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from bchw import reference
+from bchw.core import reference
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 from rtl_gen.faults import FAULT_KINDS, Fault, flip_weight
 from rtl_gen.network import LayerFolding
 from sim.cosim import CosimOptions, CosimReport, cosimulate, first_problem

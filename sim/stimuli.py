@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bchw import reference
-from bchw.intmodel import IntegerModel, output_range
+from bchw.core import reference
+from bchw.core.intmodel import IntegerModel, output_range
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bchw.checkpoint import Checkpoint, load_checkpoint
-from bchw.data import DATA_DIR_ENV, Dataset, load_digits
-from bchw.export import ExportOptions, export_checkpoint
-from bchw.intmodel import IntegerModel
-from bchw.train import TrainConfig, TrainResult, train
+from bchw.core.checkpoint import Checkpoint, load_checkpoint
+from bchw.core.data import DATA_DIR_ENV, Dataset, load_digits
+from bchw.core.export import ExportOptions, export_checkpoint
+from bchw.core.intmodel import IntegerModel
+from bchw.core.train import TrainConfig, TrainResult, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_TRAINING = TrainConfig(dataset="digits", arch="64-96-96-10", epochs=20, seed=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bchw.synthetic import random_layer, random_model  # noqa: F401 (used by the tests)
+from bchw.core.synthetic import random_layer, random_model  # noqa: F401 (used by the tests)
 
 
 async def drive_and_collect(

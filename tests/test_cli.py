@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from bchw import intmodel
+from bchw.core import intmodel
 from bchw.cli import main
 
 from .conftest import REPO

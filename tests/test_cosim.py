@@ -13,8 +13,8 @@ import shutil
 import numpy as np
 import pytest
 
-from bchw import intmodel, reference
-from bchw.data import load_dataset
+from bchw.core import intmodel, reference
+from bchw.core.data import load_dataset
 from bchw.errors import BchwError
 from rtl_gen import generate as gen
 from rtl_gen.faults import FAULT_KINDS, Fault

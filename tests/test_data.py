@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from bchw.data import DATA_DIR_ENV, MNIST_FILES, load_dataset, load_digits, load_mnist
+from bchw.core.data import DATA_DIR_ENV, MNIST_FILES, load_dataset, load_digits, load_mnist
 from bchw.errors import BchwError
 
 
@@ -129,10 +129,10 @@ def test_real_mnist(mnist_dir):
 @pytest.mark.data
 def test_mnist_train_export_eval_end_to_end(mnist_dir, tmp_path):
     """A small MLP, one epoch on real MNIST, exported and run bit-exactly by two implementations."""
-    from bchw import intmodel, reference
-    from bchw.checkpoint import load_checkpoint
-    from bchw.export import ExportOptions, export_checkpoint
-    from bchw.train import TrainConfig, train
+    from bchw.core import intmodel, reference
+    from bchw.core.checkpoint import load_checkpoint
+    from bchw.core.export import ExportOptions, export_checkpoint
+    from bchw.core.train import TrainConfig, train
 
     from . import independent
 

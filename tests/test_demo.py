@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bchw import intmodel
+from bchw.core import intmodel
 
 from .conftest import REPO
 from .test_cli import assert_one_line_error, bchw

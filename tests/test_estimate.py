@@ -7,8 +7,12 @@ import json
 
 import pytest
 
-from bchw import analytic, energy, intmodel
-from bchw.estimate import CALIBRATION_DESIGNS, pareto, sweep_foldings
+from bchw.core import intmodel
+
+from bchw.estimate import analytic
+
+from bchw.estimate import energy
+from bchw.estimate.run import CALIBRATION_DESIGNS, pareto, sweep_foldings
 from rtl_gen import generate as gen
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.mac import mac_model
@@ -244,7 +248,7 @@ def test_estimate_bad_model(tmp_path):
 @pytest.mark.synth
 @pytest.mark.slow
 def test_estimate_matches_yosys_and_nextpnr_on_the_emitted_verilog(tiny, tmp_path):
-    from bchw.synth import DEVICES, synthesize
+    from bchw.estimate.synth import DEVICES, synthesize
 
     out = tmp_path / "est"
     args = ["estimate", tiny, "--pe", "2,2", "--simd", "4,4", "--target", "ice40", "-o", out]
@@ -304,7 +308,7 @@ def test_skip_lut_only_runs_half_the_syntheses(tiny, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["ecp5", "xc7", "gowin"])
 def test_every_family_synthesizes_both_designs(family, tiny, tmp_path):
-    from bchw.synth import synthesize
+    from bchw.estimate.synth import synthesize
 
     model = intmodel.load(tiny)
     folding = [gen.LayerFolding(2, 4), gen.LayerFolding(2, 4)]
@@ -327,7 +331,7 @@ def test_every_family_synthesizes_both_designs(family, tiny, tmp_path):
 def test_analytic_model_within_its_documented_error(tmp_path):
     """A design outside the calibration set: the model's LUT and FF error on iCE40 stays within
     the worst error measured on the held-out designs."""
-    from bchw.synth import synthesize
+    from bchw.estimate.synth import synthesize
 
     coefficients = analytic.load_coefficients()
     worst = coefficients["error"]["ice40"]["check"]

@@ -11,15 +11,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bchw import intmodel, reference
+from bchw.core import intmodel, reference
 from bchw.errors import BchwError
-from bchw.export import (
+from bchw.core.export import (
     ExportOptions,
     approximate_spt,
     best_frac_bits,
     export_checkpoint,
 )
-from bchw.intmodel import output_range
+from bchw.core.intmodel import output_range
 
 
 def _layer_inputs(model, images):
@@ -77,7 +77,7 @@ def test_integer_layers_agree_with_float_layers_within_the_derived_bound(
 
 
 def test_integer_accuracy_close_to_float(short_checkpoint, short_model, digits):
-    from bchw.train import error_rate
+    from bchw.core.train import error_rate
 
     float_acc = 1 - error_rate(short_checkpoint.model, digits.test, digits.input_scale)
     int_acc = np.mean(

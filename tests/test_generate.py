@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bchw import intmodel
+from bchw.core import intmodel
 from bchw.errors import BchwError
 from rtl_gen import generate as gen
 from rtl_gen.network import LayerFolding

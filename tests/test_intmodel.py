@@ -9,9 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from bchw import intmodel, reference
+from bchw.core import intmodel, reference
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerLayer, IntegerModel, signed_bits
+from bchw.core.intmodel import IntegerLayer, IntegerModel, signed_bits
 
 from . import independent
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bchw import intmodel, reference
+from bchw.core import intmodel, reference
 from bchw.errors import BchwError
 from rtl_gen import generate as gen
 from rtl_gen.mac import MacLayer, MultiplyTree, mac_model
@@ -117,7 +117,7 @@ def test_mac_design_multiplies_and_binary_design_does_not(tmp_path):
 
 
 def test_count_cells_sorts_cell_types_into_resources():
-    from bchw.synth import FAMILIES, count_cells
+    from bchw.estimate.synth import FAMILIES, count_cells
 
     cells = {"SB_LUT4": 10, "SB_DFFE": 3, "SB_DFF": 2, "SB_CARRY": 4, "SB_MAC16": 1, "X": 9}
     counts = count_cells(cells, FAMILIES["ice40"].kinds)
@@ -128,7 +128,7 @@ def test_count_cells_sorts_cell_types_into_resources():
 
 @pytest.mark.synth
 def test_synthesis_counts_dsp_blocks_only_in_the_mac_design(tmp_path):
-    from bchw.synth import synthesize
+    from bchw.estimate.synth import synthesize
 
     binary = random_model((16, 8, 4), seed=2, input_bits=8, act_bits=4, out_bits=6)
     folding = [gen.LayerFolding(2, 4), gen.LayerFolding(2, 4)]

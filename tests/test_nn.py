@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bchw.errors import BchwError
-from bchw.nn import (
+from bchw.core.nn import (
     BinaryConnectMLP,
     BinaryLinear,
     binarize_deterministic,

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from bchw import intmodel, reference
+from bchw.core import intmodel, reference
 from bchw.errors import BchwError
-from bchw.export import ExportOptions, export_checkpoint
-from bchw.precision import check_grid, markdown_table, sweep_bits
+from bchw.core.export import ExportOptions, export_checkpoint
+from bchw.core.precision import check_grid, markdown_table, sweep_bits
 
 from .test_cli import assert_one_line_error, bchw
 

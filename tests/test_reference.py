@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bchw import reference
+from bchw.core import reference
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerLayer, IntegerModel
+from bchw.core.intmodel import IntegerLayer, IntegerModel
 
 
 def python_requantize(acc: int, signs, shifts, offset: int, r: int, bits: int, signed: bool) -> int:
@@ -228,7 +228,7 @@ def test_bad_images_are_refused(images, message):
 
 def test_extreme_inputs_on_a_trained_model(short_model):
     """All zero, all maximum and alternating inputs agree with the independent implementation."""
-    from bchw import intmodel
+    from bchw.core import intmodel
 
     from . import independent
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bchw import reference
-from bchw.intmodel import output_range
+from bchw.core import reference
+from bchw.core.intmodel import output_range
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bchw import intmodel, reference
+from bchw.core import intmodel, reference
 from rtl_gen.generate import default_folding, unrolled_folding
 from rtl_gen.network import LayerFolding, Network
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bchw import intmodel
+from bchw.core import intmodel
 from rtl_gen import generate as gen
 from rtl_gen.network import LayerFolding
 from rtl_gen.tools import lint, yosys

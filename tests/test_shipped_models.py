@@ -7,8 +7,8 @@ import re
 
 import numpy as np
 
-from bchw import intmodel, reference
-from bchw.data import load_digits
+from bchw.core import intmodel, reference
+from bchw.core.data import load_digits
 
 from .conftest import REPO
 
@@ -53,7 +53,7 @@ def test_mnist_model_accuracy(mnist_dir):
     # The hardware model of the MNIST reproduction: the paper's 784-1024-1024-1024-10 MLP. The
     # floor is 1.5 % test error (the paper's deterministic 1.29 +- 0.08 % plus about three
     # standard deviations); the measured figure must be the documented one.
-    from bchw.data import load_mnist
+    from bchw.core.data import load_mnist
 
     model = intmodel.load(MODELS / "mnist.bchw")
     assert model.arch() == "784-1024-1024-1024-10"

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bchw import reference
+from bchw.core import reference
 from bchw.errors import BchwError
 from rtl_gen import generate as gen
 from sim.checker import LogReader, StreamChecker, describe

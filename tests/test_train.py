@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bchw.checkpoint import load_checkpoint
+from bchw.core.checkpoint import load_checkpoint
 from bchw.errors import BchwError
-from bchw.reference import run
-from bchw.train import TrainConfig, error_rate, lr_at_epoch, resolve_device, train
+from bchw.core.reference import run
+from bchw.core.train import TrainConfig, error_rate, lr_at_epoch, resolve_device, train
 
 from .conftest import SHORT_TRAINING
 
@@ -51,7 +51,7 @@ def test_checkpoint_bytes_do_not_depend_on_string_identity(tmp_path, short_check
     # The same training reached from the command line (strings from argv) or from Python
     # (interned literals) must write the same file: pickle would otherwise share equal strings
     # that are one object and repeat those that are not.
-    from bchw.checkpoint import save_checkpoint
+    from bchw.core.checkpoint import save_checkpoint
 
     config = dict(short_checkpoint.config)
     shared = "digits"
@@ -154,7 +154,7 @@ def test_cuda_indices_and_unusable_gpus_are_refused(monkeypatch):
 
 
 def test_a_gpu_checkpoint_records_its_device_and_loads_on_the_cpu(tmp_path, short_checkpoint):
-    from bchw.checkpoint import save_checkpoint
+    from bchw.core.checkpoint import save_checkpoint
 
     path = tmp_path / "gpu.pt"
     save_checkpoint(

@@ -33,7 +33,7 @@ family-independent primitives from the integer model, the folding and the widths
 
 :func:`estimate` turns counts into LUT, FF, carry, LUT-RAM, block-RAM and DSP figures per
 FPGA family with per-primitive costs (``COEFFICIENTS``), fitted once by
-``benchmarks/fit_estimates.py`` to Yosys runs on the designs ``bchw.estimate`` lists; the
+``benchmarks/fit_estimates.py`` to Yosys runs on the designs ``bchw.estimate.run`` lists; the
 error against Yosys on held-out designs is measured and written in docs/estimates.md.
 """
 
@@ -45,14 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bchw.intmodel import IntegerLayer, IntegerModel
+from bchw.core.intmodel import IntegerLayer, IntegerModel
 from rtl_gen.adder_tree import flip_node_range, flipped_range, pair_up, tree_levels
 from rtl_gen.pipeline import range_shape, registers_after
 from rtl_gen.requantizer import constants_layout, requant_width, shift_ranges
 
 PRIMITIVES = ("tree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
-COEFFICIENTS_PATH = Path(__file__).with_name("analytic_coefficients.json")
+COEFFICIENTS_PATH = Path(__file__).with_name("coefficients.json")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bchw import __version__
-from bchw.data import DATA_DIR_ENV, DATASETS
+from bchw.core.data import DATA_DIR_ENV, DATASETS
 from bchw.errors import BchwError, first_line
 from bchw.outputs import check_output_file, make_output_dir
 from rtl_gen import ADDER_TREES
@@ -180,13 +180,13 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bchw.export import (
+    from bchw.core.export import (
         DEFAULT_ACT_BITS,
         DEFAULT_CALIBRATION_IMAGES,
         DEFAULT_INPUT_BITS,
         DEFAULT_SCALE_TERMS,
     )
-    from bchw.train import DEFAULT_ARCH, DEFAULT_EPOCHS, TrainConfig
+    from bchw.core.train import DEFAULT_ARCH, DEFAULT_EPOCHS, TrainConfig
 
     defaults = TrainConfig()
     parser = _Parser(
@@ -698,8 +698,8 @@ def _emit_json(args: argparse.Namespace, summary: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bchw.data import load_dataset
-    from bchw.train import DEFAULT_EPOCHS, TrainConfig, device_description, resolve_device, train
+    from bchw.core.data import load_dataset
+    from bchw.core.train import DEFAULT_EPOCHS, TrainConfig, device_description, resolve_device, train
 
     config = TrainConfig(
         dataset=args.dataset,
@@ -752,10 +752,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bchw import intmodel
-    from bchw.checkpoint import load_checkpoint
-    from bchw.data import load_dataset
-    from bchw.export import ExportOptions, export_checkpoint
+    from bchw.core import intmodel
+    from bchw.core.checkpoint import load_checkpoint
+    from bchw.core.data import load_dataset
+    from bchw.core.export import ExportOptions, export_checkpoint
 
     output = check_output_file(args.output)
     checkpoint = load_checkpoint(args.checkpoint)
@@ -813,7 +813,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _model_dataset(args: argparse.Namespace, model):
     """``--dataset`` (else the one the model was trained on), checked against the model."""
-    from bchw.data import load_dataset
+    from bchw.core.data import load_dataset
 
     dataset_name = args.dataset or model.provenance.get("dataset")
     if dataset_name not in DATASETS:
@@ -828,8 +828,8 @@ def _model_dataset(args: argparse.Namespace, model):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from bchw import intmodel
-    from bchw.evaluate import evaluate, write_dump
+    from bchw.core import intmodel
+    from bchw.core.evaluate import evaluate, write_dump
 
     if args.dump:
         check_output_file(args.dump)
@@ -838,7 +838,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = dataset.split(args.split).head(args.limit)
     checkpoint = None
     if args.checkpoint:
-        from bchw.checkpoint import load_checkpoint
+        from bchw.core.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(args.checkpoint)
     report, result = evaluate(
@@ -874,7 +874,7 @@ def _folding_text(folding) -> str:
 
 def _model_folding_output(args: argparse.Namespace):
     """The model, its folding from the options, and the output folder (checked, then made)."""
-    from bchw import intmodel
+    from bchw.core import intmodel
 
     output = Path(args.output)
     if output.exists() and not output.is_dir():
@@ -958,7 +958,7 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from bchw import intmodel
+    from bchw.core import intmodel
     from sim.cosim import CosimOptions, cosimulate, first_problem
     from sim.runner import choose_simulator
     from sim.stimuli import stress_vectors
@@ -1096,8 +1096,8 @@ def cmd_cosim(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from bchw.estimate import DEFAULT_TARGETS, EstimateOptions, estimate, sweep
-    from bchw.estimate_report import num, write_report
+    from bchw.estimate.run import DEFAULT_TARGETS, EstimateOptions, estimate, sweep
+    from bchw.estimate.report import num, write_report
 
     targets = tuple(dict.fromkeys(args.target or DEFAULT_TARGETS))
     devices = dict(args.device)
@@ -1193,10 +1193,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_sweep_bits(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from bchw.checkpoint import load_checkpoint
-    from bchw.data import load_dataset
-    from bchw.evaluate import float_accuracies
-    from bchw.precision import (
+    from bchw.core.checkpoint import load_checkpoint
+    from bchw.core.data import load_dataset
+    from bchw.core.evaluate import float_accuracies
+    from bchw.core.precision import (
         DEFAULT_BITS,
         DEFAULT_TERMS,
         check_grid,

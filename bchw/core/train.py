@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bchw.checkpoint import save_checkpoint
-from bchw.data import Dataset, Split
+from bchw.core.checkpoint import save_checkpoint
+from bchw.core.data import Dataset, Split
 from bchw.errors import BchwError, first_line
-from bchw.nn import BINARIZATIONS, LOSSES, BinaryConnectMLP, parse_arch
+from bchw.core.nn import BINARIZATIONS, LOSSES, BinaryConnectMLP, parse_arch
 from bchw.outputs import make_output_dir, write_bytes_atomic
 
 DEFAULT_ARCH = {"digits": "64-256-256-10", "mnist": "784-1024-1024-1024-10"}

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from bchw import reference
-from bchw.data import Split
+from bchw.core import reference
+from bchw.core.data import Split
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 from bchw.outputs import write_bytes_atomic
 
 DUMP_FORMAT = "bchw-eval-dump"
@@ -95,7 +95,7 @@ def float_accuracies(
 
     With an integer model, the checkpoint is first checked against it.
     """
-    from bchw.train import predict
+    from bchw.core.train import predict
 
     float_model = checkpoint.model
     if model is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 
 SOURCE = (
     "per-operation energies of Horowitz, ISSCC 2014 (45 nm, 0.9 V): an estimate, not a measurement"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bchw.intmodel import IntegerLayer, IntegerModel
+from bchw.core.intmodel import IntegerLayer, IntegerModel
 
 
 def random_layer(n_in, n_out, in_bits, out_bits, last, seed, terms=2, max_shift=6):

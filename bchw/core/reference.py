@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerLayer, IntegerModel, output_range
+from bchw.core.intmodel import IntegerLayer, IntegerModel, output_range
 
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53

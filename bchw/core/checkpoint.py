@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from bchw.errors import BchwError, first_line
-from bchw.nn import BINARIZATIONS, BinaryConnectMLP, parse_arch
+from bchw.core.nn import BINARIZATIONS, BinaryConnectMLP, parse_arch
 from bchw.outputs import write_bytes_atomic
 
 CHECKPOINT_FORMAT = "bchw-checkpoint"

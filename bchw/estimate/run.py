@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bchw.energy import SOURCE as ENERGY_SOURCE
-from bchw.energy import energy_per_inference
+from bchw.estimate.energy import SOURCE as ENERGY_SOURCE
+from bchw.estimate.energy import energy_per_inference
 from bchw.errors import BchwError
-from bchw.intmodel import IntegerModel
+from bchw.core.intmodel import IntegerModel
 from rtl_gen.layer_engine import ADDER_TREES
 from rtl_gen.mac import DEFAULT_WEIGHT_BITS, WEIGHT_BITS, mac_model
 
@@ -98,7 +98,7 @@ CALIBRATION_DESIGNS: list[dict[str, Any]] = [
 
 def calibration_design(spec: dict[str, Any]):
     """The synthetic model and folding a calibration spec describes."""
-    from bchw.synthetic import random_model
+    from bchw.core.synthetic import random_model
     from rtl_gen.network import LayerFolding
 
     model = random_model(
@@ -142,7 +142,7 @@ class EstimateOptions:
     adder_tree: str = "xor"
 
     def check(self) -> None:
-        from bchw.synth import DEVICES, FAMILIES, device
+        from bchw.estimate.synth import DEVICES, FAMILIES, device
 
         if not self.targets:
             raise BchwError("name at least one --target")
@@ -178,7 +178,7 @@ class _Job:
 
 
 def _run_job(job: _Job, verilog: Path, manifest: dict, work: Path, options: EstimateOptions):
-    from bchw import synth
+    from bchw.estimate import synth
 
     if not job.pnr:
         return synth.synthesize(verilog, manifest["top"], job.target, job.dsp, work)
@@ -197,7 +197,7 @@ def place_and_route_design(
 ) -> dict[str, Any]:
     """A generated design synthesized inside the seven-pin shell (DSP blocks allowed) and
     placed and routed with nextpnr on ``target``'s device (its default when ``None``)."""
-    from bchw import synth
+    from bchw.estimate import synth
 
     widths = {port["name"]: port["width"] for port in manifest["ports"]}
     wrapper = synth.pnr_wrapper(widths["i__payload"], widths["o__payload"], manifest["top"])
@@ -247,7 +247,7 @@ def _run_all(jobs, designs, manifests, work, options, results, progress) -> None
 
 
 def _analytic(parts: list[dict], target: str, coefficients: dict) -> dict[str, Any]:
-    from bchw.analytic import resources
+    from bchw.estimate.analytic import resources
 
     dsp = resources(parts, target, True, coefficients)
     nodsp = resources(parts, target, False, coefficients)
@@ -276,7 +276,7 @@ def estimate(
     (the analytical model's figures and per-layer breakdown), and with place and route
     ``device, fits, fmax_mhz, images_per_second, utilization``.
     """
-    from bchw.analytic import design_counts, load_coefficients
+    from bchw.estimate.analytic import design_counts, load_coefficients
     from rtl_gen import generate as gen
 
     out_dir = Path(out_dir)
@@ -304,7 +304,7 @@ def estimate(
             flows = (True, False) if options.lut_only else (True,)
             jobs += [_Job(design, target, dsp) for design in models for dsp in flows]
         if options.pnr:
-            from bchw.synth import DEVICES
+            from bchw.estimate.synth import DEVICES
 
             jobs += [
                 _Job(d, t, True, True) for t in options.targets if t in DEVICES for d in models
@@ -391,7 +391,7 @@ def _logic(entry: dict[str, Any], target: str) -> int | None:
     """LUT-only LUTs plus the LUTs inside carry cells (ECP5 and Gowin count those apart): the
     logic a design occupies, comparable across families and between designs whose adds map
     differently."""
-    from bchw.synth import family
+    from bchw.estimate.synth import family
 
     if entry.get("lut_nodsp") is None:
         return None

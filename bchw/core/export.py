@@ -8,7 +8,7 @@ hls4ml's optimizer passes). The flow is :data:`DEFAULT_FLOW`:
 3. :class:`QuantizeScales` - each neuron's scale as at most K signed powers of two;
 4. :class:`ComputeOffsets` - the layer's final shift R and each neuron's integer offset.
 
-:func:`build_integer_model` then assembles the :class:`~bchw.intmodel.IntegerModel`.
+:func:`build_integer_model` then assembles the :class:`~bchw.core.intmodel.IntegerModel`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from bchw import __version__
-from bchw.checkpoint import Checkpoint
+from bchw.core.checkpoint import Checkpoint
 from bchw.errors import BchwError
-from bchw.intmodel import (
+from bchw.core.intmodel import (
     MAX_HIDDEN_BITS,
     MAX_INPUT_BITS,
     MAX_OUTPUT_BITS,
@@ -33,7 +33,7 @@ from bchw.intmodel import (
     IntegerModel,
     output_range,
 )
-from bchw.nn import binarize_deterministic
+from bchw.core.nn import binarize_deterministic
 
 DEFAULT_ACT_BITS = 8
 DEFAULT_INPUT_BITS = 8
