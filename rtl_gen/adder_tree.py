@@ -9,7 +9,18 @@ from amaranth.hdl import Module, Mux, ShapeCastable, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl_gen.pipeline import range_shape, registers_after, stall_pipeline
+from rtl_gen.pipeline import range_shape, stall_pipeline
+from rtl_gen.ranges import (
+    flip_correction,
+    flip_node_range,
+    flipped_range,
+    pair_up,
+    registers_after,
+    relative_root_range,
+    signed_node,
+    sum_range,
+    tree_levels,
+)
 
 
 @dataclass(frozen=True)
@@ -24,33 +35,18 @@ class Term:
 
 def _combine(m: Module, a: Term, b: Term, name: str) -> Term:
     """One add where the signs agree, else one subtraction (positive minus negative)."""
+    sign, lo, hi = signed_node((a.sign, a.lo, a.hi), (b.sign, b.lo, b.hi))
     if a.sign == b.sign:
-        lo, hi, expr, sign = a.lo + b.lo, a.hi + b.hi, a.value + b.value, a.sign
+        expr = a.value + b.value
     elif a.sign > 0:
-        lo, hi, expr, sign = a.lo - b.hi, a.hi - b.lo, a.value - b.value, 1
+        expr = a.value - b.value
     else:
-        lo, hi, expr, sign = b.lo - a.hi, b.hi - a.lo, b.value - a.value, 1
+        expr = b.value - a.value
     # keep: Yosys would otherwise merge the adds between two registers into one $macc and build
     # it as carry-save logic in LUTs instead of carry-chain adders.
     node = Signal(range_shape(lo, hi), name=name, attrs={"keep": 1})
     m.d.comb += node.eq(expr)
     return Term(node, sign, lo, hi)
-
-
-def pair_up(nodes: list, combine, after_level=None):
-    """Pair nodes level by level into one (``combine(a, b, level, k)``; an odd last node moves up
-    unchanged); ``after_level(nodes, level)`` may replace a level's nodes (pipeline registers).
-    The one pairing order every tree here uses, in hardware and in the offsets' bookkeeping."""
-    level = 0
-    while len(nodes) > 1:
-        level += 1
-        paired = [
-            combine(nodes[k], nodes[k + 1], level, k // 2) for k in range(0, len(nodes) - 1, 2)
-        ]
-        if len(nodes) % 2:
-            paired.append(nodes[-1])
-        nodes = paired if after_level is None else after_level(paired, level)
-    return nodes[0]
 
 
 def reduce_terms(
@@ -79,32 +75,6 @@ class FlipNode:
     flip: Value
     lo: int
     hi: int
-
-
-def not_constant(lo: int, hi: int) -> int:
-    """``K`` with ``~v = K - v`` for ``v`` held in ``range_shape(lo, hi)``."""
-    shape = range_shape(lo, hi)
-    return -1 if shape.signed else (1 << shape.width) - 1
-
-
-def flipped_range(lo: int, hi: int) -> tuple[int, int]:
-    """Every value of ``v`` or ``~v`` for ``v`` in [lo, hi]."""
-    k = not_constant(lo, hi)
-    return min(lo, k - hi), max(hi, k - lo)
-
-
-def flip_node_range(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-    """Range of a node ``a - (b or ~b)``."""
-    y_lo, y_hi = flipped_range(*b)
-    return a[0] - y_hi, a[1] - y_lo
-
-
-def flip_correction(flip_a: int, a: tuple[int, int], b: tuple[int, int]) -> int:
-    """What the node of ``a`` and ``b`` (:func:`_flip_combine`) contributes less than its two
-    children together: ``K_b`` where ``a`` does not flip, else ``K_a - K_node``."""
-    if not flip_a:
-        return not_constant(*b)
-    return not_constant(*a) - not_constant(*flip_node_range(a, b))
 
 
 def _flip_combine(m: Module, a: FlipNode, b: FlipNode, name: str) -> FlipNode:
@@ -149,18 +119,6 @@ def tree_signature(in_fields: dict, sum_shape, n_lanes: int, tag_shape) -> dict:
         "i": In(stream.Signature(data.StructLayout(in_fields))),
         "o": Out(stream.Signature(data.StructLayout(out_fields))),
     }
-
-
-def tree_levels(n_inputs: int) -> int:
-    """Adder levels of a balanced tree over ``n_inputs`` leaves."""
-    return max(0, (n_inputs - 1).bit_length())
-
-
-def sum_range(signs: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
-    """Exact range of ``sum_i signs[i] * x_i`` for x_i in [lo, hi]."""
-    pos = int(np.count_nonzero(signs > 0))
-    neg = int(np.count_nonzero(signs < 0))
-    return pos * lo - neg * hi, pos * hi - neg * lo
 
 
 class AdderTree(wiring.Component):
@@ -239,7 +197,7 @@ class AdderTree(wiring.Component):
         self.input_shape = range_shape(*input_range)
         self.ones = (1 << self.input_shape.width) - 1  # the ones' complement of 0
         if relative:
-            root = pair_up([input_range] * n_inputs, lambda a, b, *_: flip_node_range(a, b))
+            root = relative_root_range(n_inputs, input_range)
             self.lane_ranges = [flipped_range(*root)] * n_lanes
         else:
             leaf = (0, self.ones) if sign_bits else input_range

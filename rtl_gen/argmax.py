@@ -6,8 +6,8 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl_gen.adder_tree import tree_levels
-from rtl_gen.pipeline import registers_after, stall_pipeline
+from rtl_gen.pipeline import stall_pipeline
+from rtl_gen.ranges import registers_after, tree_levels
 
 
 class Argmax(wiring.Component):

@@ -15,7 +15,8 @@ class VectorBuffer(wiring.Component):
 
     Two banks of ``n`` registers: one fills while the other drains, so a whole vector can wait
     while the next arrives. Input padding lanes (past ``n``) are dropped; output padding lanes
-    are 0. The first output beat is valid the cycle after the last input beat is taken.
+    are 0. The first output beat is valid the cycle after the last input beat is taken
+    (:class:`rtl_gen.plan.VectorBufferLink` states its timing).
     """
 
     def __init__(self, n: int, elem_shape, in_lanes: int, out_lanes: int) -> None:
@@ -29,14 +30,6 @@ class VectorBuffer(wiring.Component):
                 "o": Out(stream.Signature(data.ArrayLayout(elem_shape, out_lanes))),
             }
         )
-
-    @property
-    def cycles_per_vector(self) -> int:
-        return max(self.in_beats, self.out_beats)
-
-    def output_times(self, input_times: list[int]) -> list[int]:
-        first = input_times[-1] + 1
-        return [first + k for k in range(self.out_beats)]
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -89,22 +82,13 @@ class VectorBuffer(wiring.Component):
 class BeatFIFO(wiring.Component):
     """A first-in first-out queue of ``depth`` beats (inferable as block RAM).
 
-    The first beat is valid ``LATENCY`` cycles after it is written.
+    The first beat is valid :data:`rtl_gen.plan.FIFO_LATENCY` cycles after it is written
+    (Amaranth's ``SyncFIFOBuffered``: a memory and an output register).
     """
-
-    LATENCY = 2
 
     def __init__(self, layout: data.ArrayLayout, depth: int) -> None:
         self.layout, self.depth = layout, depth
         super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
-
-    def output_times(self, input_times: list[int]) -> list[int]:
-        outs: list[int] = []
-        for arrival in input_times:
-            outs.append(
-                arrival + self.LATENCY if not outs else max(arrival + self.LATENCY, outs[-1] + 1)
-            )
-        return outs
 
     def elaborate(self, platform) -> Module:
         m = Module()

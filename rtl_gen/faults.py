@@ -10,7 +10,7 @@ per fault below, each with exactly one bug, and expects the cosimulation to repo
 - ``dropped-beat``: the link after the first layer loses one beat.
 
 The hooks are attributes of the blocks (``fault_*``), left at their harmless defaults by
-:func:`rtl_gen.generate.generate`.
+:func:`rtl_gen.generate.generate` unless it is given a fault.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bchw.core.intmodel import IntegerModel
-from rtl_gen.network import LayerFolding, Network
+from rtl_gen.network import Network
+from rtl_gen.plan import DesignPlan, plan_design
 
 FAULT_KINDS = ("weight-bit", "rounding-shift", "no-saturation", "argmax-ties", "dropped-beat")
 
@@ -86,18 +87,12 @@ def flip_weight(model: IntegerModel, layer: int, neuron: int, input_: int) -> In
     return dataclasses.replace(model, layers=tuple(layers))
 
 
-def faulty_network(
-    model: IntegerModel,
-    folding: list[LayerFolding],
-    fault: Fault,
-    pipeline_every: int,
-    adder_tree: str = "xor",
-) -> Network:
-    """The network of ``model`` with ``fault`` built in (the manifest's model stays ``model``)."""
+def faulty_network(plan: DesignPlan, fault: Fault) -> Network:
+    """The network of ``plan`` with ``fault`` built in (the manifest still describes ``plan``)."""
     if fault.kind == "weight-bit":
-        flipped = flip_weight(model, fault.layer, fault.neuron, fault.input)
-        return Network(flipped, folding, pipeline_every, adder_tree=adder_tree)
-    net = Network(model, folding, pipeline_every, adder_tree=adder_tree)
+        flipped = flip_weight(plan.model, fault.layer, fault.neuron, fault.input)
+        return Network(plan_design(flipped, list(plan.folding), plan.pipeline_every, plan.unit))
+    net = Network(plan)
     if fault.kind == "rounding-shift":
         net.engines[fault.layer].requantizer.fault_shift_error = 1
     elif fault.kind == "no-saturation":

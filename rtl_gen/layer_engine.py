@@ -1,8 +1,8 @@
-"""The layer engine: one binary dense layer with its requantization, unrolled or folded."""
+"""The layer engine: one dense layer with its requantization, unrolled or folded, around an
+explicitly chosen dot-product unit (binary adder trees here, the MAC baseline's multipliers in
+:mod:`rtl_gen.mac`)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, unsigned
@@ -11,9 +11,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bchw.core.intmodel import IntegerLayer
-from rtl_gen import ADDER_TREES
 from rtl_gen.adder_tree import AdderTree
+from rtl_gen.mac import MacDotProduct
 from rtl_gen.pipeline import range_shape, shape_range
+from rtl_gen.plan import LayerPlan, pack_weight_words
 from rtl_gen.requantizer import Requantizer, absorbed_offsets
 
 
@@ -30,24 +31,72 @@ def sign_bit_excess(layer: IntegerLayer, tree: AdderTree, sf: int) -> np.ndarray
     )
 
 
-class LayerEngine(wiring.Component):
-    """A binary dense layer: ``n_out`` neurons over ``n_in`` inputs, ``pe`` neurons and ``simd``
-    inputs per cycle.
+class BinaryDotProduct:
+    """The binary layers' dot-product unit: adder/subtractor trees, no multiplier.
 
-    Unrolled (``pe = n_out`` and ``simd = n_in``): the weights are constants folded into one
-    add/subtract tree per neuron; one vector per cycle. Folded otherwise: weight bits in an
-    on-chip memory (``nf * sf`` words of ``pe * simd`` bits, ``nf = ceil(n_out / pe)``,
-    ``sf = ceil(n_in / simd)``), one accumulator per PE, and per cycle a tree over ``simd``
-    inputs that adds ``x_i`` where the weight is +1 and its ones' complement ``ones - x_i``
-    where it is -1 (XOR gates, no subtraction). The accumulator of neuron ``j`` so ends
-    ``ones * zeros_j`` above the dot product, ``zeros_j`` being the -1 (and padding) weight bits
-    of its row: a constant, absorbed into the requantizer's offset. With more than one
-    neuron fold, the first writes the input stream's beats into a buffer and every fold reads
-    them from there (the first, one cycle after writing). Folded layers take ``nf * sf``
-    cycles per vector. ``adder_tree="relative"`` builds a folded layer's tree as a
-    relative-sign tree (:class:`AdderTree`, ``relative``): smaller on 7-series, no smaller on
-    iCE40, ECP5 and Gowin; its accumulators' excess is again a constant per neuron, absorbed
-    alike.
+    Unrolled, the weights are constants folded into one add/subtract tree per neuron. Folded,
+    the tree over ``simd`` inputs takes one weight bit per synapse with each beat and adds
+    ``x_i`` where it is 1 (+1) and its ones' complement ``ones - x_i`` where it is 0 (XOR
+    gates, no subtraction), or steers a relative-sign tree (``adder_tree = "relative"``). The
+    accumulator of neuron ``j`` so ends a constant above its dot product
+    (:func:`sign_bit_excess`), which the requantizer's offset absorbs.
+    """
+
+    def __init__(self, plan: LayerPlan) -> None:
+        self.plan = plan
+
+    def unrolled_tree(self) -> AdderTree:
+        layer, plan = self.plan.layer, self.plan
+        x_range = (0, layer.input_max)
+        return AdderTree(
+            layer.out_features, layer.in_features, x_range, layer.weights, plan.pipeline_every
+        )
+
+    def folded_tree(self, tag_layout) -> AdderTree:
+        plan = self.plan
+        return AdderTree(
+            plan.pe,
+            plan.simd,
+            (0, plan.layer.input_max),
+            None,
+            plan.pipeline_every,
+            tag_layout,
+            sign_bits=True,
+            relative=plan.unit.adder_tree == "relative",
+        )
+
+    def weight_words(self) -> list[int]:
+        """Bit ``p * simd + l`` of word ``f * sf + s`` = weight of neuron ``f * pe + p`` on
+        input ``s * simd + l`` being +1 (0 for padding)."""
+        return pack_weight_words(self.plan, self.plan.layer.weights > 0, 1)
+
+    def connect_weights(self, m: Module, tree: AdderTree, word) -> None:
+        m.d.comb += tree.i.payload.sign.eq(word)
+
+    def requant_offsets(self, tree: AdderTree) -> list[int]:
+        """Offsets that absorb each neuron's accumulator excess (:func:`sign_bit_excess`)."""
+        layer = self.plan.layer
+        return absorbed_offsets(layer, sign_bit_excess(layer, tree, self.plan.synapse_folds))
+
+
+def dot_product_unit(plan: LayerPlan):
+    """The Amaranth side of ``plan.unit``: :class:`BinaryDotProduct` or the MAC baseline's."""
+    if plan.unit.kind == "mac":
+        return MacDotProduct(plan)
+    return BinaryDotProduct(plan)
+
+
+class LayerEngine(wiring.Component):
+    """A dense layer: ``n_out`` neurons over ``n_in`` inputs, ``pe`` neurons and ``simd`` inputs
+    per cycle, as its :class:`~rtl_gen.plan.LayerPlan` says.
+
+    Unrolled (``pe = n_out`` and ``simd = n_in``): constant weights, one vector per cycle.
+    Folded otherwise: weight words in an on-chip memory (``nf * sf`` words of
+    ``plan.weight_word_bits``, ``nf = ceil(n_out / pe)``, ``sf = ceil(n_in / simd)``), one
+    accumulator per PE, and per cycle the dot-product unit over ``simd`` inputs. With more than
+    one neuron fold, the first writes the input stream's beats into a buffer and every fold
+    reads them from there (the first, one cycle after writing). Folded layers take ``nf * sf``
+    cycles per vector; ``plan.output_times`` gives the cycle of every output beat.
 
     Ports
     -----
@@ -56,163 +105,58 @@ class LayerEngine(wiring.Component):
     o : stream of ``pe`` outputs; a vector is ``nf`` beats, padding lanes are 0.
     """
 
-    def __init__(
-        self,
-        layer: IntegerLayer,
-        pe: int,
-        simd: int,
-        pipeline_every: int = 2,
-        requant_registered: bool = True,
-        adder_tree: str = "xor",
-    ) -> None:
-        n_in, n_out = layer.in_features, layer.out_features
-        problem = ""
-        if adder_tree not in ADDER_TREES:
-            problem = f"adder tree must be one of {', '.join(ADDER_TREES)}, got {adder_tree!r}"
-        elif not 1 <= pe <= n_out:
-            problem = f"PE must lie in 1..{n_out}, got {pe}"
-        elif not 1 <= simd <= n_in:
-            problem = f"SIMD must lie in 1..{n_in}, got {simd}"
-        if problem:
-            # Never elaborated: keep Amaranth from warning about an unused elaboratable.
-            self._MustUse__silence = True
-            raise ValueError(problem)
+    def __init__(self, plan: LayerPlan) -> None:
+        layer = plan.layer
+        self.plan = plan
         self.layer = layer
-        self.pe, self.simd = pe, simd
-        self.nf, self.sf = math.ceil(n_out / pe), math.ceil(n_in / simd)
-        self.unrolled = self.nf == 1 and self.sf == 1
-        self.pipeline_every = pipeline_every
-        self.requant_registered = requant_registered
-        self.adder_tree = adder_tree
+        self.pe, self.simd = plan.pe, plan.simd
+        self.nf, self.sf = plan.neuron_folds, plan.synapse_folds
+        self.unrolled = plan.unrolled
         self.input_shape = unsigned(layer.input_bits)
-        x_max = layer.input_max
+        self.unit = dot_product_unit(plan)
         if self.unrolled:
-            self.tree = self._unrolled_tree(x_max, pipeline_every)
-            acc_shape = self.tree.sum_shape
-            static = list(range(n_out))
+            self.tree = self.unit.unrolled_tree()
+            static = list(range(layer.out_features))
         else:
             # What travels with a beat through the tree: the accumulators' clear and hand-over.
             # (The requantizer reads the neuron folds' constants in order: no fold index.)
             self.tag_layout = data.StructLayout({"first": 1, "last": 1})
-            self.tree = self._folded_tree(x_max, pipeline_every)
-            acc_shape = range_shape(*self._acc_range())
+            self.tree = self.unit.folded_tree(self.tag_layout)
             # One neuron fold means PE = n_out: the constants are fixed, as when unrolled.
-            static = list(range(pe)) if self.nf == 1 else None
-        self.acc_shape = acc_shape
-        # No signal can overflow: the accumulator holds every reachable sum, and a folded
-        # layer's per-cycle partial sum lies within it.
-        acc_lo, acc_hi = shape_range(acc_shape)
+            static = list(range(self.pe)) if plan.static_constants else None
+        self.acc_shape = range_shape(*plan.acc_range)
+        # The plan's ranges are the built tree's: nothing can overflow.
+        assert self.tree.latency == plan.tree_latency
         if self.unrolled:
+            assert self.acc_shape == self.tree.sum_shape
             tree_lo = min(lo for lo, _ in self.tree.lane_ranges)
             tree_hi = max(hi for _, hi in self.tree.lane_ranges)
             assert -layer.acc_bound <= tree_lo and tree_hi <= layer.acc_bound
         else:
-            part_lo, part_hi = self._partial_range()
-            assert acc_lo <= part_lo and part_hi <= acc_hi
-        # A folded PE hands over one result every sf cycles: the PEs share ceil(pe / sf)
-        # requantizers, time-multiplexed, at no cost in throughput.
-        share = min(self.sf, pe) if static is None and requant_registered else 1
-        offsets = None if self.unrolled else self._requant_offsets()
+            assert tuple(self.tree.lane_ranges[0]) == plan.lane_range
+            acc_lo, acc_hi = shape_range(self.acc_shape)
+            assert acc_lo <= plan.lane_range[0] and plan.lane_range[1] <= acc_hi
+        offsets = None if self.unrolled else self.unit.requant_offsets(self.tree)
         self.requantizer = Requantizer(
-            layer, pe, acc_shape, static, requant_registered, share, offsets
+            layer,
+            self.pe,
+            self.acc_shape,
+            static,
+            plan.requant_registered,
+            plan.requant_share,
+            offsets,
+        )
+        assert (self.requantizer.units, self.requantizer.latency) == (
+            plan.requant_units,
+            plan.requant_latency,
         )
         self.output_shape = self.requantizer.output_shape
         super().__init__(
             {
-                "i": In(stream.Signature(data.ArrayLayout(self.input_shape, simd))),
-                "o": Out(stream.Signature(data.ArrayLayout(self.output_shape, pe))),
+                "i": In(stream.Signature(data.ArrayLayout(self.input_shape, self.simd))),
+                "o": Out(stream.Signature(data.ArrayLayout(self.output_shape, self.pe))),
             }
         )
-
-    # -- the dot-product unit (MacLayerEngine in rtl_gen/mac.py overrides these) ---------------
-
-    def _unrolled_tree(self, x_max: int, pipeline_every: int) -> AdderTree:
-        layer = self.layer
-        n_out, n_in = layer.out_features, layer.in_features
-        return AdderTree(n_out, n_in, (0, x_max), layer.weights, pipeline_every)
-
-    def _folded_tree(self, x_max: int, pipeline_every: int) -> AdderTree:
-        # One lane per PE; the weight bits select x_i or its ones' complement (XOR leaves), or
-        # steer a relative-sign tree.
-        return AdderTree(
-            self.pe,
-            self.simd,
-            (0, x_max),
-            None,
-            pipeline_every,
-            self.tag_layout,
-            sign_bits=True,
-            relative=self.adder_tree == "relative",
-        )
-
-    @property
-    def weight_word_bits(self) -> int:
-        """Bits of one weight-memory word (one synapse fold of one neuron fold)."""
-        return self.pe * self.simd
-
-    def _connect_weights(self, m: Module, tree: AdderTree, word) -> None:
-        m.d.comb += tree.i.payload.sign.eq(word)
-
-    def _partial(self, tree: AdderTree, p: int):
-        """PE ``p``'s contribution this beat (the dot product plus ``ones`` per -1 weight)."""
-        return tree.o.payload.sum[p]
-
-    def _partial_range(self) -> tuple[int, int]:
-        return self.tree.lane_ranges[0]
-
-    def _acc_range(self) -> tuple[int, int]:
-        """What a folded PE's accumulator holds: ``sf`` partial sums."""
-        lo, hi = self.tree.lane_ranges[0]
-        return self.sf * lo, self.sf * hi
-
-    def _requant_offsets(self) -> list[int] | None:
-        """Offsets that absorb each neuron's accumulator excess (:func:`sign_bit_excess`)."""
-        return absorbed_offsets(self.layer, sign_bit_excess(self.layer, self.tree, self.sf))
-
-    # -- timing ------------------------------------------------------------------------------
-
-    @property
-    def cycles_per_vector(self) -> int:
-        """Initiation interval: cycles between vectors when nothing stalls."""
-        return self.nf * self.sf
-
-    @property
-    def pipeline_depth(self) -> int:
-        """Cycles from issuing a vector's last beat of a fold to that fold's output beat."""
-        if self.unrolled:
-            return self.tree.latency + self.requantizer.latency
-        issue = 3 if self.nf > 1 else 2  # (the read stage, when a buffer is read) + memory
-        return issue + self.tree.latency + self.requantizer.latency
-
-    def output_times(self, input_times: list[int]) -> list[int]:
-        """Cycle of each output beat of one vector, given when its input beats become valid
-        (no back-pressure, engine idle before)."""
-        if self.unrolled:
-            return [input_times[0] + self.pipeline_depth]
-        issue = []
-        for beat, arrival in enumerate(input_times):
-            issue.append(arrival if beat == 0 else max(arrival, issue[-1] + 1))
-        last_fold0 = issue[-1]
-        outs = [last_fold0 + self.pipeline_depth]
-        for fold in range(1, self.nf):
-            outs.append(last_fold0 + fold * self.sf + self.pipeline_depth)
-        return outs
-
-    # -- memories ------------------------------------------------------------------------------
-
-    def weight_words(self) -> list[int]:
-        """Word ``f * sf + s`` holds bit ``p * simd + l`` = weight of neuron ``f * pe + p`` on
-        input ``s * simd + l`` being +1 (0 for padding)."""
-        n_out, n_in = self.layer.out_features, self.layer.in_features
-        padded = np.zeros((self.nf * self.pe, self.sf * self.simd), dtype=np.uint8)
-        padded[:n_out, :n_in] = self.layer.weights > 0
-        words = []
-        for f in range(self.nf):
-            for s in range(self.sf):
-                block = padded[f * self.pe : (f + 1) * self.pe, s * self.simd : (s + 1) * self.simd]
-                bits = block.reshape(-1)
-                words.append(int(sum(int(b) << k for k, b in enumerate(bits) if b)))
-        return words
 
     # -- hardware ------------------------------------------------------------------------------
 
@@ -247,9 +191,9 @@ class LayerEngine(wiring.Component):
         # Yosys builds a shallow, wide ROM (a binary layer's) as LUT logic that can outgrow the
         # dot-product unit. Yosys and Vivado both honour rom_style.
         m.submodules.weights = wmem = Memory(
-            shape=unsigned(self.weight_word_bits),
+            shape=unsigned(self.plan.weight_word_bits),
             depth=nf * sf,
-            init=self.weight_words(),
+            init=self.unit.weight_words(),
             attrs={"rom_style": "block"},
         )
         w_rd = wmem.read_port()
@@ -340,7 +284,7 @@ class LayerEngine(wiring.Component):
             tree.i.payload.tag.eq(tag_a),
             tree.i.payload.x.eq(x_a),
         ]
-        self._connect_weights(m, tree, w_rd.data)
+        self.unit.connect_weights(m, tree, w_rd.data)
 
         # Accumulators: acc_p += lane_p (the dot product plus ones per -1 weight); on a fold's
         # last beat, hand over.
@@ -358,7 +302,7 @@ class LayerEngine(wiring.Component):
             m.d.sync += out_valid.eq(1)
         for p in range(pe):
             acc = Signal(self.acc_shape, name=f"acc{p}")
-            partial = self._partial(tree, p)
+            partial = tree.o.payload.sum[p]
             updated = Mux(tag.first, 0, acc) + partial
             with m.If(take):
                 with m.If(tag.last):

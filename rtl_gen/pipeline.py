@@ -5,16 +5,13 @@ from __future__ import annotations
 from amaranth.hdl import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import stream
 
-from bchw.core.intmodel import signed_bits
+from rtl_gen.ranges import range_width
 
 
 def range_shape(lo: int, hi: int) -> Shape:
-    """The narrowest shape that holds every integer in [lo, hi]."""
-    if lo > hi:
-        raise ValueError(f"empty range [{lo}, {hi}]")
-    if lo >= 0:
-        return unsigned(max(1, hi.bit_length()))
-    return signed(signed_bits(lo, hi))
+    """The narrowest shape that holds every integer in [lo, hi] (:func:`range_width`)."""
+    bits, is_signed = range_width(lo, hi)
+    return signed(bits) if is_signed else unsigned(bits)
 
 
 def shape_range(shape: Shape) -> tuple[int, int]:
@@ -23,13 +20,6 @@ def shape_range(shape: Shape) -> tuple[int, int]:
     if shape.signed:
         return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
     return 0, (1 << shape.width) - 1
-
-
-def registers_after(levels: int, every: int) -> list[int]:
-    """The tree levels after which a pipeline register goes: every ``every`` levels (0: none)."""
-    if every <= 0:
-        return []
-    return [level for level in range(every, levels + 1, every)]
 
 
 def stall_pipeline(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from bchw.core.intmodel import IntegerLayer, signed_bits
 
 Range = tuple[int, int]
@@ -65,6 +67,26 @@ def pair_up(nodes: list, combine: Callable, after_level: Callable | None = None)
             paired.append(nodes[-1])
         nodes = paired if after_level is None else after_level(paired, level)
     return nodes[0]
+
+
+def sum_range(signs: np.ndarray, lo: int, hi: int) -> Range:
+    """Exact range of ``sum_i signs[i] * x_i`` for x_i in [lo, hi]."""
+    pos = int(np.count_nonzero(signs > 0))
+    neg = int(np.count_nonzero(signs < 0))
+    return pos * lo - neg * hi, pos * hi - neg * lo
+
+
+def signed_node(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``(sign, lo, hi)`` of a constant-sign tree's node from its children's: one add where
+    the signs agree, else one subtraction (positive minus negative), which counts as positive.
+    A node contributes ``sign * value`` with ``value`` in [lo, hi]."""
+    sa, la, ha = a
+    sb, lb, hb = b
+    if sa == sb:
+        return sa, la + lb, ha + hb
+    if sa > 0:
+        return 1, la - hb, ha - lb
+    return 1, lb - ha, hb - la
 
 
 # -- relative-sign trees ------------------------------------------------------------------------

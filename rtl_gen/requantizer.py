@@ -7,22 +7,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from bchw.core.intmodel import IntegerLayer, output_range, signed_bits
+from bchw.core.intmodel import IntegerLayer, output_range
 from rtl_gen.pipeline import range_shape, stall_pipeline
-
-
-def shift_ranges(layer: IntegerLayer) -> list[tuple[int, int]]:
-    """Per scale term ``k``: ``(h_min, bits)``, its smallest shift over the neurons where it is
-    used and the bits of ``h - h_min``. A term's shifts span a few values (the digits model's
-    first term: 8 or 9), so its shifter needs ``bits`` stages, the fixed ``h_min`` being
-    wiring."""
-    out = []
-    for k in range(layer.scale_terms):
-        used = layer.scale_shift[:, k][layer.scale_sign[:, k] != 0]
-        lo = int(used.min()) if used.size else 0
-        hi = int(used.max()) if used.size else 0
-        out.append((lo, (hi - lo).bit_length()))
-    return out
+from rtl_gen.plan import requant_schedule
+from rtl_gen.ranges import requant_width, shift_ranges, wrap_signed
 
 
 def constants_layout(layer: IntegerLayer) -> data.StructLayout:
@@ -38,18 +26,6 @@ def constants_layout(layer: IntegerLayer) -> data.StructLayout:
             "offset": signed(requant_width(layer)),
         }
     )
-
-
-def requant_width(layer: IntegerLayer) -> int:
-    """Signed width of ``t`` for every neuron and for padding lanes (all-zero constants)."""
-    lo, hi = layer.requant_range()
-    return signed_bits(min(lo, layer.rounding), max(hi, layer.rounding))
-
-
-def wrap_signed(value: int, width: int) -> int:
-    """``value`` modulo ``2^width``, as a signed ``width``-bit number."""
-    half = 1 << (width - 1)
-    return (int(value) + half) % (2 * half) - half
 
 
 def absorbed_offsets(layer: IntegerLayer, excess) -> list[int]:
@@ -118,9 +94,7 @@ class Requantizer(wiring.Component):
         self.consts_layout = constants_layout(layer)
         self.n_lanes = n_lanes
         self.static_neurons = static_neurons
-        self.units = -(-n_lanes // max(1, share))
-        self.steps = -(-n_lanes // self.units)
-        self.latency = self.steps if self.steps > 1 else int(registered)
+        self.units, self.steps, self.latency = requant_schedule(n_lanes, share, registered)
         self.t_width = requant_width(layer)
         # Deliberate bugs for the cosimulation self-check (rtl_gen/faults.py); never set otherwise.
         self.fault_shift_error = 0  # shift right by R + this

