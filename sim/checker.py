@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from sim.harness import Ports
+from rtl_gen.manifest import Manifest
 
 MAX_LISTED_MISMATCHES = 1000
 
@@ -43,8 +43,10 @@ class StreamChecker:
     mark each image's first input beat, ``o CYCLE HEX`` lines each output beat.
     """
 
-    def __init__(self, ports: Ports, expected: list[int], log_path: str | Path | None = None):
-        self.ports = ports
+    def __init__(
+        self, manifest: Manifest, expected: list[int], log_path: str | Path | None = None
+    ):
+        self.manifest = manifest
         self.expected = expected
         self.images = len(expected)
         self.reader = LogReader(log_path) if log_path is not None else None
@@ -59,10 +61,10 @@ class StreamChecker:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> StreamChecker:
-        ports = Ports.from_json(config["ports"])
+        manifest = Manifest.from_json(config["manifest"])
         text = Path(config["expected_file"]).read_text(encoding="ascii")
         expected = [int(line, 16) for line in text.split()]
-        return cls(ports, expected, config["log_file"])
+        return cls(manifest, expected, config["log_file"])
 
     @property
     def outputs(self) -> int:
@@ -98,7 +100,7 @@ class StreamChecker:
             actual: int | None = int(text, 16)
         except ValueError:  # x or z digits from a four-state simulator
             actual = None
-        self.classes.append(None if actual is None else self.ports.index_field.extract(actual))
+        self.classes.append(None if actual is None else self.manifest.index_field.extract(actual))
         if actual == expected:
             return
         self.mismatches += 1
@@ -116,7 +118,7 @@ class StreamChecker:
         if actual is None:
             return [{"name": "payload", "expected": f"{expected:x}", "actual": text}]
         out = []
-        for field in self.ports.output_fields:
+        for field in self.manifest.output_fields:
             e, a = field.extract(expected), field.extract(actual)
             if e != a:
                 out.append({"name": field.name, "expected": e, "actual": a})
@@ -169,7 +171,7 @@ class StreamChecker:
             problems.append(
                 f"{missing} of {self.images} outputs never came (stream stopped at cycle "
                 f"{cycle}, {beats_taken} of "
-                f"{self.images * self.ports.beats_per_image} input beats taken)"
+                f"{self.images * self.manifest.beats_per_image} input beats taken)"
             )
         if self.extra_outputs:
             problems.append(f"{self.extra_outputs} outputs more than images sent")

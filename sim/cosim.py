@@ -16,61 +16,15 @@ from typing import Any
 import numpy as np
 
 from bchw.core import reference
-from bchw.errors import BchwError
 from bchw.core.intmodel import IntegerModel
+from bchw.errors import BchwError
+from rtl_gen.manifest import VERILOG_NAME, Manifest
 from sim import runner
 from sim.checker import describe
-from sim.harness import Ports, check_port_widths, pack_outputs, read_manifest
+from sim.harness import check_port_widths, pack_outputs
+from sim.options import CosimOptions
 
-MAX_STALL = 0.95
-MAX_BURST = 1 << 20
 WAVE_MARGIN_CYCLES = 16
-
-
-@dataclass(frozen=True)
-class CosimOptions:
-    sim: str = runner.DEFAULT_SIMULATOR
-    stall: float = 0.0  # probability of an input gap and of output back-pressure per cycle
-    stall_in: float | None = None  # the input's own probability (None: stall)
-    stall_out: float | None = None  # the output's own probability (None: stall)
-    burst: int = 1  # cycles each gap or back-pressure event lasts
-    seed: int = 1
-    waves: bool = False  # a waveform of the whole run
-    waves_on_mismatch: bool = True  # replay up to the first mismatch with a waveform of it
-    stop_at_first_mismatch: bool = False
-
-    @property
-    def gap(self) -> float:
-        return self.stall if self.stall_in is None else self.stall_in
-
-    @property
-    def backpressure(self) -> float:
-        return self.stall if self.stall_out is None else self.stall_out
-
-    def stimulus(self, images: np.ndarray, expected: list[int], **settings: Any) -> runner.Stimulus:
-        """The run of ``images`` with these handshake settings (and ``settings`` besides)."""
-        return runner.Stimulus(
-            images=images,
-            expected=expected,
-            gap=self.gap,
-            backpressure=self.backpressure,
-            burst=self.burst,
-            seed=self.seed,
-            **settings,
-        )
-
-    def check(self) -> None:
-        for name, value in (
-            ("--stall", self.stall),
-            ("--stall-in", self.gap),
-            ("--stall-out", self.backpressure),
-        ):
-            if not 0.0 <= value <= MAX_STALL:  # also refuses nan
-                raise BchwError(f"{name} must lie in 0..{MAX_STALL}, got {value}")
-        if not 1 <= self.burst <= MAX_BURST:
-            raise BchwError(f"--stall-burst must lie in 1..{MAX_BURST}, got {self.burst}")
-        if not 0 <= self.seed < 1 << 32:
-            raise BchwError(f"--seed must lie in 0..2^32-1, got {self.seed}")
 
 
 @dataclass
@@ -170,10 +124,10 @@ class CosimReport:
         }
 
 
-def check_design_matches(ports: Ports, model: IntegerModel, design: Path) -> None:
-    if ports.model_sha256 != model.sha256:
+def check_design_matches(manifest: Manifest, model: IntegerModel, design: Path) -> None:
+    if manifest.model_sha256 != model.sha256:
         raise BchwError(
-            f"design {design} was generated from model {ports.model_sha256[:12]}, not from this "
+            f"design {design} was generated from model {manifest.model_sha256[:12]}, not from this "
             f"model ({model.sha256[:12]})"
         )
 
@@ -193,19 +147,19 @@ def cosimulate(
     ``images``; outputs, builds and waveforms go under ``work_dir``. ``labels``: one class per
     image, -1 where an input has none (or None: no labels at all)."""
     options.check()
-    ports = read_manifest(design / "manifest.json")
-    check_design_matches(ports, model, design)
-    verilog = design / "bchw_network.v"
+    manifest = Manifest.load(design)
+    check_design_matches(manifest, model, design)
+    verilog = design / VERILOG_NAME
     if not verilog.is_file():
-        raise BchwError(f"design folder {design} has no bchw_network.v")
-    check_port_widths(verilog, ports)
+        raise BchwError(f"design folder {design} has no {VERILOG_NAME}")
+    check_port_widths(verilog, manifest)
     if len(images) == 0:
         raise BchwError("no images to simulate")
     ref = reference.run(model, images)
-    expected = pack_outputs(ref.scores, ref.predicted, ports)
+    expected = pack_outputs(ref.scores, ref.predicted, manifest)
     work_dir = Path(work_dir)
     built = runner.build(
-        verilog, ports, options.sim, work_dir / "builds", waves=options.waves, announce=announce
+        verilog, manifest, options.sim, work_dir / "builds", waves=options.waves, announce=announce
     )
     waves_path = work_dir / "waves" / f"run{runner.WAVES_SUFFIX[options.sim]}"
     if options.waves:
@@ -217,7 +171,7 @@ def cosimulate(
         stop_at_first_mismatch=options.stop_at_first_mismatch,
     )
     start = time.perf_counter()
-    result = runner.run(built, ports, stimulus, work_dir / "run", progress)
+    result = runner.run(built, manifest, stimulus, work_dir / "run", progress)
     seconds = time.perf_counter() - start
     classes = np.array([-2 if c is None else c for c in result["classes"]], dtype=np.int64)
     classes = np.concatenate([classes, np.full(len(images) - len(classes), -2, np.int64)])
@@ -245,8 +199,8 @@ def cosimulate(
         latency_cycles=result["latency_cycles"],
         initiation_interval_cycles=result["initiation_interval_cycles"],
         cycles_per_image=result["cycles_per_image"],
-        predicted_latency_cycles=ports.latency_cycles,
-        predicted_initiation_interval_cycles=ports.initiation_interval_cycles,
+        predicted_latency_cycles=manifest.latency_cycles,
+        predicted_initiation_interval_cycles=manifest.initiation_interval_cycles,
         simulated_cycles=result["cycles"],
         gap_cycles=result.get("gap_cycles", 0),
         backpressure_cycles=result.get("backpressure_cycles", 0),
@@ -264,14 +218,14 @@ def cosimulate(
         if announce is not None:
             announce("replaying the run up to the first failure to write its waveform")
         report.waveform, report.waveform_note = _replay_with_waves(
-            verilog, ports, images, expected, result, work_dir, options, announce
+            verilog, manifest, images, expected, result, work_dir, options, announce
         )
     return report
 
 
 def _replay_with_waves(
     verilog: Path,
-    ports: Ports,
+    manifest: Manifest,
     images: np.ndarray,
     expected: list[int],
     result: dict[str, Any],
@@ -292,7 +246,7 @@ def _replay_with_waves(
     in_cycles = result["in_cycles"]
     begin = in_cycles[image] - WAVE_MARGIN_CYCLES if image < len(in_cycles) else 1
     built = runner.build(
-        verilog, ports, options.sim, work_dir / "builds", waves=True, announce=announce
+        verilog, manifest, options.sim, work_dir / "builds", waves=True, announce=announce
     )
     path = work_dir / "waves" / f"image{image}{runner.WAVES_SUFFIX[options.sim]}"
     try:
@@ -300,7 +254,7 @@ def _replay_with_waves(
     except OSError as exc:
         raise BchwError(f"cannot create {path.parent}: {exc.strerror}") from None
     stimulus = options.stimulus(images, expected, waves=path, waves_window=(max(begin, 1), end))
-    replay = runner.run(built, ports, stimulus, work_dir / "replay")
+    replay = runner.run(built, manifest, stimulus, work_dir / "replay")
     same = (
         replay["first_mismatch"] is not None
         and replay["first_mismatch"]["image"] == image

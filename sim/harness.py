@@ -24,126 +24,26 @@ Plusargs
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bchw.errors import BchwError
+from rtl_gen.manifest import Manifest
 
 HARNESS_TOP = "bchw_cosim_harness"
 STALL_ONE = 1 << 16  # the stall threshold that means "always"
 PATH_CHARS = 1024  # longest file name a plusarg may carry
 
 
-@dataclass(frozen=True)
-class Field:
-    """One named bit field of a payload, as the manifest describes it."""
-
-    name: str
-    lsb: int
-    width: int
-    signed: bool
-
-    def extract(self, payload: int) -> int:
-        value = (payload >> self.lsb) & ((1 << self.width) - 1)
-        if self.signed and value >> (self.width - 1):
-            value -= 1 << self.width
-        return value
-
-
-@dataclass(frozen=True)
-class Ports:
-    """What the harness and the testbench need from ``manifest.json``."""
-
-    top: str
-    input_width: int
-    output_width: int
-    lanes: int
-    lane_bits: int
-    beats_per_image: int
-    input_size: int
-    classes: int
-    output_fields: tuple[Field, ...]
-    latency_cycles: int
-    initiation_interval_cycles: int
-    model_sha256: str
-
-    @property
-    def index_field(self) -> Field:
-        return next(f for f in self.output_fields if f.name == "index")
-
-    @property
-    def score_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self.output_fields if f.name.startswith("scores["))
-
-    def to_json(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["output_fields"] = [f.__dict__ for f in self.output_fields]
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Ports:
-        data = dict(data)
-        data["output_fields"] = tuple(Field(**f) for f in data["output_fields"])
-        return cls(**data)
-
-
-def read_manifest(path: Path) -> Ports:
-    """The ports and timing a generated design declares, with one-line errors for bad files."""
-    try:
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BchwError(f"cannot read manifest {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BchwError(f"manifest {path} is not valid JSON ({exc})") from None
-    try:
-        if manifest["format"] != "bchw-hardware-manifest":
-            raise BchwError(f"{path} is not a bchw hardware manifest")
-        widths = {p["name"]: int(p["width"]) for p in manifest["ports"]}
-        inp, out = manifest["input"], manifest["output"]
-        fields = tuple(
-            Field(str(f["name"]), int(f["lsb"]), int(f["width"]), bool(f["signed"]))
-            for f in out["fields"]
-        )
-        ports = Ports(
-            top=str(manifest["top"]),
-            input_width=widths[inp["payload"]],
-            output_width=widths[out["payload"]],
-            lanes=int(inp["lanes"]),
-            lane_bits=int(inp["lane_bits"]),
-            beats_per_image=int(inp["beats_per_image"]),
-            input_size=int(manifest["layers"][0]["in_features"]),
-            classes=int(manifest["model"]["classes"]),
-            output_fields=fields,
-            latency_cycles=int(manifest["latency_cycles"]),
-            initiation_interval_cycles=int(manifest["initiation_interval_cycles"]),
-            model_sha256=str(manifest["model"]["sha256"]),
-        )
-    except (KeyError, TypeError, ValueError, StopIteration) as exc:
-        raise BchwError(f"manifest {path} lacks or garbles a field ({exc!r})") from None
-    expected = {"i__payload", "i__valid", "i__ready", "o__payload", "o__valid", "o__ready"}
-    if not expected <= widths.keys() or "clk" not in widths or "rst" not in widths:
-        raise BchwError(f"manifest {path} does not list the ports clk, rst, i__*, o__*")
-    if ports.input_width != ports.lanes * ports.lane_bits:
-        raise BchwError(f"manifest {path}: input width is not lanes x lane_bits")
-    if len(ports.score_fields) != ports.classes or not any(
-        f.name == "index" for f in ports.output_fields
-    ):
-        raise BchwError(f"manifest {path}: the output needs an index and one score per class")
-    return ports
-
-
-def check_port_widths(verilog: Path, ports: Ports) -> None:
+def check_port_widths(verilog: Path, manifest: Manifest) -> None:
     """The payload ports the Verilog declares must have the manifest's widths: the harness
     connects them by the manifest, and a mismatch would be silently truncated."""
     text = Path(verilog).read_text(encoding="utf-8", errors="replace")
     for direction, name, width in (
-        ("input", "i__payload", ports.input_width),
-        ("output", "o__payload", ports.output_width),
+        ("input", "i__payload", manifest.input_width),
+        ("output", "o__payload", manifest.output_width),
     ):
         found = re.search(rf"\b{direction}\s+(?:wire\s+|reg\s+)?(\[(\d+):0\]\s*)?{name}\s*;", text)
         if found is None:
@@ -155,20 +55,20 @@ def check_port_widths(verilog: Path, ports: Ports) -> None:
             )
 
 
-def harness_verilog(ports: Ports) -> str:
-    """The harness module around ``ports.top``; deterministic text for one manifest."""
-    bpi = ports.beats_per_image
+def harness_verilog(manifest: Manifest) -> str:
+    """The harness module around ``manifest.top``; deterministic text for one manifest."""
+    bpi = manifest.beats_per_image
     return f"""\
 `timescale 1ns/1ps
 // bchw cosimulation harness (written by sim/harness.py; see its docstring for the plusargs).
-// Streams beats from a file into {ports.top} with pseudo-random input gaps and output
+// Streams beats from a file into {manifest.top} with pseudo-random input gaps and output
 // back-pressure, and logs every handshake with its cycle number.
 module {HARNESS_TOP} (
     input wire clk /*verilator public_flat_rw*/,
     input wire rst /*verilator public_flat_rw*/
 );
-    localparam IN_W = {ports.input_width};
-    localparam OUT_W = {ports.output_width};
+    localparam IN_W = {manifest.input_width};
+    localparam OUT_W = {manifest.output_width};
     localparam BEATS_PER_IMAGE = {bpi};
 
     reg  [IN_W-1:0]  i_payload;
@@ -178,7 +78,7 @@ module {HARNESS_TOP} (
     wire             o_valid;
     reg              o_ready;
 
-    {ports.top} dut (
+    {manifest.top} dut (
         .clk(clk), .rst(rst),
         .i__payload(i_payload), .i__valid(i_valid), .i__ready(i_ready),
         .o__payload(o_payload), .o__valid(o_valid), .o__ready(o_ready)
@@ -312,40 +212,40 @@ endmodule
 """
 
 
-def image_beats(images: np.ndarray, ports: Ports) -> np.ndarray:
+def image_beats(images: np.ndarray, manifest: Manifest) -> np.ndarray:
     """Pixels to beats: ``uint8[N * beats_per_image, lanes]``, padding lanes zero."""
     n = len(images)
-    padded = np.zeros((n, ports.beats_per_image * ports.lanes), dtype=np.uint64)
-    padded[:, : ports.input_size] = images
-    return padded.reshape(n * ports.beats_per_image, ports.lanes)
+    padded = np.zeros((n, manifest.beats_per_image * manifest.lanes), dtype=np.uint64)
+    padded[:, : manifest.input_size] = images
+    return padded.reshape(n * manifest.beats_per_image, manifest.lanes)
 
 
-def write_beats(path: Path, images: np.ndarray, ports: Ports) -> None:
+def write_beats(path: Path, images: np.ndarray, manifest: Manifest) -> None:
     """One hexadecimal line per beat; lane k at bits [k*lane_bits, (k+1)*lane_bits)."""
-    beats = image_beats(images, ports)
-    digits = -(-ports.input_width // 4)
+    beats = image_beats(images, manifest)
+    digits = -(-manifest.input_width // 4)
     hex_digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-    shifts = np.arange(ports.lane_bits, dtype=np.uint64)
+    shifts = np.arange(manifest.lane_bits, dtype=np.uint64)
     with open(path, "wb") as out:
         for start in range(0, len(beats), 2048):
             chunk = beats[start : start + 2048]
             # Bits, least significant first, then nibbles, most significant first.
             bits = ((chunk[:, :, None] >> shifts) & np.uint64(1)).astype(np.uint8)
-            bits = bits.reshape(len(chunk), ports.input_width)
-            bits = np.pad(bits, ((0, 0), (0, digits * 4 - ports.input_width)))
+            bits = bits.reshape(len(chunk), manifest.input_width)
+            bits = np.pad(bits, ((0, 0), (0, digits * 4 - manifest.input_width)))
             nibbles = bits.reshape(len(chunk), digits, 4) @ np.array([1, 2, 4, 8], np.uint8)
             text = hex_digits[nibbles[:, ::-1]]
             newline = np.full((len(chunk), 1), ord("\n"), dtype=np.uint8)
             out.write(np.hstack([text, newline]).tobytes())
 
 
-def pack_outputs(scores: np.ndarray, predicted: np.ndarray, ports: Ports) -> list[int]:
+def pack_outputs(scores: np.ndarray, predicted: np.ndarray, manifest: Manifest) -> list[int]:
     """The output payloads the reference expects, as integers."""
     payloads = []
-    index = ports.index_field
+    index = manifest.index_field
     for row, cls in zip(scores, predicted, strict=True):
-        value = (int(cls) & ((1 << index.width) - 1)) << index.lsb
-        for field, score in zip(ports.score_fields, row, strict=True):
-            value |= (int(score) & ((1 << field.width) - 1)) << field.lsb
+        value = index.insert(cls)
+        for field, score in zip(manifest.score_fields, row, strict=True):
+            value |= field.insert(score)
         payloads.append(value)
     return payloads

