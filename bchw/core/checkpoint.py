@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from bchw.core.nn import BinaryConnectMLP
+from bchw.core.options import BINARIZATIONS, parse_arch
 from bchw.errors import BchwError, first_line
-from bchw.core.nn import BINARIZATIONS, BinaryConnectMLP, parse_arch
 from bchw.outputs import write_bytes_atomic
 
 CHECKPOINT_FORMAT = "bchw-checkpoint"
@@ -34,6 +35,7 @@ class Checkpoint:
     epoch: int
     metrics: dict[str, float]
     sha256: str
+    dataset_sha256: str = ""  # of the archive it was trained on (archives only)
 
 
 def save_checkpoint(
@@ -47,9 +49,11 @@ def save_checkpoint(
     epoch: int,
     metrics: dict[str, float],
     device: str | None = None,
+    dataset_sha256: str = "",
 ) -> None:
     """Write the checkpoint atomically. ``device``: where a model trained off the CPU trained
-    (absent for CPU runs, so their files stay as they were before devices existed)."""
+    (absent for CPU runs, so their files stay as they were before devices existed);
+    ``dataset_sha256``: the archive's hash, for a model trained on a ``.npz`` archive."""
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -62,6 +66,8 @@ def save_checkpoint(
     }
     if device is not None:
         meta["device"] = device
+    if dataset_sha256:
+        meta["dataset_sha256"] = dataset_sha256
     # Pickle writes a string once and refers back to it when the same object recurs, so the
     # bytes would depend on which equal strings happen to be one object (an interned literal
     # or a command-line argument). A JSON round trip gives every value string its own object
@@ -126,4 +132,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         epoch=int(payload.get("epoch", -1)),
         metrics=dict(payload.get("metrics", {})),
         sha256=hashlib.sha256(data).hexdigest(),
+        dataset_sha256=str(payload.get("dataset_sha256", "")),
     )

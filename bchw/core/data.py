@@ -1,22 +1,31 @@
-"""Datasets: scikit-learn's bundled 8x8 digits (the default) and MNIST from IDX files.
+"""Datasets: scikit-learn's bundled 8x8 digits (the default), MNIST from IDX files, and the
+user's own data as Keras-style ``.npz`` archives.
 
-Images are flattened (permutation-invariant) and kept as unsigned 8-bit integers; the model
-scales them (``Dataset.input_scale``) so that the integer model can take the raw pixels.
+Images are flattened (permutation-invariant) and kept as unsigned integers; the model scales
+them (``Dataset.input_scale``) so that the integer model can take the raw pixels.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV
 from bchw.errors import BchwError
 
-DATASETS = ("digits", "mnist")
-DATA_DIR_ENV = "BCHW_DATA_DIR"
+DATASETS = BUILTIN_DATASETS
+ARCHIVE_SUFFIX = ".npz"
+ARCHIVE_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
+ARCHIVE_OPTIONAL = ("x_val", "y_val", "pixel_max")
+ARCHIVE_VALIDATION_SHARE = 10  # without x_val: the last 1/10 of the training set validates
+MAX_PIXEL = (1 << 16) - 1
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
@@ -33,6 +42,7 @@ IDX_MAGIC_IMAGES = 0x00000803  # unsigned byte, 3 dimensions
 IDX_MAGIC_LABELS = 0x00000801  # unsigned byte, 1 dimension
 MNIST_SIDE = 28
 NUM_CLASSES = 10
+MAX_CLASSES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ class Dataset:
     input_scale: float
     pixel_max: int
     num_classes: int = NUM_CLASSES
+    image_shape: tuple[int, ...] = ()  # one image before flattening (H, W) or (H, W, C)
+    sha256: str = ""  # of the archive file, for .npz data sets
 
     @property
     def num_features(self) -> int:
@@ -78,13 +90,73 @@ class Dataset:
         return getattr(self, name)
 
 
+    def check_model(self, model) -> None:
+        """Refuse, in one line, images or labels that an integer model cannot take."""
+        if self.num_features != model.input_size:
+            shape = "x".join(map(str, self.image_shape)) or str(self.num_features)
+            raise BchwError(
+                f"{self.name} images have {self.num_features} pixels ({shape}) but the model "
+                f"takes {model.input_size} inputs"
+            )
+        top = (1 << model.input_bits) - 1
+        if self.pixel_max > top:
+            raise BchwError(
+                f"{self.name} pixels reach {self.pixel_max}, but the model's "
+                f"{model.input_bits}-bit inputs take 0..{top}"
+            )
+        if self.num_classes > model.num_classes:
+            raise BchwError(
+                f"{self.name} has labels up to {self.num_classes - 1}, but the model has "
+                f"{model.num_classes} classes"
+            )
+
+
+def is_archive(name: str) -> bool:
+    """Whether a ``--dataset`` value names an archive file rather than a built-in data set."""
+    return name not in DATASETS
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load a data set by name; MNIST reads ``data_dir`` or ``$BCHW_DATA_DIR``."""
+    """Load a data set: ``digits``, ``mnist`` (from ``data_dir`` or ``$BCHW_DATA_DIR``) or the
+    path of a Keras-style ``.npz`` archive (:func:`load_archive`)."""
     if name == "digits":
         return load_digits()
     if name == "mnist":
         return load_mnist(resolve_data_dir(data_dir))
-    raise BchwError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if not name.endswith(ARCHIVE_SUFFIX):
+        raise BchwError(
+            f"unknown dataset {name!r}: choose {', '.join(DATASETS)} or a .npz archive's path"
+        )
+    return load_archive(name)
+
+
+def resolve_dataset(
+    requested: str | None,
+    recorded: str | None,
+    data_dir: str | os.PathLike[str] | None,
+    owner: str,
+    recorded_sha256: str = "",
+) -> Dataset:
+    """The data set asked for (``--dataset``), else the one ``owner`` (a model, a checkpoint)
+    records it was trained on; one-line errors when neither can be loaded."""
+    if requested:
+        return load_dataset(requested, data_dir)
+    if not recorded or recorded == "None":
+        raise BchwError(f"{owner} does not name its dataset: pass --dataset")
+    if not is_archive(recorded):
+        return load_dataset(recorded, data_dir)
+    if not Path(recorded).is_file():
+        raise BchwError(
+            f"{owner} was trained on the archive {recorded}, which is not there: pass "
+            "--dataset PATH.npz"
+        )
+    dataset = load_archive(recorded)
+    if recorded_sha256 and dataset.sha256 != recorded_sha256:
+        raise BchwError(
+            f"the archive {recorded} has changed since {owner} was trained on it (SHA-256 "
+            f"{dataset.sha256[:12]}, recorded {recorded_sha256[:12]}): pass --dataset PATH.npz"
+        )
+    return dataset
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
@@ -124,6 +196,7 @@ def load_digits() -> Dataset:
         test=Split(images[test], labels[test]),
         input_scale=1.0 / 16.0,
         pixel_max=16,
+        image_shape=(8, 8),
     )
 
 
@@ -168,6 +241,7 @@ def load_mnist(data_dir: Path) -> Dataset:
         test=Split(test_x, test_y),
         input_scale=1.0 / 255.0,
         pixel_max=255,
+        image_shape=(MNIST_SIDE, MNIST_SIDE),
     )
 
 
@@ -206,3 +280,170 @@ def _read_idx(path: Path) -> np.ndarray:
             f"file holds {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+# -- Keras-style archives ------------------------------------------------------------------------
+
+
+def load_archive(path: str | os.PathLike[str]) -> Dataset:
+    """A data set from a Keras-style ``.npz`` archive.
+
+    It holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally ``x_val``,
+    ``y_val`` (else the last tenth of the training set validates) and ``pixel_max`` (else the
+    largest pixel in the archive; the float model sees ``pixel / pixel_max``). Images are
+    ``N x H x W`` (grayscale), ``N x H x W x C`` (channels last) or already flat ``N x F``,
+    unsigned integer pixels of at most 16 bits, flattened in C order (row by row, channels
+    innermost); labels are ``N`` (or ``N x 1``) integers from 0, the classes being 0 up to the
+    largest label. Anything else is refused in one line naming the archive and the array.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BchwError(f"data archive {path} is a folder, not an .npz file")
+    if not path.is_file():
+        raise BchwError(f"data archive {path} does not exist")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BchwError(f"cannot read data archive {path}: {exc.strerror}") from None
+    arrays = _read_archive(path, raw)
+    missing = [key for key in ARCHIVE_REQUIRED if key not in arrays]
+    if missing:
+        raise BchwError(
+            f"data archive {path} lacks {', '.join(missing)} (an archive holds "
+            f"{', '.join(ARCHIVE_REQUIRED)}, optionally x_val and y_val)"
+        )
+    unknown = sorted(set(arrays) - set(ARCHIVE_REQUIRED) - set(ARCHIVE_OPTIONAL))
+    if unknown:
+        raise BchwError(
+            f"data archive {path} holds unexpected arrays {', '.join(unknown)} (known: "
+            f"{', '.join(ARCHIVE_REQUIRED + ARCHIVE_OPTIONAL)})"
+        )
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise BchwError(f"data archive {path} holds only one of x_val and y_val")
+    parts = ["train", "test"] + (["val"] if "x_val" in arrays else [])
+    images = {part: _archive_images(path, f"x_{part}", arrays[f"x_{part}"]) for part in parts}
+    labels = {part: _archive_labels(path, f"y_{part}", arrays[f"y_{part}"]) for part in parts}
+    shape = images["train"].shape[1:]
+    for part in parts:
+        if images[part].shape[1:] != shape:
+            raise BchwError(
+                f"data archive {path}: x_{part} images are {_shape(images[part].shape[1:])}, "
+                f"x_train's {_shape(shape)}"
+            )
+        if len(images[part]) != len(labels[part]):
+            raise BchwError(
+                f"data archive {path}: x_{part} holds {len(images[part])} images but y_{part} "
+                f"holds {len(labels[part])} labels"
+            )
+    largest = max(int(images[part].max()) for part in parts)
+    pixel_max = largest
+    if "pixel_max" in arrays:
+        pixel_max = _archive_scalar(path, arrays["pixel_max"])
+        if pixel_max < largest:
+            raise BchwError(
+                f"data archive {path}: a pixel is {largest}, above its pixel_max {pixel_max}"
+            )
+    if pixel_max < 1:
+        raise BchwError(f"data archive {path}: every pixel is 0")
+    num_classes = max(int(labels[part].max()) for part in parts) + 1
+    if num_classes < 2:
+        raise BchwError(f"data archive {path}: every label is 0; a classifier needs 2 classes")
+    dtype = np.uint8 if pixel_max <= 0xFF else np.uint16
+    flat = {part: images[part].reshape(len(images[part]), -1).astype(dtype) for part in parts}
+    train = Split(flat["train"], labels["train"])
+    if "val" in flat:
+        validation = Split(flat["val"], labels["val"])
+    else:
+        n_val = len(train) // ARCHIVE_VALIDATION_SHARE
+        if n_val == 0 or n_val == len(train):
+            raise BchwError(
+                f"data archive {path}: x_train holds {len(train)} images, too few to split off "
+                "a validation tenth (add x_val and y_val)"
+            )
+        train, validation = (
+            Split(train.images[:-n_val], train.labels[:-n_val]),
+            Split(train.images[-n_val:], train.labels[-n_val:]),
+        )
+    return Dataset(
+        name=str(path),
+        train=train,
+        validation=validation,
+        test=Split(flat["test"], labels["test"]),
+        input_scale=1.0 / pixel_max,
+        pixel_max=pixel_max,
+        num_classes=num_classes,
+        image_shape=tuple(int(d) for d in shape),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _read_archive(path: Path, raw: bytes) -> dict[str, np.ndarray]:
+    """Every array of the archive, read (so that a corrupt member is found now)."""
+    import io
+
+    if not raw.startswith(b"PK"):  # every zip file, and so every .npz, starts so
+        kind = "a single .npy array" if raw.startswith(b"\x93NUMPY") else "not a zip file"
+        raise BchwError(f"{path} is {kind}, not an .npz archive")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        if "allow_pickle" in reason or "Object arrays" in reason:
+            reason = "it holds Python objects, not plain arrays"
+        raise BchwError(f"{path} is not a readable .npz archive ({reason})") from None
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return " x ".join(map(str, shape)) or "scalars"
+
+
+def _archive_images(path: Path, key: str, array: np.ndarray) -> np.ndarray:
+    if array.ndim not in (2, 3, 4):
+        raise BchwError(
+            f"data archive {path}: {key} has shape {list(array.shape)}; images are N x H x W, "
+            "N x H x W x C or N x F"
+        )
+    if len(array) == 0:
+        raise BchwError(f"data archive {path}: {key} holds no images")
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise BchwError(
+            f"data archive {path}: {key} holds {array.dtype} values; pixels must be unsigned "
+            "integers (uint8 0..255, say)"
+        )
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        raise BchwError(f"data archive {path}: {key} holds the pixel {low}; pixels are unsigned")
+    if high > MAX_PIXEL:
+        raise BchwError(
+            f"data archive {path}: {key} holds the pixel {high}; pixels have at most 16 bits"
+        )
+    return array
+
+
+def _archive_labels(path: Path, key: str, array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2 and array.shape[1] == 1:  # Keras's CIFAR style: N x 1
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise BchwError(
+            f"data archive {path}: {key} has shape {list(array.shape)}; labels are N integers"
+        )
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise BchwError(f"data archive {path}: {key} holds {array.dtype} values, not integers")
+    if len(array) and int(array.min()) < 0:
+        raise BchwError(f"data archive {path}: {key} holds the label {int(array.min())}")
+    if len(array) and int(array.max()) >= MAX_CLASSES:
+        raise BchwError(
+            f"data archive {path}: {key} holds the label {int(array.max())} (at most "
+            f"{MAX_CLASSES} classes)"
+        )
+    return array.astype(np.int64)
+
+
+def _archive_scalar(path: Path, array: np.ndarray) -> int:
+    if array.shape != () or not np.issubdtype(array.dtype, np.integer):
+        raise BchwError(f"data archive {path}: pixel_max must be one integer")
+    value = int(array)
+    if not 1 <= value <= MAX_PIXEL:
+        raise BchwError(f"data archive {path}: pixel_max {value} is outside 1..{MAX_PIXEL}")
+    return value

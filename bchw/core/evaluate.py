@@ -13,8 +13,8 @@ import numpy as np
 
 from bchw.core import reference
 from bchw.core.data import Split
-from bchw.errors import BchwError
 from bchw.core.intmodel import IntegerModel
+from bchw.errors import BchwError
 from bchw.outputs import write_bytes_atomic
 
 DUMP_FORMAT = "bchw-eval-dump"

@@ -1,89 +1,41 @@
-"""Export: a trained checkpoint becomes an integer model, through a flow of small passes.
+"""Export: a trained checkpoint becomes an integer model, through a flow of small steps.
 
-Each pass has one job and returns the new draft and whether it changed anything (after
-hls4ml's optimizer passes). The flow is :data:`DEFAULT_FLOW`:
+Each step is a plain function with one job, from one :class:`ExportDraft` to the next; the
+flow is :data:`FLOW`, in order:
 
-1. :class:`FoldBatchNorm` - bias and batch norm per neuron into ``h = g * (z - m) + beta``;
-2. :class:`CalibrateFormats` - fractional bits of each layer's output, by calibration;
-3. :class:`QuantizeScales` - each neuron's scale as at most K signed powers of two;
-4. :class:`ComputeOffsets` - the layer's final shift R and each neuron's integer offset.
+1. :func:`fold_batch_norm` - bias and batch norm per neuron into ``h = g * (z - m) + beta``;
+2. :func:`calibrate_formats` - fractional bits of each layer's output, by calibration;
+3. :func:`quantize_scales` - each neuron's scale as at most K signed powers of two;
+4. :func:`compute_offsets` - the layer's final shift R and each neuron's integer offset.
 
 :func:`build_integer_model` then assembles the :class:`~bchw.core.intmodel.IntegerModel`.
+Every step fills fields of the draft the next ones read, so the order is fixed; each is
+testable alone on a draft that has what it reads.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from bchw import __version__
 from bchw.core.checkpoint import Checkpoint
-from bchw.errors import BchwError
-from bchw.core.intmodel import (
-    MAX_HIDDEN_BITS,
-    MAX_INPUT_BITS,
-    MAX_OUTPUT_BITS,
-    MAX_SCALE_TERMS,
-    IntegerLayer,
-    IntegerModel,
-    output_range,
-)
+from bchw.core.intmodel import IntegerLayer, IntegerModel, output_range
 from bchw.core.nn import binarize_deterministic
+from bchw.core.options import ExportOptions
+from bchw.errors import BchwError
 
-DEFAULT_ACT_BITS = 8
-DEFAULT_INPUT_BITS = 8
-DEFAULT_SCALE_TERMS = 2
-DEFAULT_CALIBRATION_IMAGES = 10_000
 CALIBRATION_SEED = 0
 # Scale exponents below -MAX_SCALE_SHIFT are dropped: with accumulators under 2^26 they move
 # the pre-rounding value by less than 2^-(MAX_SCALE_SHIFT-26) LSB.
 MAX_SCALE_SHIFT = 30
 FRAC_SEARCH = range(-16, 33)
 CALIBRATION_VALUES = 1 << 18
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """Choices the user makes at export time."""
-
-    act_bits: int = DEFAULT_ACT_BITS
-    out_bits: int | None = None
-    scale_terms: int = DEFAULT_SCALE_TERMS
-    frac_bits: tuple[int, ...] | None = None
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
-    input_bits: int = DEFAULT_INPUT_BITS
-
-    def check(self, n_layers: int) -> None:
-        if not 1 <= self.act_bits <= MAX_HIDDEN_BITS:
-            raise BchwError(
-                f"activation bits must lie in 1..{MAX_HIDDEN_BITS}, got {self.act_bits}"
-            )
-        if not 2 <= self.output_bits <= MAX_OUTPUT_BITS:
-            raise BchwError(f"output bits must lie in 2..{MAX_OUTPUT_BITS}, got {self.output_bits}")
-        if not 1 <= self.scale_terms <= MAX_SCALE_TERMS:
-            raise BchwError(
-                f"scale terms K must lie in 1..{MAX_SCALE_TERMS}, got {self.scale_terms}"
-            )
-        if self.frac_bits is not None and len(self.frac_bits) not in (1, n_layers):
-            raise BchwError(
-                f"--frac-bits gives {len(self.frac_bits)} values; give 1 or one per layer "
-                f"({n_layers})"
-            )
-        if self.frac_bits is not None and any(abs(f) > 32 for f in self.frac_bits):
-            raise BchwError("fractional bits must lie in -32..32")
-        if not 1 <= self.input_bits <= MAX_INPUT_BITS:
-            raise BchwError(f"input bits must lie in 1..{MAX_INPUT_BITS}, got {self.input_bits}")
-        if self.calibration_images < 1:
-            raise BchwError("calibration needs at least 1 image")
-
-    @property
-    def output_bits(self) -> int:
-        return self.out_bits if self.out_bits is not None else self.act_bits
 
 
 @dataclass(frozen=True)
@@ -147,29 +99,19 @@ class ExportDraft:
         return self.options.output_bits if last else self.options.act_bits
 
 
-class ExportPass(Protocol):
-    name: str
-
-    def apply(self, draft: ExportDraft) -> tuple[ExportDraft, bool]: ...
-
-
 def _replace_layers(draft: ExportDraft, layers: list[LayerDraft]) -> ExportDraft:
     return replace(draft, layers=tuple(layers))
 
 
-class FoldBatchNorm:
+def fold_batch_norm(draft: ExportDraft) -> ExportDraft:
     """Fold the dense bias and batch norm: ``g = gamma / sqrt(var + eps)``, ``m = mean - bias``."""
-
-    name = "fold-batch-norm"
-
-    def apply(self, draft: ExportDraft) -> tuple[ExportDraft, bool]:
-        layers = []
-        for layer in draft.layers:
-            gain = layer.bn_gamma / np.sqrt(layer.bn_var + layer.bn_eps)
-            layers.append(
-                replace(layer, gain=gain, center=layer.bn_mean - layer.bias, beta=layer.bn_beta)
-            )
-        return _replace_layers(draft, layers), True
+    layers = []
+    for layer in draft.layers:
+        gain = layer.bn_gamma / np.sqrt(layer.bn_var + layer.bn_eps)
+        layers.append(
+            replace(layer, gain=gain, center=layer.bn_mean - layer.bias, beta=layer.bn_beta)
+        )
+    return _replace_layers(draft, layers)
 
 
 def best_frac_bits(values: np.ndarray, bits: int, signed: bool) -> int:
@@ -191,42 +133,37 @@ def best_frac_bits(values: np.ndarray, bits: int, signed: bool) -> int:
     return best_f
 
 
-class CalibrateFormats:
+def calibrate_formats(draft: ExportDraft) -> ExportDraft:
     """Choose each layer's output fractional bits from the float model's activations on
     calibration images (or take the user's override)."""
+    override = draft.options.frac_bits
+    n = len(draft.layers)
+    if override is not None:
+        chosen = list(override) * n if len(override) == 1 else list(override)
+    else:
+        chosen = []
+        for index, values in enumerate(float_activations(draft)):
+            signed = index == n - 1
+            chosen.append(best_frac_bits(values, draft.output_bits(index), signed))
+    layers = [replace(layer, frac_bits=f) for layer, f in zip(draft.layers, chosen, strict=True)]
+    return _replace_layers(draft, layers)
 
-    name = "calibrate-formats"
 
-    def apply(self, draft: ExportDraft) -> tuple[ExportDraft, bool]:
-        override = draft.options.frac_bits
-        n = len(draft.layers)
-        if override is not None:
-            chosen = list(override) * n if len(override) == 1 else list(override)
-        else:
-            chosen = []
-            for index, values in enumerate(self.activations(draft)):
-                signed = index == n - 1
-                chosen.append(best_frac_bits(values, draft.output_bits(index), signed))
-        layers = [
-            replace(layer, frac_bits=f) for layer, f in zip(draft.layers, chosen, strict=True)
-        ]
-        return _replace_layers(draft, layers), True
-
-    @staticmethod
-    @torch.no_grad()
-    def activations(draft: ExportDraft) -> list[np.ndarray]:
-        """Per layer, the float model's outputs (after ReLU on hidden layers), float64."""
-        model = copy.deepcopy(draft.float_model).double().eval()
-        model.set_test_weights("binary")
-        x = torch.from_numpy(draft.calibration.astype(np.float64) * draft.input_scale)
-        outputs = []
-        last = len(model.linears) - 1
-        for index, (linear, norm) in enumerate(zip(model.linears, model.norms, strict=True)):
-            x = norm(linear(x))
-            if index != last:
-                x = torch.relu(x)
-            outputs.append(x.numpy().copy())
-        return outputs
+@torch.no_grad()
+def float_activations(draft: ExportDraft) -> list[np.ndarray]:
+    """Per layer, the float model's outputs on the calibration images (after ReLU on hidden
+    layers), in float64."""
+    model = copy.deepcopy(draft.float_model).double().eval()
+    model.set_test_weights("binary")
+    x = torch.from_numpy(draft.calibration.astype(np.float64) * draft.input_scale)
+    outputs = []
+    last = len(model.linears) - 1
+    for index, (linear, norm) in enumerate(zip(model.linears, model.norms, strict=True)):
+        x = norm(linear(x))
+        if index != last:
+            x = torch.relu(x)
+        outputs.append(x.numpy().copy())
+    return outputs
 
 
 def approximate_spt(values: np.ndarray, terms: int, min_exp: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,63 +206,54 @@ def approximate_spt(values: np.ndarray, terms: int, min_exp: int) -> tuple[np.nd
     return best_sign, best_exp
 
 
-class QuantizeScales:
+def quantize_scales(draft: ExportDraft) -> ExportDraft:
     """Each neuron's scale ``A = g * s_in * 2^f_out`` (output LSBs per accumulator unit) as a sum
     of at most K signed powers of two."""
-
-    name = "quantize-scales"
-
-    def apply(self, draft: ExportDraft) -> tuple[ExportDraft, bool]:
-        layers = []
-        for index, layer in enumerate(draft.layers):
-            assert layer.gain is not None and layer.frac_bits is not None
-            scale = layer.gain * draft.input_lsb(index) * math.ldexp(1.0, layer.frac_bits)
-            signs, exps = approximate_spt(scale, draft.options.scale_terms, -MAX_SCALE_SHIFT)
-            layers.append(replace(layer, scale=scale, scale_sign=signs, scale_exp=exps))
-        return _replace_layers(draft, layers), True
+    layers = []
+    for index, layer in enumerate(draft.layers):
+        assert layer.gain is not None and layer.frac_bits is not None
+        scale = layer.gain * draft.input_lsb(index) * math.ldexp(1.0, layer.frac_bits)
+        signs, exps = approximate_spt(scale, draft.options.scale_terms, -MAX_SCALE_SHIFT)
+        layers.append(replace(layer, scale=scale, scale_sign=signs, scale_exp=exps))
+    return _replace_layers(draft, layers)
 
 
-class ComputeOffsets:
+def compute_offsets(draft: ExportDraft) -> ExportDraft:
     """The layer's final shift ``R`` (enough for its smallest power of two) and each neuron's
     offset ``round((beta * 2^f - A' * m / s_in) * 2^R)``.
 
     The offset is built with the quantized scale A', so the neuron's zero crossing stays where
     batch norm put it: quantizing the scale tilts the slope, never moves the threshold.
     """
-
-    name = "compute-offsets"
-
-    def apply(self, draft: ExportDraft) -> tuple[ExportDraft, bool]:
-        layers = []
-        for index, layer in enumerate(draft.layers):
-            assert layer.scale_sign is not None and layer.scale_exp is not None
-            assert layer.center is not None and layer.beta is not None
-            assert layer.frac_bits is not None
-            used = layer.scale_sign != 0
-            lowest = int(layer.scale_exp[used].min()) if used.any() else 0
-            shift = max(0, -lowest)
-            center_acc = layer.center / draft.input_lsb(index)
-            exact = (
-                layer.beta * math.ldexp(1.0, layer.frac_bits) - layer.approx_scale() * center_acc
-            )
-            offset = np.rint(exact * math.ldexp(1.0, shift))
-            if not np.all(np.abs(offset) < 2.0**62):
-                raise BchwError(f"layer {index}: requantization offset out of range")
-            layers.append(replace(layer, requant_shift=shift, offset=offset.astype(np.int64)))
-        return _replace_layers(draft, layers), True
+    layers = []
+    for index, layer in enumerate(draft.layers):
+        assert layer.scale_sign is not None and layer.scale_exp is not None
+        assert layer.center is not None and layer.beta is not None
+        assert layer.frac_bits is not None
+        used = layer.scale_sign != 0
+        lowest = int(layer.scale_exp[used].min()) if used.any() else 0
+        shift = max(0, -lowest)
+        center_acc = layer.center / draft.input_lsb(index)
+        exact = layer.beta * math.ldexp(1.0, layer.frac_bits) - layer.approx_scale() * center_acc
+        offset = np.rint(exact * math.ldexp(1.0, shift))
+        if not np.all(np.abs(offset) < 2.0**62):
+            raise BchwError(f"layer {index}: requantization offset out of range")
+        layers.append(replace(layer, requant_shift=shift, offset=offset.astype(np.int64)))
+    return _replace_layers(draft, layers)
 
 
-DEFAULT_FLOW: tuple[ExportPass, ...] = (
-    FoldBatchNorm(),
-    CalibrateFormats(),
-    QuantizeScales(),
-    ComputeOffsets(),
+ExportStep = Callable[[ExportDraft], ExportDraft]
+FLOW: tuple[ExportStep, ...] = (
+    fold_batch_norm,
+    calibrate_formats,
+    quantize_scales,
+    compute_offsets,
 )
 
 
-def run_flow(draft: ExportDraft, flow: tuple[ExportPass, ...] = DEFAULT_FLOW) -> ExportDraft:
-    for export_pass in flow:
-        draft, _changed = export_pass.apply(draft)
+def run_flow(draft: ExportDraft, flow: tuple[ExportStep, ...] = FLOW) -> ExportDraft:
+    for step in flow:
+        draft = step(draft)
     return draft
 
 
@@ -437,21 +365,23 @@ def export_checkpoint(
             "calibration_seed": CALIBRATION_SEED,
         },
     }
+    if checkpoint.dataset_sha256:  # an archive: which one (built-in data sets have a name)
+        provenance["dataset_sha256"] = checkpoint.dataset_sha256
     return build_integer_model(draft, provenance)
 
 
 __all__ = [
-    "DEFAULT_FLOW",
-    "CalibrateFormats",
-    "ComputeOffsets",
+    "FLOW",
     "ExportDraft",
-    "ExportOptions",
-    "FoldBatchNorm",
     "LayerDraft",
-    "QuantizeScales",
     "approximate_spt",
     "best_frac_bits",
     "build_integer_model",
+    "calibrate_formats",
+    "compute_offsets",
     "export_checkpoint",
+    "float_activations",
+    "fold_batch_norm",
+    "quantize_scales",
     "run_flow",
 ]

@@ -13,10 +13,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from bchw.core import options
+from bchw.core.options import BINARIZATIONS
 from bchw.errors import BchwError
 
 Binarization = Literal["deterministic", "stochastic", "none"]
-BINARIZATIONS: tuple[str, ...] = ("deterministic", "stochastic", "none")
 TestWeights = Literal["binary", "real"]
 
 # (-H, +H) are the two binary values; the paper and its MNIST code use H = 1.
@@ -132,24 +133,6 @@ class BinaryLinear(nn.Linear):
         return f"{super().extra_repr()}, binarization={self.binarization}"
 
 
-def parse_arch(arch: str) -> list[int]:
-    """``"784-1024-10"`` -> ``[784, 1024, 10]``: input size, hidden sizes, classes."""
-    parts = arch.replace(" ", "").split("-")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise BchwError(
-            f"architecture {arch!r} is not sizes joined by '-', such as 784-1024-1024-1024-10"
-        ) from None
-    if len(sizes) < 2:
-        raise BchwError(f"architecture {arch!r} needs at least an input size and a class count")
-    if any(s < 1 for s in sizes):
-        raise BchwError(f"architecture {arch!r} has a size below 1")
-    if max(sizes) > 1 << 16:
-        raise BchwError(f"architecture {arch!r} has a layer wider than 65536")
-    return sizes
-
-
 class BinaryConnectMLP(nn.Module):
     """Dense layers, each followed by batch norm; ReLU on the hidden layers.
 
@@ -222,3 +205,4 @@ def cross_entropy_loss(output: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 LOSSES = {"square-hinge": square_hinge_loss, "cross-entropy": cross_entropy_loss}
+assert tuple(LOSSES) == options.LOSSES

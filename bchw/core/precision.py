@@ -21,9 +21,9 @@ import numpy as np
 from bchw.core import intmodel, reference
 from bchw.core.checkpoint import Checkpoint
 from bchw.core.data import Split
-from bchw.errors import BchwError
 from bchw.core.export import ExportOptions, calibration_images, export_checkpoint
 from bchw.core.intmodel import MAX_HIDDEN_BITS, MAX_SCALE_TERMS
+from bchw.errors import BchwError
 from bchw.outputs import write_bytes_atomic
 
 DEFAULT_BITS = tuple(range(4, 13))

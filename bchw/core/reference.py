@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bchw.errors import BchwError
 from bchw.core.intmodel import IntegerLayer, IntegerModel, output_range
+from bchw.errors import BchwError
 
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53

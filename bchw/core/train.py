@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,66 +16,15 @@ from tqdm import tqdm
 
 from bchw.core.checkpoint import save_checkpoint
 from bchw.core.data import Dataset, Split
+from bchw.core.nn import LOSSES, BinaryConnectMLP
+from bchw.core.options import TrainConfig
+from bchw.core.threads import ThreadChoice, choose_threads
 from bchw.errors import BchwError, first_line
-from bchw.core.nn import BINARIZATIONS, LOSSES, BinaryConnectMLP, parse_arch
 from bchw.outputs import make_output_dir, write_bytes_atomic
 
-DEFAULT_ARCH = {"digits": "64-256-256-10", "mnist": "784-1024-1024-1024-10"}
-DEFAULT_EPOCHS = {"digits": 100, "mnist": 250}
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
 CURVE_NAME = "learning_curve.png"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (seeded: the same config gives the same model)."""
-
-    dataset: str = "digits"
-    arch: str = ""
-    binarization: str = "deterministic"
-    epochs: int = 100
-    batch_size: int = 100
-    lr_start: float = 1e-3
-    lr_end: float = 3e-6
-    loss: str = "square-hinge"
-    seed: int = 0
-    bn_momentum: float = 0.15
-    bn_eps: float = 1e-4
-
-    def resolved_arch(self) -> str:
-        return self.arch or DEFAULT_ARCH.get(self.dataset, "")
-
-    def check(self, dataset: Dataset) -> list[int]:
-        """Validate against the data set; return the layer sizes."""
-        if self.binarization not in BINARIZATIONS:
-            raise BchwError(
-                f"unknown binarization {self.binarization!r}: use {', '.join(BINARIZATIONS)}"
-            )
-        if self.loss not in LOSSES:
-            raise BchwError(f"unknown loss {self.loss!r}: use {', '.join(LOSSES)}")
-        if self.epochs < 1:
-            raise BchwError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise BchwError(f"batch size must be at least 2 (batch norm), got {self.batch_size}")
-        for name in ("lr_start", "lr_end"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise BchwError(f"{name.replace('_', '-')} must be a positive number, got {value}")
-        if not (0 < self.bn_momentum <= 1 and self.bn_eps > 0):
-            raise BchwError("batch-norm momentum must lie in (0, 1] and epsilon be positive")
-        sizes = parse_arch(self.resolved_arch())
-        if sizes[0] != dataset.num_features:
-            raise BchwError(
-                f"architecture {self.resolved_arch()} takes {sizes[0]} inputs but {dataset.name} "
-                f"images have {dataset.num_features} pixels"
-            )
-        if sizes[-1] != dataset.num_classes:
-            raise BchwError(
-                f"architecture {self.resolved_arch()} ends in {sizes[-1]} outputs but "
-                f"{dataset.name} has {dataset.num_classes} classes"
-            )
-        return sizes
 
 
 @dataclass(frozen=True)
@@ -88,6 +37,8 @@ class TrainResult:
     checkpoint: Path
     log: Path
     curve: Path
+    config: TrainConfig  # as run: architecture, epochs and threads resolved
+    threads: ThreadChoice
 
 
 def resolve_device(name: str) -> torch.device:
@@ -173,11 +124,23 @@ def train(
     the same weights and sees the same batches as a CPU run with the same seed; its sums are
     ordered differently, so its weights drift apart within the first epochs, and stochastic
     binarization draws from the device's own random stream (the checkpoint records the
-    device). Nothing is written before the model and the data are on the device.
+    device). Nothing is written before the model and the data are on the device. On the CPU,
+    ``config.threads`` PyTorch threads, or (0) the count :func:`~bchw.core.threads.choose_threads`
+    measures; the training log records the count used.
     """
     sizes = config.check(dataset)
     where = resolve_device(device)
-    config.arch = config.resolved_arch()
+    threads = (
+        choose_threads(sizes, config.batch_size, config.loss, config.threads)
+        if where.type == "cpu"
+        else ThreadChoice(torch.get_num_threads(), {})
+    )
+    config = replace(
+        config,
+        arch=config.resolved_arch(dataset),
+        epochs=config.resolved_epochs(),
+        threads=threads.threads,
+    )
     torch.manual_seed(config.seed)
     model = BinaryConnectMLP(sizes, config.binarization, config.bn_momentum, config.bn_eps)
     n_train = len(dataset.train)
@@ -245,6 +208,7 @@ def train(
 
         record = {
             "epoch": epoch + 1,
+            "threads": config.threads,
             "lr": lr,
             "train_loss": total_loss / n_batches,
             "epoch_seconds": train_seconds,
@@ -270,9 +234,12 @@ def train(
             save_checkpoint(
                 ckpt_path,
                 model,
-                asdict(config),
+                # Without the thread count: the checkpoint of a recipe stays the same file
+                # whoever chose its threads (the log records them).
+                {k: v for k, v in asdict(config).items() if k != "threads"},
                 device=None if where.type == "cpu" else device_description(where),
                 dataset=dataset.name,
+                dataset_sha256=dataset.sha256,
                 input_scale=dataset.input_scale,
                 pixel_max=dataset.pixel_max,
                 epoch=epoch + 1,
@@ -301,6 +268,8 @@ def train(
         checkpoint=ckpt_path,
         log=log_path,
         curve=curve_path,
+        config=config,
+        threads=threads,
     )
 
 
