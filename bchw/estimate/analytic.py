@@ -45,10 +45,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bchw.core.intmodel import IntegerLayer, IntegerModel
-from rtl_gen.adder_tree import flip_node_range, flipped_range, pair_up, tree_levels
-from rtl_gen.pipeline import range_shape, registers_after
-from rtl_gen.requantizer import constants_layout, requant_width, shift_ranges
+from rtl_gen.plan import DesignPlan, FifoLink, LayerPlan
+from rtl_gen.ranges import (
+    constants_bits,
+    counter_bits,
+    flip_node_range,
+    pair_up,
+    registers_after,
+    requant_width,
+    shift_ranges,
+    signed_node,
+    tree_levels,
+)
+from rtl_gen.ranges import width as range_bits
 
 PRIMITIVES = ("tree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
@@ -99,68 +108,47 @@ class Counts:
         }
 
 
-def _width(lo: int, hi: int) -> int:
-    return range_shape(lo, hi).width
-
-
-def _bits(n: int) -> int:
-    """Bits of a counter over ``n`` states (at least one, as the generator makes them)."""
-    return max(1, (max(2, n) - 1).bit_length())
-
-
-def _combine(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Range of a tree node from two children ``(sign, lo, hi)``, as rtl_gen.adder_tree does."""
-    sa, la, ha = a
-    sb, lb, hb = b
-    if sa == sb:
-        return sa, la + lb, ha + hb
-    if sa > 0:
-        return 1, la - hb, ha - lb
-    return 1, lb - ha, hb - la
-
-
-def tree_counts(leaves: list[tuple[int, int, int]], pipeline_every: int) -> tuple[int, int, int]:
-    """Adder bits and register bits of one balanced tree, and its latency in registers."""
+def tree_counts(leaves: list[tuple[int, int, int]], pipeline_every: int) -> tuple[int, int]:
+    """Adder bits and register bits of one balanced tree."""
     register_levels = registers_after(tree_levels(len(leaves)), pipeline_every)
     add = reg = level = 0
     terms = leaves
     while len(terms) > 1:
         level += 1
-        paired = [_combine(terms[k], terms[k + 1]) for k in range(0, len(terms) - 1, 2)]
-        add += sum(_width(lo, hi) for _, lo, hi in paired)
+        paired = [signed_node(terms[k], terms[k + 1]) for k in range(0, len(terms) - 1, 2)]
+        add += sum(range_bits(lo, hi) for _, lo, hi in paired)
         if len(terms) % 2:
             paired.append(terms[-1])
         terms = paired
         if level in register_levels:
-            reg += sum(_width(lo, hi) for _, lo, hi in terms)
+            reg += sum(range_bits(lo, hi) for _, lo, hi in terms)
     if terms and terms[0][0] < 0:  # an all-negative lane ends with one negation
-        add += _width(-terms[0][2], -terms[0][1])
-    return add, reg, len(register_levels)
+        add += range_bits(-terms[0][2], -terms[0][1])
+    return add, reg
 
 
 def relative_tree_counts(
     n_inputs: int, input_range: tuple[int, int], pipeline_every: int
-) -> tuple[int, int, int, int, tuple[int, int]]:
-    """Adder bits, complement-gate bits, register bits and latency of one lane of a
-    relative-sign tree (``AdderTree`` with ``relative``), and its output range."""
+) -> tuple[int, int, int]:
+    """Adder bits, complement-gate bits and register bits of one lane of a relative-sign tree
+    (``AdderTree`` with ``relative``)."""
     register_levels = registers_after(tree_levels(n_inputs), pipeline_every)
     totals = {"add": 0, "leaf": 0, "reg": 0}
 
     def combine(a, b, *_):
         node = flip_node_range(a, b)
-        totals["add"] += _width(*node)
-        totals["leaf"] += _width(*b)
+        totals["add"] += range_bits(*node)
+        totals["leaf"] += range_bits(*b)
         return node
 
     def registers(nodes, level):
         if level in register_levels:
-            totals["reg"] += sum(_width(*node) + 1 for node in nodes)  # value and flip
+            totals["reg"] += sum(range_bits(*node) + 1 for node in nodes)  # value and flip
         return nodes
 
     root = pair_up([input_range] * n_inputs, combine, registers)
-    totals["leaf"] += _width(*root)  # the root's complement, in front of the accumulator
-    lane = flipped_range(*root)
-    return totals["add"], totals["leaf"], totals["reg"], len(register_levels), lane
+    totals["leaf"] += range_bits(*root)  # the root's complement, in front of the accumulator
+    return totals["add"], totals["leaf"], totals["reg"]
 
 
 def _csd_digits(value: int) -> int:
@@ -174,24 +162,22 @@ def _csd_digits(value: int) -> int:
     return digits
 
 
-def _requantizer(
-    layer: IntegerLayer, lanes: int, acc_width: int, share: int, layout=None
-) -> Counts:
-    """Requantizer of ``lanes`` neurons; ``share`` 0: constants fixed in the circuit, else
-    per-beat constants (``layout``) from its ROM with ``ceil(lanes / share)`` time-shared
-    units (rtl_gen.requantizer)."""
+def _requantizer(plan: LayerPlan) -> Counts:
+    """The layer's requantizer (rtl_gen.requantizer): constants fixed in the circuit with one
+    neuron fold, else per-beat constants from its ROM, computed by ``plan.requant_units``
+    time-shared units over ``plan.requant_steps`` cycles."""
+    layer, lanes = plan.layer, plan.pe
     t = requant_width(layer)
     v = t - layer.requant_shift
     c = Counts()
-    if not share:
+    if plan.static_constants:
         # Per neuron: one add per nonzero scale term (the offset and rounding fold into them).
         c.add += t * int((layer.scale_sign[:lanes] != 0).sum())
         units = lanes
     else:
         k = layer.scale_terms
         shift_stages = sum(bits for _, bits in shift_ranges(layer))
-        units = -(-lanes // share)
-        steps = -(-lanes // units)
+        units, steps = plan.requant_units, plan.requant_steps
         # Per unit: K barrel shifters, K terms gated (XOR for the sign, AND for a zero term)
         # and K adds onto the ROM's offset; shared units pick their lane's accumulator with a
         # steps-way multiplexer.
@@ -200,35 +186,30 @@ def _requantizer(
         c.add += units * k * t
         # The constants ROM: one word of ``units`` constants per step of each neuron fold,
         # read in order (an address counter and a primed bit), in block RAM.
-        words = max(2, -(-layer.out_features // lanes) * steps)
-        c.memories.append((words, units * layout.size, True, True))
-        c.add += _bits(words)
-        c.reg += _bits(words) + 1
+        words = max(2, plan.neuron_folds * steps)
+        c.memories.append((words, units * constants_bits(layer), True, True))
+        c.add += counter_bits(words)
+        c.reg += counter_bits(words) + 1
         if steps > 1:
-            c.mux += units * (steps - 1) * acc_width
-            c.reg += _bits(steps)
-            c.add += _bits(steps)
+            c.mux += units * (steps - 1) * plan.acc_width
+            c.reg += counter_bits(steps)
+            c.add += counter_bits(steps)
     c.add += units * 2 * v  # clamp: two comparisons
     c.mux += units * 2 * layer.output_bits
     c.reg += lanes * layer.output_bits + 1
     return c
 
 
-def layer_counts(
-    layer: IntegerLayer,
-    pe: int,
-    simd: int,
-    pipeline_every: int,
-    weight_bits: int = 1,
-    adder_tree: str = "xor",
-) -> Counts:
-    """Primitive counts of one layer engine (``weight_bits`` 1: binary, its folded tree
-    ``adder_tree``; else the MAC baseline)."""
-    n_in, n_out, b, x_max = layer.in_features, layer.out_features, layer.input_bits, layer.input_max
-    nf, sf = math.ceil(n_out / pe), math.ceil(n_in / simd)
+def layer_counts(plan: LayerPlan) -> Counts:
+    """Primitive counts of one layer engine (binary, its folded tree ``plan.unit.adder_tree``,
+    or the MAC baseline's, as ``plan.unit`` says)."""
+    layer = plan.layer
+    n_out, b, x_max = layer.out_features, layer.input_bits, layer.input_max
+    pe, simd, nf, sf = plan.pe, plan.simd, plan.neuron_folds, plan.synapse_folds
+    weight_bits = plan.unit.weight_bits
     c = Counts()
     w_max = (1 << (weight_bits - 1)) - 1
-    if nf == 1 and sf == 1:
+    if plan.unrolled:
         # Unrolled: constant weights, one tree per neuron over all inputs.
         for j in range(n_out):
             row = layer.weights[j]
@@ -239,79 +220,67 @@ def layer_counts(
                 c.cmul += sum((_csd_digits(w) - 1) * (b + int(abs(w)).bit_length()) for w in row)
                 for (_, lo, hi), w in zip(leaves, row, strict=True):
                     if abs(int(w)) & (abs(int(w)) - 1):  # a power of two is a shift
-                        width = _width(lo, hi)
-                        c.cmul_widths[width] = c.cmul_widths.get(width, 0) + 1
-                c.preg += sum(_width(lo, hi) for _, lo, hi in leaves)  # product registers
-            add, reg, latency = tree_counts(leaves, pipeline_every)
+                        bits = range_bits(lo, hi)
+                        c.cmul_widths[bits] = c.cmul_widths.get(bits, 0) + 1
+                c.preg += sum(range_bits(lo, hi) for _, lo, hi in leaves)  # product registers
+            add, reg = tree_counts(leaves, plan.pipeline_every)
             c.tree += add
             c.reg += reg
-        stages = latency + (weight_bits > 1)
-        c.reg += stages  # valid bits
-        c += _requantizer(layer, n_out, layer.acc_bits, share=0)
+        c.reg += plan.tree_latency  # valid bits
+        c += _requantizer(plan)
         return c
 
     tag_width = 2  # first, last
-    if weight_bits == 1 and adder_tree == "relative":
+    if weight_bits == 1 and plan.unit.adder_tree == "relative":
         # Subtractions whose right operand is complemented or not (a gate per bit, counted as
         # a leaf: the same XOR in front of an adder), node flips registered with the values.
-        lane_add, lane_leaf, lane_reg, latency, (lane_lo, lane_hi) = relative_tree_counts(
-            simd, (0, x_max), pipeline_every
-        )
+        lane_add, lane_leaf, lane_reg = relative_tree_counts(simd, (0, x_max), plan.pipeline_every)
         c.tree += pe * lane_add
         c.leaf += pe * lane_leaf
         c.reg += pe * lane_reg
-        acc_width = _width(sf * lane_lo, sf * lane_hi)
-        layout = constants_layout(layer)
-        stages = latency
     elif weight_bits == 1:
         # Leaves x_i or its ones' complement (XOR with the weight bit); the accumulators end
         # ones * zeros_j high, which the requantizer's offsets absorb.
-        x_width = _width(0, x_max)
+        x_width = range_bits(0, x_max)
         ones = (1 << x_width) - 1
-        lane_add, lane_reg, latency = tree_counts([(1, 0, ones)] * simd, pipeline_every)
+        lane_add, lane_reg = tree_counts([(1, 0, ones)] * simd, plan.pipeline_every)
         c.tree += pe * lane_add
         c.reg += pe * lane_reg
         c.leaf += pe * simd * x_width
-        acc_width = _width(0, sf * simd * ones)
-        layout = constants_layout(layer)
-        stages = latency
     else:
-        acc_bound = n_in * x_max * w_max
-        acc_width = _width(-acc_bound, acc_bound)
-        layout = constants_layout(layer)
         leaf = (1, -w_max * x_max, w_max * x_max)
-        lane_add, lane_reg, latency = tree_counts([leaf] * simd, pipeline_every)
+        lane_add, lane_reg = tree_counts([leaf] * simd, plan.pipeline_every)
         c.tree += pe * lane_add
         c.reg += pe * lane_reg
-        c.preg += pe * simd * _width(leaf[1], leaf[2])
+        c.preg += pe * simd * range_bits(leaf[1], leaf[2])
         c.mul += pe * simd * b * weight_bits
         c.n_mul += pe * simd
-        stages = latency + 1
-    c.reg += stages * (1 + tag_width)
+    c.reg += plan.tree_latency * (1 + tag_width)
     # Issue stage: counters, valid bits, the tag; with one neuron fold the input register,
     # with more the buffer and a read stage (valid, addresses, tag) in front of it.
-    counters = _bits(nf) + _bits(sf) + _bits(nf * sf)
+    counters = counter_bits(nf) + counter_bits(sf) + counter_bits(nf * sf)
     c.add += counters
     c.reg += counters + 2 + tag_width
     if nf > 1:
-        c.reg += 1 + _bits(sf) + _bits(nf * sf) + tag_width
+        c.reg += 1 + counter_bits(sf) + counter_bits(nf * sf) + tag_width
     else:
         c.reg += simd * b
     # Accumulators (clear on a fold's first beat), and the hand-over register to requantize.
+    acc_width = plan.acc_width
     c.gate += pe * acc_width
     c.add += pe * acc_width
     c.reg += 2 * pe * acc_width + 1
-    c.memories.append((nf * sf, pe * simd * weight_bits, True, True))
+    c.memories.append((nf * sf, plan.weight_word_bits, True, True))
     if nf > 1:
         c.memories.append((max(2, sf), simd * b, False, False))
-    c += _requantizer(layer, pe, acc_width, share=0 if nf == 1 else min(sf, pe), layout=layout)
+    c += _requantizer(plan)
     return c
 
 
 def fifo_counts(width: int, depth: int) -> Counts:
     """``BeatFIFO``: Amaranth's SyncFIFOBuffered, a memory of ``depth - 1`` and an output
     register, with read and write pointers and a level counter."""
-    p = _bits(depth)
+    p = counter_bits(depth)
     return Counts(add=3 * p, reg=width + 3 * p + 2, memories=[(depth - 1, width, False, False)])
 
 
@@ -320,8 +289,8 @@ def vector_buffer_counts(n: int, width: int, in_lanes: int, out_lanes: int) -> C
     in_beats, out_beats = math.ceil(n / in_lanes), math.ceil(n / out_lanes)
     used = min(n, out_lanes * out_beats)
     return Counts(
-        add=_bits(in_beats) + _bits(out_beats),
-        reg=2 * n * width + _bits(in_beats) + _bits(out_beats) + 4,
+        add=counter_bits(in_beats) + counter_bits(out_beats),
+        reg=2 * n * width + counter_bits(in_beats) + counter_bits(out_beats) + 4,
         mux=used * width * 2 - out_lanes * width,  # 2 * out_beats inputs per lane, n values
     )
 
@@ -340,31 +309,24 @@ def argmax_counts(n: int, width: int, pipeline_every: int) -> Counts:
     return c
 
 
-def design_counts(
-    model: IntegerModel,
-    folding: list,
-    pipeline_every: int,
-    weight_bits: int = 1,
-    adder_tree: str = "xor",
-) -> list[dict[str, Any]]:
+def design_counts(plan: DesignPlan) -> list[dict[str, Any]]:
     """Counts per part of the whole design: one entry per layer (its engine and the link after
     it), then the output (collector and argmax)."""
     parts = []
-    layers = model.layers
-    for index, (layer, f) in enumerate(zip(layers, folding, strict=True)):
-        c = layer_counts(layer, f.pe, f.simd, pipeline_every, weight_bits, adder_tree)
-        nf = math.ceil(layer.out_features / f.pe)
-        if index + 1 < len(layers):
-            nxt = folding[index + 1]
-            if f.pe == nxt.simd:
-                c += fifo_counts(f.pe * layer.output_bits, nf + 2)
+    for index, layer in enumerate(plan.layers):
+        c = layer_counts(layer)
+        if index < len(plan.links):
+            link = plan.links[index]
+            bits = layer.layer.output_bits
+            if isinstance(link, FifoLink):
+                c += fifo_counts(link.lanes * bits, link.depth)
             else:
-                c += vector_buffer_counts(layer.out_features, layer.output_bits, f.pe, nxt.simd)
+                c += vector_buffer_counts(link.n, bits, link.in_lanes, link.out_lanes)
         parts.append({"part": f"layer {index}", **c.as_dict()})
-    last, classes = layers[-1], model.num_classes
-    out = argmax_counts(classes, last.output_bits, pipeline_every)
-    if folding[-1].pe != classes:
-        out += vector_buffer_counts(classes, last.output_bits, folding[-1].pe, classes)
+    last, classes = plan.model.layers[-1], plan.model.num_classes
+    out = argmax_counts(classes, last.output_bits, plan.pipeline_every)
+    if plan.collector is not None:
+        out += vector_buffer_counts(classes, last.output_bits, plan.folding[-1].pe, classes)
     parts.append({"part": "output", **out.as_dict()})
     return parts
 
