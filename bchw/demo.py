@@ -1,46 +1,73 @@
-"""``bchw demo``: the whole chain on one model, from training to a resource table.
+"""``bchw demo``: the whole hardware chain on a shipped integer model, then a reproducibility
+report of its training.
 
-digits (the embedded default, no download): train the shipped model again from its seed, export
-it, check it is byte-identical to ``models/digits.bchw``, evaluate it, generate its Verilog,
-cosimulate the whole test split bit-exact, and synthesize the binary design and its 8-bit MAC
-baseline for iCE40 and ECP5. mnist: the same with the shipped ``models/mnist.bchw`` (training it
-takes hours on a laptop CPU) on the first ``limit`` test images.
+The chain runs on the integer model, the portable artefact: it checks the shipped file (it
+validates and writes back byte for byte), measures its accuracy with the bit-exact reference,
+generates its Verilog, cosimulates the test images bit for bit and estimates the binary design
+against its 8-bit MAC baseline for iCE40 and ECP5 (Yosys for digits; the analytical model for
+larger models, whose synthesis takes far longer than a demo should). Then, for digits, it
+trains the model again from its recipe and reports whether the result is identical and, where
+not, how it differs: float training is bit for bit only on the same CPU kind with the same
+thread count (docs/reproduction.md), so a difference is reported, never a failure.
 
-The demo folding is smaller than ``bchw generate``'s default (``DEMO_SYNAPSES_PER_CYCLE``) so
-that the four Yosys runs take about two minutes on two cores. Every step is also a command of
-its own (``bchw train/export/eval/generate/cosim/estimate``), for any model and folding.
+The demo folding is smaller than ``bchw generate``'s default (:data:`DEMO_SYNAPSES_PER_CYCLE`)
+so that synthesis takes about a minute. Every step is also a command of its own (``bchw
+train/export/eval/generate/cosim/estimate``), for any model and folding.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bchw.errors import BchwError
 
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED = {"digits": REPO / "models" / "digits.bchw", "mnist": REPO / "models" / "mnist.bchw"}
 # A folding of about this many binary synapses per cycle synthesizes in well under a minute per
-# Yosys run for the digits network (the default folding, 1,024, takes several minutes per run).
+# Yosys run for the digits network (the default folding, 1,024, takes minutes per run).
 DEMO_SYNAPSES_PER_CYCLE = 64
 DEMO_TARGETS = ("ice40", "ecp5")
-DEFAULT_MNIST_LIMIT = 200
+DEFAULT_LIMIT = 200  # test images cosimulated, except for digits (all 360)
 SOURCE_NAMES = {"yosys": "Yosys", "analytic": "analytical"}
 
 
 @dataclass(frozen=True)
 class DemoOptions:
+    """What ``bchw demo`` runs.
+
+    Attributes
+    ----------
+    dataset:
+        ``digits``, ``mnist`` or the path of an ``.npz`` archive.
+    model:
+        The integer model: a shipped one by name (``digits``, ``mnist``) or a ``.bchw`` file;
+        None for the shipped model of ``dataset`` (an archive needs one named).
+    data_dir:
+        The MNIST folder (else ``$BCHW_DATA_DIR``).
+    output:
+        Folder for the Verilog, the cosimulation, the report and the retrained model.
+    limit:
+        Test images to cosimulate (None: digits all 360, others the first 200).
+    synth:
+        Resources from Yosys (True) or the analytical model (False); None: Yosys for digits.
+    reproduce:
+        Train the digits model again from its recipe and compare (digits only).
+    jobs:
+        Yosys runs in parallel.
+    sim:
+        Simulator (None: ``$SIM``, else Verilator).
+    """
+
     dataset: str = "digits"
+    model: str | None = None
     data_dir: str | None = None
     output: Path = Path("build/demo")
-    limit: int | None = None  # test images to cosimulate (mnist default: DEFAULT_MNIST_LIMIT)
-    synth: bool | None = None  # Yosys (True) or the analytical model (False); None: by dataset
+    limit: int | None = None
+    synth: bool | None = None
+    reproduce: bool = True
     jobs: int = 2
     sim: str | None = None
 
@@ -55,34 +82,53 @@ def _step(say: Callable[[str], None], label: str, text: str) -> None:
     say(f"{label:<9} {text}")
 
 
+def _load_model(options: DemoOptions):
+    """The integer model the demo runs and how to name it."""
+    from bchw.core import intmodel
+    from bchw.core.data import is_archive
+    from bchw.models import SHIPPED, load_shipped, shipped_file
+
+    name = options.model
+    if name is None:
+        if is_archive(options.dataset):
+            raise BchwError(
+                "an archive needs --model: a .bchw file, or digits or mnist for a shipped model"
+            )
+        name = options.dataset
+    if name in SHIPPED:
+        return load_shipped(name), shipped_file(name), name
+    return intmodel.load(name), name, None
+
+
 def run_demo(
     options: DemoOptions,
     say: Callable[[str], None] = print,
-    estimate_progress: Callable[[str, int, int], None] | None = None,
+    estimate_progress: Callable[..., None] | None = None,
     cosim_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> DemoResult:
     """Run every stage; ``say`` gets one line per step. Raises BchwError on bad input."""
+    import numpy as np
+
     from bchw.core import intmodel, reference
     from bchw.core.data import load_dataset
-    from bchw.estimate.run import EstimateOptions, estimate
+    from bchw.estimate.options import EstimateOptions
     from bchw.estimate.report import write_report
+    from bchw.estimate.run import estimate
     from bchw.outputs import make_output_dir
-    from rtl_gen import generate as gen
-    from sim.cosim import CosimOptions, cosimulate, first_problem
+    from rtl_gen.generate import generate_cached
+    from rtl_gen.plan import default_folding, plan_design
+    from sim.cosim import cosimulate, first_problem
+    from sim.options import CosimOptions
     from sim.runner import choose_simulator
 
-    if options.dataset not in SHIPPED:
-        raise BchwError(f"unknown dataset {options.dataset!r}: choose digits or mnist")
+    model, model_name, shipped = _load_model(options)
     dataset = load_dataset(options.dataset, options.data_dir)
-    # Yosys on the MNIST designs takes far longer than a demo should (its 2.9 Mbit of weights,
-    # 23 Mbit in the MAC baseline): the analytical model answers unless asked otherwise.
-    synth = options.synth if options.synth is not None else options.dataset == "digits"
-    shipped = SHIPPED[options.dataset]
-    if not shipped.is_file():
-        raise BchwError(f"the shipped model {shipped} is missing (a bchw checkout has it)")
-    estimate_options = EstimateOptions(
-        targets=DEMO_TARGETS, synth=synth, lut_only=False, jobs=options.jobs
-    )
+    dataset.check_model(model)
+    # Yosys on the larger designs takes far longer than a demo should (MNIST's 2.9 Mbit of
+    # weights, 23 Mbit in the MAC baseline): the analytical model answers unless asked.
+    synth = options.synth if options.synth is not None else shipped == "digits"
+    reproduce = options.reproduce and shipped == "digits" and options.dataset == "digits"
+    estimate_options = EstimateOptions(targets=DEMO_TARGETS, synth=synth, jobs=options.jobs)
     estimate_options.check()
     sim = choose_simulator(options.sim)
     if synth:
@@ -98,28 +144,18 @@ def run_demo(
         seconds[name] = round(now - since, 1)
         return now
 
-    # 1. The model: trained again (digits) or the shipped one (mnist).
+    # 1. The integer model: validated on reading; writing it back gives the same bytes.
     t = time.perf_counter()
-    float_accuracy: float | None
-    if options.dataset == "digits":
-        model, float_accuracy, identical = _train_digits(dataset, out, say)
-        model_path = out / "digits.bchw"
-        note = "identical to" if identical else "DIFFERS from"
-        _step(
-            say,
-            "model",
-            f"{model_path} (sha256 {model.sha256[:16]}...), {note} {_shown(shipped)}",
-        )
-    else:
-        model = intmodel.load(shipped)
-        model_path = shipped
-        identical = True
-        test_error = model.provenance.get("float_metrics", {}).get("test_error")
-        float_accuracy = None if test_error is None else 1.0 - float(test_error)
-        _step(say, "model", f"{_shown(shipped)} (sha256 {model.sha256[:16]}...), {model.arch()}")
-    if model.input_size != dataset.num_features:
-        raise BchwError(f"{shipped} takes {model.input_size} inputs, not {dataset.num_features}")
-    t = lap("model", t)
+    written_back = intmodel.to_bytes(model)
+    if model.sha256 and hashlib.sha256(written_back).hexdigest() != model.sha256:
+        raise BchwError(f"{model_name} does not write back byte for byte: the writer changed")
+    _step(
+        say,
+        "model",
+        f"{model_name} (sha256 {model.sha256[:16]}...), {model.arch()}; valid, and written "
+        "back byte for byte",
+    )
+    float_accuracy = _recorded_float_accuracy(model)
 
     # 2. Accuracy of the integer model (bit-exact reference) on the whole test split.
     result = reference.run(model, dataset.test.images)
@@ -130,33 +166,33 @@ def run_demo(
         say,
         "accuracy",
         f"integer {integer_accuracy:.4f} ({correct}/{len(dataset.test)} test images), "
-        f"float {float_text} (binary weights)",
+        f"float {float_text} (binary weights, as recorded at export)",
     )
-    t = lap("reference", t)
+    t = lap("model", t)
 
     # 3. Verilog at the demo folding.
-    folding = gen.default_folding(model, DEMO_SYNAPSES_PER_CYCLE)
+    folding = default_folding(model, DEMO_SYNAPSES_PER_CYCLE)
+    plan = plan_design(model, folding)
     folding_text = ", ".join(f"{f.pe}/{f.simd}" for f in folding)
-    design, _ = gen.generate_cached(model, folding, out / "rtl", gen.DEFAULT_PIPELINE_EVERY)
-    manifest = json.loads((design / gen.MANIFEST_NAME).read_text())
+    design, _ = generate_cached(plan, out / "rtl")
     _step(
         say,
         "verilog",
-        f"{design / gen.VERILOG_NAME} (PE/SIMD per layer {folding_text}; "
-        f"{manifest['initiation_interval_cycles']} cycles per image, latency "
-        f"{manifest['latency_cycles']} cycles)",
+        f"{design.verilog} (PE/SIMD per layer {folding_text}; "
+        f"{design.manifest.initiation_interval_cycles} cycles per image, latency "
+        f"{design.manifest.latency_cycles} cycles)",
     )
     t = lap("generate", t)
 
     # 4. Cosimulation against the reference, bit for bit.
     limit = options.limit
-    if limit is None and options.dataset == "mnist":
-        limit = DEFAULT_MNIST_LIMIT
+    if limit is None and dataset.name != "digits":
+        limit = DEFAULT_LIMIT
     split = dataset.test.head(limit)
-    _step(say, "cosim", f"{len(split)} {options.dataset} test images through {sim}")
+    _step(say, "cosim", f"{len(split)} {dataset.name} test images through {sim}")
     cosim = cosimulate(
         model,
-        design,
+        design.folder,
         split.images.astype(np.int64),
         split.labels.astype(np.int64),
         out / "cosim",
@@ -176,25 +212,25 @@ def run_demo(
         _step(say, "MISMATCH", first_problem(cosim))
     t = lap("cosim", t)
 
-    # 5. Resources: Yosys on the binary design and its 8-bit MAC baseline.
+    # 5. Resources: the binary design and its 8-bit MAC baseline.
     source = "Yosys" if synth else "the analytical model"
     _step(say, "estimate", f"binary and 8-bit MAC designs on {', '.join(DEMO_TARGETS)} ({source})")
     report = estimate(
-        model,
-        folding,
-        gen.DEFAULT_PIPELINE_EVERY,
-        estimate_options,
-        out / "estimate",
-        estimate_progress,
+        model, folding, plan.pipeline_every, estimate_options, out / "estimate", estimate_progress
     )
     written = write_report(report, None, make_output_dir(out / "estimate"))
-    lap("estimate", t)
+    t = lap("estimate", t)
+
+    # 6. Reproducibility: train the shipped model again from its recipe and compare.
+    reproduction = None
+    if reproduce:
+        reproduction = _reproduce_digits(model, dataset, out / "reproduce", say)
+        lap("reproduce", t)
 
     summary = {
-        "dataset": options.dataset,
-        "model": str(_shown(model_path)),
+        "dataset": dataset.name,
+        "model": model_name,
         "model_sha256": model.sha256,
-        "identical_to_shipped": identical,
         "arch": model.arch(),
         "float_accuracy": float_accuracy,
         "integer_accuracy": integer_accuracy,
@@ -208,6 +244,7 @@ def run_demo(
             "passed": cosim.passed,
             "cycles_per_image": cosim.cycles_per_image,
             "latency_cycles": cosim.latency_cycles,
+            "predicted_latency_cycles": cosim.predicted_latency_cycles,
         },
         "resources": {
             target: {
@@ -216,8 +253,8 @@ def run_demo(
             }
             | {
                 "lut_ratio": report["ratio"][target]["lut"],
-                # No LUT-only synthesis in the demo (it doubles the time): the analytical
-                # model's LUT-only figures show what the multipliers cost without DSP blocks.
+                # No LUT-only synthesis in the demo (its MAC run is the long one): the
+                # analytical model's LUT-only figures show what the multipliers cost.
                 "analytic_lut_only": {
                     name: report[name][target]["analytic"]["lut_nodsp"]
                     for name in ("binary", "mac")
@@ -226,56 +263,111 @@ def run_demo(
             for target in DEMO_TARGETS
         },
         "resource_source": report["source"],
+        "reproduction": reproduction,
         "outputs": {
-            "verilog": str(design / gen.VERILOG_NAME),
-            "manifest": str(design / gen.MANIFEST_NAME),
+            "verilog": str(design.verilog),
+            "manifest": str(design.manifest_path),
             "report": str(written["markdown"]),
             "report_json": str(written["json"]),
             "plots": [str(p) for p in written["plots"]],
         },
         "seconds": seconds | {"total": round(time.perf_counter() - started, 1)},
     }
-    return DemoResult(summary, ok=cosim.passed and identical)
+    return DemoResult(summary, ok=cosim.passed)
 
 
-def _shown(path: Path) -> Path:
-    """``path`` relative to the working folder when it lies inside it (shorter to read)."""
-    try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return Path(path)
+def _recorded_float_accuracy(model) -> float | None:
+    """The float model's test accuracy that export recorded in the model's provenance."""
+    test_error = model.provenance.get("float_metrics", {}).get("test_error")
+    return None if test_error is None else round(1.0 - float(test_error), 6)
 
 
-def _train_digits(dataset, out: Path, say: Callable[[str], None]):
-    """Train the shipped digits model again from its seed; export; compare with models/."""
-    from bchw.core import intmodel
+def _reproduce_digits(shipped, dataset, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Train the shipped digits model again from its recipe, export it, and say how the result
+    compares with the shipped file."""
+    import numpy as np
+
+    from bchw.core import intmodel, reference
     from bchw.core.checkpoint import load_checkpoint
     from bchw.core.evaluate import float_accuracies
-    from bchw.core.export import ExportOptions, export_checkpoint
-    from bchw.core.train import DEFAULT_EPOCHS, TrainConfig, train
+    from bchw.core.export import export_checkpoint
+    from bchw.core.options import ExportOptions, TrainConfig
+    from bchw.core.train import train
+    from bchw.models import RECIPES
 
-    config = TrainConfig(dataset="digits", epochs=DEFAULT_EPOCHS["digits"], seed=0)
+    recipe = RECIPES["digits"]
+    config = TrainConfig(
+        dataset="digits", epochs=recipe.epochs, seed=recipe.seed, threads=recipe.threads
+    )
     _step(
         say,
-        "train",
-        f"{config.resolved_arch()} on digits, {config.epochs} epochs, seed {config.seed} "
-        f"(the recipe of {SHIPPED['digits'].name})",
+        "reproduce",
+        f"training {config.resolved_arch()} on digits again: {config.epochs} epochs, seed "
+        f"{config.seed}, {recipe.threads} torch threads (the recipe of models/digits.bchw, "
+        f"trained on {recipe.machine})",
     )
-    result = train(config, dataset, out / "train", progress=False)
-    _step(
-        say,
-        "train",
-        f"best epoch {result.best_epoch}: validation error {100 * result.validation_error:.2f} %, "
-        f"test error {100 * result.test_error:.2f} % ({result.seconds_per_epoch:.2f} s per epoch)",
-    )
+    result = train(config, dataset, out, progress=False)
     checkpoint = load_checkpoint(result.checkpoint)
     model = export_checkpoint(checkpoint, dataset.train.images, ExportOptions())
-    path = out / "digits.bchw"
-    digest = intmodel.save(model, path)
-    model = intmodel.load(path)
-    identical = digest == intmodel.load(SHIPPED["digits"]).sha256
-    float_accuracy = float_accuracies(model, checkpoint, dataset.test, dataset.input_scale)
-    return model, float_accuracy["binary"], identical
+    digest = intmodel.save(model, out / "digits.bchw")
+    model = intmodel.load(out / "digits.bchw")
+    identical = digest == shipped.sha256
+    floats = float_accuracies(model, checkpoint, dataset.test, dataset.input_scale)
+
+    def integer_accuracy(m) -> float:
+        predicted = reference.run(m, dataset.test.images).predicted
+        return float(np.mean(predicted == dataset.test.labels))
+
+    ours = {
+        "best_epoch": result.best_epoch,
+        "integer_accuracy": integer_accuracy(model),
+        "float_accuracy": floats["binary"],
+        "sha256": digest,
+    }
+    theirs = {
+        "best_epoch": shipped.provenance.get("epoch"),
+        "integer_accuracy": integer_accuracy(shipped),
+        "float_accuracy": _recorded_float_accuracy(shipped),
+        "sha256": shipped.sha256,
+    }
+    differing, total = _weight_bits_differing(model, shipped)
+    report = {
+        "identical": identical,
+        "retrained": ours,
+        "shipped": theirs,
+        "weight_bits_differing": differing,
+        "weight_bits": total,
+        "threads": result.threads.threads,
+        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+        "model": str(out / "digits.bchw"),
+    }
+    if identical:
+        _step(say, "reproduce", f"identical to models/digits.bchw (sha256 {digest[:16]}...)")
+    else:
+        _step(
+            say,
+            "reproduce",
+            "differs from models/digits.bchw, as float training may on another CPU kind or "
+            "thread count (the integer model is the portable artefact):",
+        )
+        _step(
+            say,
+            "",
+            f"best epoch {ours['best_epoch']} (shipped {theirs['best_epoch']}); integer "
+            f"accuracy {ours['integer_accuracy']:.4f} (shipped {theirs['integer_accuracy']:.4f}); "
+            f"float {ours['float_accuracy']:.4f} (shipped {theirs['float_accuracy']:.4f}); "
+            f"{differing:,} of {total:,} weight bits differ ({100 * differing / total:.1f} %)",
+        )
+    return report
+
+
+def _weight_bits_differing(a, b) -> tuple[int, int]:
+    """How many weights of two models of the same shape differ in sign, and how many there are."""
+    differing = total = 0
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        differing += int((la.weights != lb.weights).sum())
+        total += la.weights.size
+    return differing, total
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -284,7 +376,7 @@ def summary_table(summary: dict[str, Any]) -> str:
     fa = summary["float_accuracy"]
     source = SOURCE_NAMES[summary["resource_source"]]
     lines = [
-        f"{'model':<22} {summary['arch']} ({summary['dataset']}), sha256 "
+        f"{'model':<22} {summary['arch']} ({summary['model']}), sha256 "
         f"{summary['model_sha256'][:16]}...",
         f"{'accuracy, float':<22} " + ("-" if fa is None else f"{fa:.4f}"),
         f"{'accuracy, integer':<22} {summary['integer_accuracy']:.4f} "
@@ -292,7 +384,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"{'cosimulation':<22} {c['images'] - c['mismatches'] - c['missing']} of {c['images']} "
         f"bit-exact, {c['mismatches']} mismatches ({c['simulator']})",
         f"{'cycles per image':<22} {c['cycles_per_image'] or 0:.1f} (latency "
-        f"{c['latency_cycles']})",
+        f"{c['latency_cycles']}, manifest {c['predicted_latency_cycles']})",
         "",
         f"{'resources, ' + source:<22} {'LUT':>8} {'FF':>8} {'BRAM':>6} {'DSP':>5}   "
         f"{'LUT, no DSP (analytical)':>24}",
@@ -310,6 +402,16 @@ def summary_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"{target + ' MAC / binary':<22} {ratio:>8} {'':>8} {'':>6} {'':>5}   {ratio_only:>24}"
         )
+    r = summary.get("reproduction")
+    if r is not None:
+        verdict = (
+            "identical to the shipped model"
+            if r["identical"]
+            else f"differs: {r['weight_bits_differing']:,} of {r['weight_bits']:,} weight bits, "
+            f"integer accuracy {r['retrained']['integer_accuracy']:.4f} (shipped "
+            f"{r['shipped']['integer_accuracy']:.4f})"
+        )
+        lines += ["", f"{'retrained from recipe':<22} {verdict}"]
     o = summary["outputs"]
     lines += [
         "",

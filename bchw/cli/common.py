@@ -1,0 +1,312 @@
+"""What every command shares: the parser class, option types, the data, folding, jobs and JSON
+options, the progress bars, and the checks of inputs and output folders.
+
+Nothing here imports PyTorch, Amaranth or numpy at import time: ``--help`` reads the options
+dataclasses' defaults and answers at once; the heavy imports wait inside functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV
+from bchw.errors import BchwError
+from rtl_gen import ADDER_TREES, DEFAULT_PIPELINE_EVERY, DEFAULT_SYNAPSES_PER_CYCLE
+
+EPILOG = (
+    "Data: digits (scikit-learn's 8x8 digits) needs no download; mnist reads the four IDX files "
+    f"from --data-dir DIR or ${DATA_DIR_ENV}; a path ending in .npz is a Keras-style archive "
+    "(x_train, y_train, x_test, y_test, optionally x_val, y_val). Errors print one line and "
+    "exit with status 2 (set BCHW_DEBUG=1 for a traceback)."
+)
+FOLDING_EPILOG = (
+    "Folding: --pe and --simd take one value per layer (e.g. --pe 16,16,10 --simd "
+    '49,16,16), or --folding FILE with {"layers": [{"pe": P, "simd": S}, ...]}, or '
+    f"--unroll. Default: every layer folded to meet one common interval at about "
+    f"{DEFAULT_SYNAPSES_PER_CYCLE} synapses per cycle in total, each layer's PE equal to the "
+    "next layer's SIMD where possible (FIFO links)."
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and exit status 2, as argparse's are)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- option types -------------------------------------------------------------------------------
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not integers separated by commas, such as 5,4,3"
+        ) from None
+
+
+def int_range(text: str) -> tuple[int, ...]:
+    """``4-12`` or ``4,6,8`` (or a mix: ``2,4-6``)."""
+    values: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            if dash:
+                lo, hi = int(low), int(high)
+                if lo > hi:
+                    raise ValueError
+                values.extend(range(lo, hi + 1))
+            else:
+                values.append(int(low))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a list of integers or a range LO-HI"
+            ) from None
+    return tuple(values)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def device_pair(text: str) -> tuple[str, str]:
+    family, sep, name = text.partition("=")
+    if not sep or not family or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FAMILY=DEVICE, such as ice40=hx8k")
+    return family.strip(), name.strip()
+
+
+def dataset_name(text: str) -> str:
+    if text in BUILTIN_DATASETS or text.endswith(".npz"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a data set: use {', '.join(BUILTIN_DATASETS)} or a .npz archive's path"
+    )
+
+
+# -- shared options -----------------------------------------------------------------------------
+
+
+def add_data_options(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
+    parser.add_argument(
+        "--dataset",
+        type=dataset_name,
+        default=default,
+        metavar="NAME|PATH.npz",
+        help="digits, mnist or a Keras-style .npz archive "
+        + ("(default: %(default)s)" if default else "(default: the one the model was trained on)"),
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"folder with MNIST's four IDX files, raw or .gz (default: ${DATA_DIR_ENV})",
+    )
+
+
+def add_folding_options(parser: argparse.ArgumentParser) -> None:
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--unroll", action="store_true", help="fully unroll every layer")
+    choice.add_argument("--folding", metavar="FILE", help="folding JSON file")
+    parser.add_argument(
+        "--pe", type=int_list, metavar="P[,P...]", help="neurons per cycle, one per layer"
+    )
+    parser.add_argument(
+        "--simd", type=int_list, metavar="S[,S...]", help="inputs per cycle, one per layer"
+    )
+    parser.add_argument(
+        "--pipeline-every",
+        type=int,
+        default=DEFAULT_PIPELINE_EVERY,
+        metavar="N",
+        help="a pipeline register after every N adder levels; 0 for none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--adder-tree",
+        choices=ADDER_TREES,
+        default="xor",
+        help="how a folded binary layer's tree applies its weight bits: xor (each input or its "
+        "complement, then adds; smallest on iCE40, ECP5 and Gowin) or relative (a relative-sign "
+        "tree of subtractions; smallest on Xilinx 7-series) (default: %(default)s)",
+    )
+
+
+def has_folding(args: argparse.Namespace) -> bool:
+    return bool(args.unroll or args.folding or args.pe is not None or args.simd is not None)
+
+
+def folding_from_args(args: argparse.Namespace, model) -> list:
+    """The folding the options name (the default folding without any), checked."""
+    from rtl_gen import plan
+
+    if (args.pe is None) != (args.simd is None):
+        raise BchwError("--pe and --simd go together: give one value per layer to each")
+    if args.pe is not None and (args.unroll or args.folding):
+        raise BchwError("choose one of --pe/--simd, --folding or --unroll")
+    if args.unroll:
+        return plan.unrolled_folding(model)
+    if args.folding:
+        return plan.folding_from_file(model, args.folding)
+    if args.pe is not None:
+        return plan.folding_from_lists(model, list(args.pe), list(args.simd))
+    return plan.default_folding(model)
+
+
+def plan_from_args(args: argparse.Namespace, model):
+    """The binary design the folding options describe."""
+    from rtl_gen.plan import DotProduct, plan_design
+
+    return plan_design(
+        model,
+        folding_from_args(args, model),
+        args.pipeline_every,
+        DotProduct.binary(args.adder_tree),
+    )
+
+
+def add_jobs(parser: argparse.ArgumentParser, what: str = "synthesis runs") -> None:
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=min(4, os.cpu_count() or 1),
+        metavar="N",
+        help=f"{what} in parallel (default: %(default)s, this machine's cores up to 4)",
+    )
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary as the last line of stdout"
+    )
+
+
+def emit_json(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+
+
+# -- inputs and outputs -------------------------------------------------------------------------
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output path that is a file (the folder is made later)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise BchwError(f"output path {out} exists and is not a folder")
+    return out
+
+
+def model_dataset(args: argparse.Namespace, model):
+    """``--dataset`` (else the one the model was trained on), checked against the model."""
+    from bchw.core.data import resolve_dataset
+
+    provenance = model.provenance
+    dataset = resolve_dataset(
+        args.dataset,
+        provenance.get("dataset"),
+        args.data_dir,
+        "the model",
+        str(provenance.get("dataset_sha256", "")),
+    )
+    dataset.check_model(model)
+    return dataset
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+class Progress:
+    """The progress bars of every command: one bar per task (on stderr, only on a terminal
+    unless asked), each replaced when its total changes, all closed before a line is printed.
+
+    Use as a context manager; :meth:`say` prints a line between bars.
+    """
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+    def update(
+        self,
+        task: str,
+        done: int,
+        total: int,
+        unit: str,
+        note: str = "",
+        seconds_left: float | None = None,
+    ) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(task)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = self.bars[task] = tqdm(
+                total=total,
+                unit=unit,
+                desc=task,
+                dynamic_ncols=True,
+                leave=False,
+                disable=None,  # no bars when stderr is not a terminal (logs, CI)
+            )
+        if seconds_left is not None:
+            eta = f"about {_duration(seconds_left)} left"
+            note = f"{note}; {eta}" if note else eta
+        if note:
+            bar.set_postfix_str(note, refresh=False)
+        bar.n = done
+        bar.refresh()
+
+    def runs(self, task: str = "estimate"):
+        """A callback for tool runs: ``(message, done, total, seconds_left)``."""
+
+        def tell(message: str, done: int, total: int, seconds_left: float | None = None) -> None:
+            self.update(task, done, total, "run", message, seconds_left)
+
+        return tell
+
+    def images(self, task: str = "cosim"):
+        """A callback for the cosimulation's progress documents."""
+
+        def tell(state: dict[str, Any]) -> None:
+            note = f"mismatches={state['mismatches']}" if state.get("mismatches") else ""
+            self.update(task, state["outputs"], state["images"], "img", note)
+
+        return tell
+
+    def say(self, line: str) -> None:
+        self.close()
+        print(line, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

