@@ -8,24 +8,32 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= build/demo
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# The whole chain on scikit-learn's digits (no download): train the shipped model again and check
-# it is byte-identical, evaluate, generate Verilog, cosimulate the test split bit for bit, and
-# synthesize it beside its multiply-accumulate baseline for iCE40 and ECP5 (bchw demo --help).
+# The hardware chain on the shipped digits model (no download): check it, evaluate it, generate
+# its Verilog, cosimulate the test split bit for bit, synthesize it beside its multiply-accumulate
+# baseline for iCE40 and ECP5; then train it again from its recipe and report how the result
+# compares (bchw demo --help).
 demo: $(STAMP)
 	$(BIN)/bchw demo -o $(DEMO)
 
+# ruff, then the import contracts of pyproject.toml (the layers import downward only).
 lint: $(STAMP)
-	$(BIN)/ruff check bchw rtl_gen sim tests
+	$(BIN)/ruff check bchw rtl_gen sim models tests
+	$(BIN)/lint-imports
 
+# Everything that proves the claims (CI runs this).
 test: lint
 	$(BIN)/python -m pytest
+
+# The edit-test loop: every test but those marked slow (training, cosimulation, long synthesis).
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

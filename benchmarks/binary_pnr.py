@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from bchw.core import intmodel
-
 from bchw.estimate import synth
-from bchw.estimate.run import images_per_second, place_and_route_design
-from rtl_gen import generate as gen
+from bchw.estimate.pnr import DEVICES, place_and_route_design
+from bchw.estimate.run import images_per_second
+from rtl_gen.generate import generate
+from rtl_gen.plan import folding_from_lists, plan_design
 
 
 def main() -> None:
@@ -27,22 +28,22 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--pe", required=True, help="comma-separated, one per layer")
     parser.add_argument("--simd", required=True, help="comma-separated, one per layer")
-    parser.add_argument("--target", default="ecp5", choices=sorted(synth.DEVICES))
+    parser.add_argument("--target", default="ecp5", choices=sorted(DEVICES))
     parser.add_argument("--device", help="device name (default: the target's default)")
     parser.add_argument("--work", default="build/binary-pnr")
     args = parser.parse_args()
     model = intmodel.load(args.model)
-    folding = gen.folding_from_lists(
+    folding = folding_from_lists(
         model, [int(v) for v in args.pe.split(",")], [int(v) for v in args.simd.split(",")]
     )
     work = Path(args.work)
-    design = gen.generate(model, folding, work / "design")
-    manifest = json.loads((work / "design" / gen.MANIFEST_NAME).read_text())
+    design = generate(plan_design(model, folding), work / "design")
+    manifest = design.manifest
     start = time.monotonic()
-    plain = synth.synthesize(design.verilog, gen.TOP_NAME, args.target, True, work)
+    plain = synth.synthesize(design.verilog, manifest.top, args.target, True, work)
     print(json.dumps({"synthesis": {k: plain[k] for k in synth.RESOURCES}}), flush=True)
     placed = place_and_route_design(design.verilog, manifest, args.target, args.device, work)
-    interval = manifest["initiation_interval_cycles"]
+    interval = manifest.initiation_interval_cycles
     placed["images_per_second"] = images_per_second(placed["fmax_mhz"], interval)
     placed["seconds_total"] = round(time.monotonic() - start, 1)
     print(json.dumps({"place_and_route": placed}), flush=True)

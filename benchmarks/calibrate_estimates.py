@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from bchw.errors import BchwError
-from bchw.estimate.run import CALIBRATION_DESIGNS, calibration_design
+from bchw.estimate.calibration import CALIBRATION_DESIGNS, calibration_plans
 from bchw.estimate.synth import FAMILIES, synthesize
-from rtl_gen import generate as gen
-from rtl_gen.mac import mac_model
+from rtl_gen.generate import generate
+from rtl_gen.manifest import TOP_NAME
 
 
 def main() -> None:
@@ -38,11 +38,8 @@ def main() -> None:
     for spec in CALIBRATION_DESIGNS:
         if args.only and spec["name"] not in args.only.split(","):
             continue
-        model, folding = calibration_design(spec)
-        for kind, m in (("binary", model), ("mac", mac_model(model, spec.get("bits", 8)))):
-            design = gen.generate(
-                m, folding, out / "designs" / spec["name"] / kind, spec.get("pipe", 2)
-            )
+        for kind, plan in calibration_plans(spec).items():
+            design = generate(plan, out / "designs" / spec["name"] / kind)
             for family in families:
                 for dsp in (True, False) if kind == "mac" else (True,):
                     jobs.append((spec, kind, family, dsp, design.verilog))
@@ -51,7 +48,7 @@ def main() -> None:
     def run(job):
         spec, kind, family, dsp, verilog = job
         start = time.time()
-        result = synthesize(verilog, gen.TOP_NAME, family, dsp, out / "synth")
+        result = synthesize(verilog, TOP_NAME, family, dsp, out / "synth")
         return {
             "name": spec["name"],
             "role": spec["role"],

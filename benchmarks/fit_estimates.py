@@ -22,9 +22,14 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls  # scipy comes with scikit-learn
 
-from bchw.estimate.analytic import COEFFICIENTS_PATH, GEOMETRY, design_counts, features, map_memories
-from bchw.estimate.run import CALIBRATION_DESIGNS, calibration_design
-from rtl_gen.mac import mac_model
+from bchw.estimate.analytic import (
+    COEFFICIENTS_PATH,
+    GEOMETRY,
+    design_counts,
+    features,
+    map_memories,
+)
+from bchw.estimate.calibration import CALIBRATION_DESIGNS, calibration_plans
 
 # Which primitives each resource may cost, per flow ("dsp": multipliers on DSP blocks).
 TERMS = {
@@ -50,13 +55,7 @@ def load_rows(path: Path) -> list[dict]:
         spec = specs[run["name"]]
         key = (run["name"], run["kind"])
         if key not in parts_cache:
-            model, folding = calibration_design(spec)
-            bits = spec.get("bits", 8)
-            if run["kind"] == "mac":
-                model = mac_model(model, bits)
-            parts_cache[key] = design_counts(
-                model, folding, spec.get("pipe", 2), bits if run["kind"] == "mac" else 1
-            )
+            parts_cache[key] = design_counts(calibration_plans(spec)[run["kind"]])
         # A binary design has no multiplier: its one run stands for both flows.
         modes = (
             ["dsp", "nodsp"]
@@ -135,7 +134,7 @@ def fit_family(name: str, rows: list[dict]) -> dict:
         family[resource] = {}
         for mode, terms in modes.items():
             # The DSP flow's costs come from the MAC runs: a design without multipliers is
-            # estimated with the LUT-only costs whatever the flow (bchw.estimate.analytic.resources).
+            # estimated with the LUT-only costs whatever the flow (analytic.resources).
             chosen = [
                 r
                 for r in fit_rows

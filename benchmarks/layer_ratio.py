@@ -12,7 +12,7 @@ network adds around the layers (the links between them, the argmax, the output c
 left out, as it is the same in both designs. Printed per layer and family: binary and MAC
 LUTs, their ratio, and the ratio of LUTs including those inside carry cells (ECP5's CCU2C
 holds two LUT4s, Gowin's ALU one; iCE40 and 7-series carry cells sit beside counted LUTs).
-``--adder-tree`` picks the binary layers' tree (``rtl_gen.layer_engine.ADDER_TREES``; the MAC
+``--adder-tree`` picks the binary layers' tree (``rtl_gen.ADDER_TREES``; the MAC
 baseline has none). Runs are cached by content under ``--work``.
 """
 
@@ -27,9 +27,10 @@ from amaranth.back import verilog
 
 from bchw.core import intmodel
 from bchw.estimate.synth import FAMILIES, family, synthesize
-from rtl_gen.generate import DEFAULT_PIPELINE_EVERY, folding_from_lists
-from rtl_gen.layer_engine import ADDER_TREES, LayerEngine
-from rtl_gen.mac import MacLayerEngine, mac_model
+from rtl_gen import ADDER_TREES, DEFAULT_PIPELINE_EVERY
+from rtl_gen.baseline import mac_model
+from rtl_gen.layer_engine import LayerEngine
+from rtl_gen.plan import DotProduct, folding_from_lists, plan_layer
 
 
 def main() -> None:
@@ -55,19 +56,13 @@ def main() -> None:
         for index in chosen:
             f = folding[index]
             sources = {}
-            for name, engine in (
-                (
-                    "binary",
-                    LayerEngine(
-                        model.layers[index],
-                        f.pe,
-                        f.simd,
-                        DEFAULT_PIPELINE_EVERY,
-                        adder_tree=args.adder_tree,
-                    ),
-                ),
-                ("mac", MacLayerEngine(mac.layers[index], f.pe, f.simd, DEFAULT_PIPELINE_EVERY)),
-            ):
+            units = {
+                "binary": (model, DotProduct.binary(args.adder_tree)),
+                "mac": (mac, DotProduct.mac(args.weight_bits)),
+            }
+            for name, (m, unit) in units.items():
+                layer = plan_layer(m.layers[index], f.pe, f.simd, DEFAULT_PIPELINE_EVERY, unit=unit)
+                engine = LayerEngine(layer)
                 path = Path(tmp) / f"{name}{index}.v"
                 path.write_text(verilog.convert(engine, name=f"{name}{index}", emit_src=False))
                 sources[name] = path

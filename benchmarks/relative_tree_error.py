@@ -19,10 +19,13 @@ import tempfile
 from pathlib import Path
 
 from bchw.estimate.analytic import design_counts, load_coefficients
-from bchw.estimate.run import CALIBRATION_DESIGNS, _analytic, calibration_design
+from bchw.estimate.calibration import CALIBRATION_DESIGNS, calibration_design
+from bchw.estimate.run import _analytic
 from bchw.estimate.synth import synthesize
-from rtl_gen import generate as gen
-from rtl_gen.layer_engine import ADDER_TREES
+from rtl_gen import ADDER_TREES
+from rtl_gen.generate import generate
+from rtl_gen.manifest import TOP_NAME, VERILOG_NAME
+from rtl_gen.plan import DotProduct, plan_design
 
 
 def main() -> None:
@@ -38,12 +41,13 @@ def main() -> None:
             pipe = spec.get("pipe", 2)
             for tree in ADDER_TREES:
                 out = Path(tmp) / spec["name"] / tree
-                gen.generate(model, folding, out, pipe, adder_tree=tree)
-                parts = design_counts(model, folding, pipe, 1, tree)
+                plan = plan_design(model, folding, pipe, DotProduct.binary(tree))
+                generate(plan, out)
+                parts = design_counts(plan)
                 for family in args.families.split(","):
                     got = synthesize(
-                        out / gen.VERILOG_NAME,
-                        gen.TOP_NAME,
+                        out / VERILOG_NAME,
+                        TOP_NAME,
                         family,
                         True,
                         Path(args.work) / "synth",

@@ -28,7 +28,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bchw.core.data import load_dataset  # noqa: E402
-from bchw.core.nn import BinaryConnectMLP, parse_arch, square_hinge_loss  # noqa: E402
+from bchw.core.nn import BinaryConnectMLP, square_hinge_loss  # noqa: E402
+from bchw.core.options import parse_arch  # noqa: E402
 from bchw.core.train import to_model_input  # noqa: E402
 
 ARCH = "784-1024-1024-1024-10"

@@ -1,4 +1,5 @@
-"""Shared fixtures: the digits data set, a short trained model, and the MNIST folder."""
+"""Shared fixtures: the digits data set, a short trained model, the shipped models and the
+MNIST folder."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from pathlib import Path
 import pytest
 
 from bchw.core.checkpoint import Checkpoint, load_checkpoint
-from bchw.core.data import DATA_DIR_ENV, Dataset, load_digits
-from bchw.core.export import ExportOptions, export_checkpoint
+from bchw.core.data import Dataset, load_digits
+from bchw.core.export import export_checkpoint
 from bchw.core.intmodel import IntegerModel
-from bchw.core.train import TrainConfig, TrainResult, train
+from bchw.core.options import DATA_DIR_ENV, ExportOptions, TrainConfig
+from bchw.core.train import TrainResult, train
 
 REPO = Path(__file__).resolve().parents[1]
-SHORT_TRAINING = TrainConfig(dataset="digits", arch="64-96-96-10", epochs=20, seed=3)
+DIGITS = REPO / "models" / "digits.bchw"
+MNIST = REPO / "models" / "mnist.bchw"
+SHORT_TRAINING = TrainConfig(dataset="digits", arch="64-96-96-10", epochs=20, seed=3, threads=1)
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +27,16 @@ def digits() -> Dataset:
 
 
 @pytest.fixture(scope="session")
+def shipped_digits() -> IntegerModel:
+    from bchw.models import load_shipped
+
+    return load_shipped("digits")
+
+
+@pytest.fixture(scope="session")
 def short_run(tmp_path_factory: pytest.TempPathFactory, digits: Dataset) -> TrainResult:
     """A deterministic BinaryConnect model trained for 20 epochs on digits (about 1 s)."""
-    config = TrainConfig(**vars(SHORT_TRAINING))
-    return train(config, digits, tmp_path_factory.mktemp("short_run"), progress=False)
+    return train(SHORT_TRAINING, digits, tmp_path_factory.mktemp("short_run"), progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -79,3 +79,29 @@ def beats_of(vectors, lanes, fill=0):
         values += [fill] * (count * lanes - len(values))
         beats += [values[k * lanes : (k + 1) * lanes] for k in range(count)]
     return beats
+
+
+def generate_design(model, folding, folder, pipeline_every=2, unit=None):
+    """Plan and generate ``model``'s design at ``folding`` (``(pe, simd)`` pairs or
+    ``LayerFolding``) into ``folder``; ``unit`` the dot-product unit (binary by default)."""
+    from rtl_gen.generate import generate
+    from rtl_gen.plan import BINARY, LayerFolding, plan_design
+
+    folding = [f if isinstance(f, LayerFolding) else LayerFolding(*f) for f in folding]
+    return generate(plan_design(model, folding, pipeline_every, unit or BINARY), folder)
+
+
+def mac_unit(model):
+    """The MAC dot-product unit for a model made by ``mac_model``."""
+    from rtl_gen.plan import DotProduct
+
+    return DotProduct.mac(model.layers[0].weight_bits)
+
+
+def elaborate(component):
+    """Elaborate ``component`` and its blocks, as generating Verilog would (a test that only
+    reads a built circuit's numbers must still use it, or Amaranth warns it went unused)."""
+    from amaranth.hdl import Fragment
+
+    Fragment.get(component, None)
+    return component

@@ -1,65 +1,73 @@
-"""The command line: help, JSON summaries, one-line errors with status 2, no partial outputs."""
+"""The command line: help, JSON summaries, one-line errors with status 2, no partial outputs.
+
+Most tests call :func:`bchw.cli.main` in this process; a few run the real command in a
+subprocess, as a user would (the entry point, a fresh interpreter's imports)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from bchw.cli import COMMANDS
 from bchw.core import intmodel
-from bchw.cli import main
+from tests.commands import assert_one_line_error, bchw, cli
+from tests.conftest import DIGITS
 
-from .conftest import REPO
-
-
-def bchw(*args, env=None):
-    """Run the real command in a subprocess (as a user would) and capture everything."""
-    return subprocess.run(
-        [sys.executable, "-m", "bchw", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-    )
+COMMAND_NAMES = ["train", "export", "eval", "generate", "cosim", "estimate", "sweep-bits", "demo"]
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-@pytest.mark.parametrize("command", [[], ["train"], ["export"], ["eval"]])
-def test_help(command, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([*command, "--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    assert "usage: bchw" in out
+@pytest.mark.parametrize("command", [[]] + [[name] for name in COMMAND_NAMES])
+def test_help(command):
+    result = cli(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: bchw" in result.stdout
     if command:
-        assert "--json" in out
+        assert "--json" in result.stdout
+
+
+def test_every_command_has_its_module():
+    assert len(COMMANDS) == len(COMMAND_NAMES)
+    names = sorted(name for name in COMMAND_NAMES)
+    result = cli("--help")
+    for name in names:
+        assert name in result.stdout
+
+
+def test_help_imports_neither_torch_nor_amaranth():
+    """``bchw --help`` and every ``bchw COMMAND --help`` read the options' defaults without the
+    heavy libraries (docs/benchmarks.md times them)."""
+    script = (
+        "import sys\n"
+        "from bchw.cli import main\n"
+        f"for command in {[[]] + [[n] for n in COMMAND_NAMES]!r}:\n"
+        "    try:\n"
+        "        main([*command, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'amaranth', 'cocotb', 'sklearn', 'matplotlib', 'numpy')\n"
+        "         if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "HEAVY []" in done.stderr, done.stderr[-2000:]
 
 
 def test_train_export_eval_chain(tmp_path, digits):
     run = tmp_path / "run"
-    code = main(
-        ["train", "--arch", "64-32-10", "--epochs", "3", "--out", str(run), "--quiet", "--json"]
-    )
-    assert code == 0
+    result = cli("train", "--arch", "64-32-10", "--epochs", "3", "--out", run, "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.json()["threads"] >= 1 and "torch thread" in result.stdout
     model_path = tmp_path / "m.bchw"
-    assert main(["export", str(run / "checkpoint.pt"), "-o", str(model_path)]) == 0
+    assert cli("export", run / "checkpoint.pt", "-o", model_path).returncode == 0
     dump = tmp_path / "dump.npz"
-    result = bchw(
+    result = cli(
         "eval", model_path, "--checkpoint", run / "checkpoint.pt", "--dump", dump, "--json"
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = result.json()
     assert summary["images"] == 360 and 0 <= summary["accuracy"] <= 1
     assert "float_accuracy" in summary and len(summary["saturation"]) == 2
     model = intmodel.load(model_path)
@@ -71,53 +79,53 @@ def test_train_export_eval_chain(tmp_path, digits):
         assert np.array_equal(data["predicted"], np.argmax(data["scores"], axis=1))
 
 
-def test_eval_limit_and_split(tmp_path):
-    result = bchw("eval", "models/digits.bchw", "--split", "validation", "--limit", "50", "--json")
+def test_eval_limit_and_split():
+    result = cli("eval", DIGITS, "--split", "validation", "--limit", "50", "--json")
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = result.json()
     assert summary["images"] == 50 and summary["split"] == "validation"
 
 
 def test_errors_are_one_line(tmp_path):
     corrupt = tmp_path / "corrupt.bchw"
-    data = bytearray((REPO / "models" / "digits.bchw").read_bytes())
+    data = bytearray(DIGITS.read_bytes())
     data[-40] ^= 1  # inside the payload
     corrupt.write_bytes(bytes(data))
     truncated = tmp_path / "truncated.bchw"
     truncated.write_bytes(data[:1000])
     not_a_checkpoint = tmp_path / "ckpt.pt"
     not_a_checkpoint.write_bytes(b"hello")
-    assert_one_line_error(bchw("eval", corrupt), str(corrupt), "integrity")
-    assert_one_line_error(bchw("eval", truncated), "truncated")
-    assert_one_line_error(bchw("eval", tmp_path / "missing.bchw"), "does not exist")
-    assert_one_line_error(bchw("export", not_a_checkpoint, "-o", tmp_path / "x.bchw"), "checkpoint")
+    assert_one_line_error(cli("eval", corrupt), str(corrupt), "integrity")
+    assert_one_line_error(cli("eval", truncated), "truncated")
+    assert_one_line_error(cli("eval", tmp_path / "missing.bchw"), "does not exist")
+    assert_one_line_error(cli("export", not_a_checkpoint, "-o", tmp_path / "x.bchw"), "checkpoint")
     assert_one_line_error(
-        bchw("train", "--arch", "64-x-10", "--out", tmp_path / "r"), "architecture"
+        cli("train", "--arch", "64-x-10", "--out", tmp_path / "r"), "architecture"
     )
-    assert_one_line_error(bchw("train", "--arch", "784-10", "--out", tmp_path / "r"), "64 pixels")
+    assert_one_line_error(cli("train", "--arch", "784-10", "--out", tmp_path / "r"), "64 pixels")
     assert_one_line_error(
-        bchw(
-            "eval", "models/digits.bchw", "--dataset", "mnist", "--data-dir", tmp_path / "nowhere"
-        ),
+        cli("eval", DIGITS, "--dataset", "mnist", "--data-dir", tmp_path / "nowhere"),
         "does not exist",
     )
-    assert_one_line_error(bchw("eval", "models/digits.bchw", "--limit", "0"), "at least 1")
-    assert_one_line_error(bchw("train", "--epochs", "ten", "--out", tmp_path / "r"), "integer")
-    assert_one_line_error(bchw("train", "--device", "tpu", "--out", tmp_path / "r"), "'tpu'")
+    assert_one_line_error(cli("eval", DIGITS, "--limit", "0"), "at least 1")
+    assert_one_line_error(cli("eval", DIGITS, "--dataset", "cifar"), "not a data set")
+    assert_one_line_error(cli("train", "--epochs", "ten", "--out", tmp_path / "r"), "integer")
+    assert_one_line_error(cli("train", "--threads", "0", "--out", tmp_path / "r"), "at least 1")
+    assert_one_line_error(cli("train", "--device", "tpu", "--out", tmp_path / "r"), "'tpu'")
     assert not (tmp_path / "r").exists()
-    assert_one_line_error(bchw("frobnicate"), "invalid choice")
+    assert_one_line_error(cli("frobnicate"), "invalid choice")
 
 
-def test_mnist_without_data_dir_names_the_flag_and_variable(tmp_path):
-    env = {k: v for k, v in __import__("os").environ.items() if k != "BCHW_DATA_DIR"}
-    result = bchw("train", "--dataset", "mnist", "--out", tmp_path / "r", env=env)
+def test_mnist_without_data_dir_names_the_flag_and_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("BCHW_DATA_DIR", raising=False)
+    result = cli("train", "--dataset", "mnist", "--out", tmp_path / "r")
     assert_one_line_error(result, "--data-dir", "BCHW_DATA_DIR")
 
 
 def test_failed_export_leaves_the_previous_file_untouched(tmp_path, short_run):
     target = tmp_path / "model.bchw"
     target.write_bytes(b"previous")
-    result = bchw("export", short_run.checkpoint, "-o", target, "--act-bits", "99")
+    result = cli("export", short_run.checkpoint, "-o", target, "--act-bits", "99")
     assert_one_line_error(result, "activation bits")
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bchw"]
@@ -125,8 +133,16 @@ def test_failed_export_leaves_the_previous_file_untouched(tmp_path, short_run):
 
 def test_export_json_names_the_file_and_its_hash(tmp_path, short_run):
     target = tmp_path / "model.bchw"
-    result = bchw("export", short_run.checkpoint, "-o", target, "--json")
+    result = cli("export", short_run.checkpoint, "-o", target, "--json")
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = result.json()
     assert summary["sha256"] == intmodel.load(target).sha256
     assert [layer["out_features"] for layer in summary["layers"]] == [96, 96, 10]
+
+
+def test_the_installed_command_runs_as_a_user_would(tmp_path):
+    """The entry point in a fresh interpreter: its output, its JSON and its exit status."""
+    result = bchw("eval", DIGITS, "--limit", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.json()["images"] == 20
+    assert_one_line_error(bchw("eval", tmp_path / "missing.bchw"), "does not exist")

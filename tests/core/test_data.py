@@ -131,10 +131,10 @@ def test_mnist_train_export_eval_end_to_end(mnist_dir, tmp_path):
     """A small MLP, one epoch on real MNIST, exported and run bit-exactly by two implementations."""
     from bchw.core import intmodel, reference
     from bchw.core.checkpoint import load_checkpoint
-    from bchw.core.export import ExportOptions, export_checkpoint
-    from bchw.core.train import TrainConfig, train
-
-    from . import independent
+    from bchw.core.export import export_checkpoint
+    from bchw.core.options import ExportOptions, TrainConfig
+    from bchw.core.train import train
+    from tests import independent
 
     ds = load_mnist(mnist_dir)
     config = TrainConfig(dataset="mnist", arch="784-128-10", epochs=1, seed=0)

@@ -12,14 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bchw.core import intmodel, reference
-from bchw.errors import BchwError
 from bchw.core.export import (
-    ExportOptions,
+    FLOW,
     approximate_spt,
     best_frac_bits,
+    build_integer_model,
+    calibration_images,
+    draft_from_checkpoint,
     export_checkpoint,
 )
 from bchw.core.intmodel import output_range
+from bchw.core.options import ExportOptions
+from bchw.errors import BchwError
 
 
 def _layer_inputs(model, images):
@@ -171,3 +175,28 @@ def test_exponents_respect_the_floor():
     assert np.all(exps[signs != 0] >= -30)
     assert not signs[0].any()  # too small to represent: no term at all
     assert math.isclose(float((signs[1] * np.ldexp(1.0, exps[1])).sum()), 2.0**-30)
+
+
+def test_each_flow_step_fills_what_the_next_reads(short_checkpoint, digits):
+    """The steps run one by one: each fills its own fields of every layer draft and leaves the
+    others; together they give export_checkpoint's model."""
+    options = ExportOptions()
+    calibration = calibration_images(digits.train.images, options.calibration_images)
+    draft = draft_from_checkpoint(short_checkpoint, calibration, options)
+    filled = {
+        "fold_batch_norm": ("gain", "center", "beta"),
+        "calibrate_formats": ("frac_bits",),
+        "quantize_scales": ("scale", "scale_sign", "scale_exp"),
+        "compute_offsets": ("requant_shift", "offset"),
+    }
+    assert [step.__name__ for step in FLOW] == list(filled)
+    for step in FLOW:
+        fields = filled[step.__name__]
+        assert all(getattr(layer, f) is None for layer in draft.layers for f in fields)
+        draft = step(draft)
+        assert all(getattr(layer, f) is not None for layer in draft.layers for f in fields)
+    model = build_integer_model(draft, {})
+    exported = export_checkpoint(short_checkpoint, digits.train.images, options)
+    for a, b in zip(model.layers, exported.layers, strict=True):
+        assert np.array_equal(a.offset, b.offset) and np.array_equal(a.weights, b.weights)
+        assert np.array_equal(a.scale_shift, b.scale_shift) and a.requant_shift == b.requant_shift

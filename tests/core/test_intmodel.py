@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from bchw.core import intmodel, reference
-from bchw.errors import BchwError
 from bchw.core.intmodel import IntegerLayer, IntegerModel, signed_bits
-
-from . import independent
+from bchw.errors import BchwError
+from tests import independent
 
 
 def tiny_model(n_in: int = 11, n_hidden: int = 5, n_out: int = 3, seed: int = 0) -> IntegerModel:
@@ -293,3 +292,52 @@ def test_writer_refuses_a_model_the_reader_would_refuse(tmp_path):
 def test_missing_file():
     with pytest.raises(BchwError, match="does not exist"):
         intmodel.load("/nonexistent/model.bchw")
+
+
+def _with_header_text(data: bytes, edit) -> bytes:
+    """The model file ``data`` with its JSON header text replaced by ``edit(text)``, its length
+    field and SHA-256 trailer made consistent again."""
+    import hashlib
+    import struct
+
+    from bchw.core.intmodel import HASH_BYTES, MAGIC, PREFIX_BYTES
+
+    (header_len,) = struct.unpack_from("<I", data, len(MAGIC))
+    header = data[PREFIX_BYTES : PREFIX_BYTES + header_len].decode()
+    payload = data[PREFIX_BYTES + header_len : -HASH_BYTES]
+    text = edit(header).encode()
+    body = MAGIC + struct.pack("<I", len(text)) + text + payload
+    return body + hashlib.sha256(body).digest()
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        # A header nested 100,000 deep (RecursionError in a plain json.loads).
+        (
+            lambda h: h.replace(
+                '"provenance": {', '"provenance": {"x": ' + "[" * 100_000 + "]" * 100_000 + ", ", 1
+            ),
+            "nests too deeply",
+        ),
+        # Deep, but not deep enough to stop the parser: the validator must not recurse on it.
+        (
+            lambda h: h.replace(
+                '"provenance": {', '"provenance": {"x": ' + "[" * 900 + "]" * 900 + ", ", 1
+            ),
+            "nests deeper than",
+        ),
+        # A 5,001-digit integer (ValueError past Python's digit limit, or none where lifted).
+        (
+            lambda h: h.replace('"provenance": {', '"provenance": {"x": ' + "9" * 5001 + ", ", 1),
+            "5001 digits",
+        ),
+    ],
+)
+def test_hostile_headers_are_refused_naming_the_file(tmp_path, edit, fragment):
+    from tests.commands import assert_one_line_error, cli
+    from tests.conftest import DIGITS
+
+    path = tmp_path / "hostile.bchw"
+    path.write_bytes(_with_header_text(DIGITS.read_bytes(), edit))
+    assert_one_line_error(cli("eval", path), str(path), fragment)

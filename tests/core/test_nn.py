@@ -8,16 +8,16 @@ import math
 import pytest
 import torch
 
-from bchw.errors import BchwError
 from bchw.core.nn import (
     BinaryConnectMLP,
     BinaryLinear,
     binarize_deterministic,
     binarize_stochastic,
     hard_sigmoid,
-    parse_arch,
     square_hinge_loss,
 )
+from bchw.core.options import parse_arch
+from bchw.errors import BchwError
 
 
 def test_deterministic_binarization_is_sign_with_zero_to_plus_one():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from bchw.core import intmodel, reference
-from bchw.errors import BchwError
-from bchw.core.export import ExportOptions, export_checkpoint
+from bchw.core.export import export_checkpoint
+from bchw.core.options import ExportOptions
 from bchw.core.precision import check_grid, markdown_table, sweep_bits
-
-from .test_cli import assert_one_line_error, bchw
+from bchw.errors import BchwError
+from tests.commands import assert_one_line_error, bchw
 
 
 def test_points_are_the_exported_models(short_checkpoint, digits):

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bchw.core import reference
-from bchw.errors import BchwError
 from bchw.core.intmodel import IntegerLayer, IntegerModel
+from bchw.errors import BchwError
 
 
 def python_requantize(acc: int, signs, shifts, offset: int, r: int, bits: int, signed: bool) -> int:
@@ -229,8 +229,7 @@ def test_bad_images_are_refused(images, message):
 def test_extreme_inputs_on_a_trained_model(short_model):
     """All zero, all maximum and alternating inputs agree with the independent implementation."""
     from bchw.core import intmodel
-
-    from . import independent
+    from tests import independent
 
     top = 2**short_model.input_bits - 1
     n = short_model.input_size

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from bchw.core.checkpoint import load_checkpoint
-from bchw.errors import BchwError
+from bchw.core.options import TrainConfig
 from bchw.core.reference import run
-from bchw.core.train import TrainConfig, error_rate, lr_at_epoch, resolve_device, train
-
-from .conftest import SHORT_TRAINING
+from bchw.core.train import error_rate, lr_at_epoch, resolve_device, train
+from bchw.errors import BchwError
+from tests.conftest import SHORT_TRAINING
 
 
 def test_short_digits_training_reaches_90_percent(short_run, short_checkpoint, short_model, digits):
@@ -93,7 +93,8 @@ def test_learning_rate_decays_exponentially_from_start_to_end():
     [
         ({"arch": "65-10"}, "takes 65 inputs"),
         ({"arch": "64-7"}, "ends in 7 outputs"),
-        ({"epochs": 0}, "epochs"),
+        ({"epochs": -1}, "epochs"),
+        ({"threads": -2}, "threads"),
         ({"lr_start": -1.0}, "lr-start"),
         ({"binarization": "ternary"}, "binarization"),
         ({"loss": "mse"}, "loss"),

@@ -1,4 +1,5 @@
-"""The models shipped in models/: hashes as documented, accuracy as promised."""
+"""The models shipped in models/ (the package bchw.models): hashes as documented, accuracy as
+promised, found as package data."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import numpy as np
 
 from bchw.core import intmodel, reference
 from bchw.core.data import load_digits
-
-from .conftest import REPO
+from tests.conftest import REPO
 
 MODELS = REPO / "models"
 
@@ -62,3 +62,23 @@ def test_mnist_model_accuracy(mnist_dir):
     accuracy = float(np.mean(result.predicted == test.labels))
     assert len(test) == 10_000 and accuracy >= 0.985
     assert documented_accuracy("mnist.bchw") == round(accuracy, 4)
+
+
+def test_shipped_models_are_package_data_and_their_recipes_match():
+    from bchw.models import RECIPES, SHIPPED, load_shipped
+
+    for name in SHIPPED:
+        model = load_shipped(name)
+        assert model.sha256 == intmodel.load(MODELS / f"{name}.bchw").sha256
+        assert model.provenance["seed"] == RECIPES[name].seed
+        assert model.provenance["dataset"] == name
+
+
+def test_an_unknown_shipped_model_is_a_one_line_error():
+    import pytest
+    from bchw.models import load_shipped
+
+    from bchw.errors import BchwError
+
+    with pytest.raises(BchwError, match="no shipped model 'cifar'"):
+        load_shipped("cifar")

@@ -8,14 +8,17 @@ import pytest
 
 from bchw.core import reference
 from bchw.core.intmodel import output_range
+from bchw.errors import BchwError
+from rtl_gen import ADDER_TREES
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
-from rtl_gen.layer_engine import ADDER_TREES, LayerEngine
+from rtl_gen.layer_engine import LayerEngine
 from rtl_gen.pipeline import range_shape
-from rtl_gen.requantizer import Requantizer, absorbed_offsets, requant_width
-
-from .streams import beats_of, random_layer, simulate
+from rtl_gen.plan import DotProduct, FifoLink, VectorBufferLink, plan_layer
+from rtl_gen.ranges import requant_width
+from rtl_gen.requantizer import Requantizer, absorbed_offsets
+from tests.streams import beats_of, random_layer, simulate
 
 HANDSHAKES = [(0.0, 0.0), (0.3, 0.4)]
 
@@ -230,8 +233,13 @@ def test_vector_buffer_rebeats_without_loss(n, in_lanes, out_lanes, gap, stall):
     vectors = rng.integers(1, 256, size=(6, n))
     dut = VectorBuffer(n, unsigned(8), in_lanes, out_lanes)
     beats = beats_of(vectors, in_lanes, fill=255)  # input padding must be dropped
-    outs, _, _ = simulate(dut, beats, len(vectors) * dut.out_beats, gap=gap, stall=stall)
+    outs, out_cycles, in_cycles = simulate(
+        dut, beats, len(vectors) * dut.out_beats, gap=gap, stall=stall
+    )
     assert [[int(v) for v in o] for o in outs] == beats_of(vectors, out_lanes, fill=0)
+    if gap == 0 and stall == 0:  # the plan's timing, to the cycle
+        link = VectorBufferLink(n, in_lanes, out_lanes)
+        assert out_cycles[: dut.out_beats] == link.output_times(in_cycles[: dut.in_beats])
 
 
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)
@@ -241,8 +249,10 @@ def test_beat_fifo_keeps_order(gap, stall):
 
     dut = BeatFIFO(data.ArrayLayout(unsigned(5), 3), depth=4)
     beats = [[k % 32, (3 * k) % 32, (7 * k) % 32] for k in range(40)]
-    outs, _, _ = simulate(dut, beats, len(beats), gap=gap, stall=stall)
+    outs, out_cycles, in_cycles = simulate(dut, beats, len(beats), gap=gap, stall=stall)
     assert [[int(v) for v in o] for o in outs] == beats
+    if gap == 0 and stall == 0:  # the plan's timing, to the cycle
+        assert out_cycles[:5] == FifoLink(3, 4, 5).output_times(in_cycles[:5])
 
 
 LAYER_SHAPES = [
@@ -265,7 +275,8 @@ LAYER_SHAPES = [
 def test_layer_engine(n_in, n_out, pe, simd, bits, adder_tree, gap, stall):
     last = (n_in + n_out + bits) % 2 == 0
     layer = random_layer(n_in, n_out, bits, 6, last, seed=n_in * 100 + n_out + bits)
-    dut = LayerEngine(layer, pe, simd, pipeline_every=1, adder_tree=adder_tree)
+    plan = plan_layer(layer, pe, simd, pipeline_every=1, unit=DotProduct.binary(adder_tree))
+    dut = LayerEngine(plan)
     vectors = extreme_vectors(n_in, layer.input_max, 5, seed=bits)
     beats = beats_of(vectors, simd, fill=layer.input_max)  # padding lanes must be ignored
     outs, out_cycles, in_cycles = simulate(dut, beats, len(vectors) * dut.nf, gap=gap, stall=stall)
@@ -275,16 +286,16 @@ def test_layer_engine(n_in, n_out, pe, simd, bits, adder_tree, gap, stall):
     assert not got[:, n_out:].any()  # output padding lanes are 0
     if gap == 0 and stall == 0:
         first_vector_inputs = in_cycles[: dut.sf]
-        assert out_cycles[: dut.nf] == dut.output_times(first_vector_inputs)
+        assert out_cycles[: dut.nf] == plan.output_times(first_vector_inputs)
         steady = np.diff(out_cycles[:: dut.nf])
-        assert set(steady[1:].tolist()) == {dut.cycles_per_vector}
+        assert set(steady[1:].tolist()) == {plan.cycles_per_vector}
 
 
 def test_layer_engine_refuses_impossible_folding():
     layer = random_layer(5, 3, 4, 4, False, seed=0)
     with pytest.raises(ValueError, match="PE"):
-        LayerEngine(layer, 4, 1)
+        plan_layer(layer, 4, 1)
     with pytest.raises(ValueError, match="SIMD"):
-        LayerEngine(layer, 1, 0)
-    with pytest.raises(ValueError, match="adder tree must be one of xor, relative"):
-        LayerEngine(layer, 1, 1, adder_tree="wallace")
+        plan_layer(layer, 1, 0)
+    with pytest.raises(BchwError, match="adder-tree must be one of xor, relative"):
+        DotProduct.binary("wallace")

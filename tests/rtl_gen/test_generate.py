@@ -1,4 +1,5 @@
-"""bchw generate: files, determinism, manifest against the Verilog, folding choices, errors."""
+"""bchw generate: files, determinism, the manifest against the Verilog and the circuit,
+errors."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import re
 import pytest
 
 from bchw.core import intmodel
-from bchw.errors import BchwError
-from rtl_gen import generate as gen
-from rtl_gen.network import LayerFolding
+from rtl_gen.manifest import Manifest
+from rtl_gen.network import Network
+from rtl_gen.plan import LayerFolding, plan_design
+from tests.commands import assert_one_line_error, bchw, cli
+from tests.conftest import DIGITS
+from tests.streams import elaborate, generate_design, random_model
 
-from .conftest import REPO
-from .streams import random_model
-from .test_cli import assert_one_line_error, bchw
-
-DIGITS = REPO / "models" / "digits.bchw"
 SMALL_FOLDING = ["--pe", "16,16,10", "--simd", "16,16,16"]
 
 
@@ -40,16 +39,15 @@ def verilog_ports(text: str, module: str) -> dict[str, tuple[str, int]]:
 
 
 def test_generate_is_byte_identical_across_runs(tmp_path, small_model):
-    folding = [LayerFolding(3, 5), LayerFolding(5, 7)]
-    a = gen.generate(small_model, folding, tmp_path / "a")
-    b = gen.generate(small_model, folding, tmp_path / "b")
+    a = generate_design(small_model, [(3, 5), (5, 7)], tmp_path / "a")
+    b = generate_design(small_model, [(3, 5), (5, 7)], tmp_path / "b")
     assert a.verilog.read_bytes() == b.verilog.read_bytes()
-    assert a.manifest.read_bytes() == b.manifest.read_bytes()
+    assert a.manifest_path.read_bytes() == b.manifest_path.read_bytes()
 
 
 def test_manifest_describes_the_verilog(tmp_path, small_model):
-    design = gen.generate(small_model, [LayerFolding(3, 5), LayerFolding(2, 3)], tmp_path)
-    manifest = json.loads(design.manifest.read_text())
+    design = generate_design(small_model, [(3, 5), (2, 3)], tmp_path)
+    manifest = json.loads(design.manifest_path.read_text())
     text = design.verilog.read_text()
     ports = verilog_ports(text, manifest["top"])
     assert {p["name"]: (p["direction"], p["width"]) for p in manifest["ports"]} == ports
@@ -63,74 +61,79 @@ def test_manifest_describes_the_verilog(tmp_path, small_model):
     assert [f["lsb"] for f in in_fields] == [8 * k for k in range(5)]
     assert manifest["latency_cycles"] > 0 and manifest["initiation_interval_cycles"] == 9
     assert not re.search(r"\$mul|\s\*\s", text)
+    assert Manifest.load(tmp_path) == design.manifest  # one writer, one reader
 
 
-def test_default_folding_balances_the_layers():
-    model = intmodel.load(DIGITS)
-    folding = gen.default_folding(model)
-    cycles = [
-        -(-lay.out_features // f.pe) * -(-lay.in_features // f.simd)
-        for lay, f in zip(model.layers, folding, strict=True)
-    ]
-    synapses = sum(lay.in_features * lay.out_features for lay in model.layers)
-    target = -(-synapses // gen.DEFAULT_SYNAPSES_PER_CYCLE)
-    assert max(cycles) <= target
-    assert sum(f.pe * f.simd for f in folding) <= 2 * gen.DEFAULT_SYNAPSES_PER_CYCLE
+def _layout_fields(layout, prefix=""):
+    """A payload layout's bit fields, read off the Amaranth circuit itself."""
+    from amaranth.hdl import Shape
+    from amaranth.lib import data
 
-
-def test_folding_file(tmp_path, small_model):
-    path = tmp_path / "folding.json"
-    path.write_text(json.dumps({"layers": [{"pe": 7, "simd": 13}, {"pe": 1, "simd": 1}]}))
-    assert gen.folding_from_file(small_model, path) == [LayerFolding(7, 13), LayerFolding(1, 1)]
-    for bad in (
-        '{"layers": [{"pe": 7}]}',
-        '{"layers": [{"pe": 1.5, "simd": 1}, {"pe": 1, "simd": 1}]}',
-        '{"layers": [{"pe": true, "simd": 1}, {"pe": 1, "simd": 1}]}',
-    ):
-        path.write_text(bad)
-        with pytest.raises(BchwError, match="pe' and 'simd"):
-            gen.folding_from_file(small_model, path)
-    path.write_text('{"layers": [{"pe": 1, "simd": 1}]}')
-    with pytest.raises(BchwError, match="folding file .* gives 1 PE values; the model has 2"):
-        gen.folding_from_file(small_model, path)
-    path.write_bytes(b"\xff\xfe{")
-    with pytest.raises(BchwError, match="not valid JSON"):
-        gen.folding_from_file(small_model, path)
+    if isinstance(layout, data.StructLayout):
+        out = []
+        for name, field in layout:
+            out += [
+                (n, lsb + field.offset, w, s) for n, lsb, w, s in _layout_fields(field.shape, name)
+            ]
+        return out
+    if isinstance(layout, data.ArrayLayout):
+        elem = Shape.cast(layout.elem_shape)
+        return [
+            (f"{prefix}[{k}]", k * elem.width, elem.width, elem.signed)
+            for k in range(layout.length)
+        ]
+    shape = Shape.cast(layout)
+    return [(prefix, 0, shape.width, shape.signed)]
 
 
 @pytest.mark.parametrize(
-    "folding, message",
+    "sizes, folding",
     [
-        ([LayerFolding(8, 5), LayerFolding(1, 1)], "PE 8 must lie in 1..7"),
-        ([LayerFolding(1, 14), LayerFolding(1, 1)], "SIMD 14"),
-        ([LayerFolding(0, 1), LayerFolding(1, 1)], "PE 0"),
+        ([13, 7, 5], [(3, 5), (2, 3)]),
+        ([9, 4, 1], [(4, 9), (1, 4)]),
+        ([64, 16, 12], [(4, 8), (12, 16)]),
     ],
 )
-def test_impossible_folding_is_refused(small_model, folding, message):
-    with pytest.raises(BchwError, match=message):
-        gen.check_design(small_model, folding)
+def test_manifest_payload_fields_are_the_circuits(sizes, folding):
+    """The manifest computes its payload fields in plain Python; they are the circuit's."""
+    model = random_model(sizes, seed=7)
+    plan = plan_design(model, [LayerFolding(*f) for f in folding])
+    net = elaborate(Network(plan))
+    manifest = Manifest.from_plan(plan, {})
+    assert [(f.name, f.lsb, f.width, f.signed) for f in manifest.output_fields] == _layout_fields(
+        net.output_layout
+    )
+    assert [(f.name, f.lsb, f.width, f.signed) for f in manifest.input_fields] == _layout_fields(
+        net.input_layout
+    )
+    assert manifest.input_width == net.input_layout.size
+    assert manifest.output_width == net.output_layout.size
+    for info, engine in zip(manifest.layers, net.engines, strict=True):
+        assert info.requant_bits == engine.requantizer.t_width
+        assert info.requantizer_units == engine.requantizer.units
 
 
 def test_cli_generate(tmp_path):
-    result = bchw("generate", DIGITS, "-o", tmp_path, *SMALL_FOLDING, "--json")
+    result = cli("generate", DIGITS, "-o", tmp_path, *SMALL_FOLDING, "--json")
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert summary["initiation_interval_cycles"] == manifest["initiation_interval_cycles"] == 256
+    assert result.json()["initiation_interval_cycles"] == manifest["initiation_interval_cycles"]
+    assert manifest["initiation_interval_cycles"] == 256
     assert (tmp_path / "bchw_network.v").read_text().startswith("/* Generated by Amaranth")
 
 
 def test_cli_generate_errors(tmp_path):
-    assert_one_line_error(bchw("generate", DIGITS, "-o", tmp_path, "--pe", "16,16"), "--pe")
+    assert_one_line_error(cli("generate", DIGITS, "-o", tmp_path, "--pe", "16,16"), "--pe")
     assert_one_line_error(
-        bchw("generate", DIGITS, "-o", tmp_path, "--pe", "16,16,10", "--simd", "16,300,16"),
+        cli("generate", DIGITS, "-o", tmp_path, "--pe", "16,16,10", "--simd", "16,300,16"),
         "SIMD 300",
     )
     assert_one_line_error(
-        bchw("generate", DIGITS, "-o", tmp_path, "--unroll", *SMALL_FOLDING), "choose one"
+        cli("generate", DIGITS, "-o", tmp_path, "--unroll", *SMALL_FOLDING), "choose one"
     )
+    assert_one_line_error(cli("generate", tmp_path / "none.bchw", "-o", tmp_path), "does not exist")
     assert_one_line_error(
-        bchw("generate", tmp_path / "none.bchw", "-o", tmp_path), "does not exist"
+        cli("generate", DIGITS, "-o", tmp_path, "--adder-tree", "wallace"), "invalid choice"
     )
     assert not (tmp_path / "bchw_network.v").exists()
 

@@ -8,16 +8,15 @@ import pytest
 
 from bchw.core import intmodel, reference
 from bchw.errors import BchwError
-from rtl_gen import generate as gen
-from rtl_gen.mac import MacLayer, MultiplyTree, mac_model
+from rtl_gen.baseline import MacLayer, mac_model
+from rtl_gen.mac import MultiplyTree
+from rtl_gen.plan import DotProduct, plan_design
 from rtl_gen.tools import yosys
-from sim.cosim import CosimOptions, cosimulate
+from sim.cosim import cosimulate
+from sim.options import CosimOptions
 from sim.stimuli import stress_vectors
-
-from .conftest import REPO
-from .streams import random_model, simulate
-
-DIGITS = REPO / "models" / "digits.bchw"
+from tests.conftest import DIGITS
+from tests.streams import generate_design, mac_unit, random_model, simulate
 
 
 @pytest.mark.parametrize("bits", [4, 8, 16])
@@ -84,8 +83,8 @@ def test_mac_design_is_bit_exact_against_its_reference(tmp_path, sizes, folding,
     binary = random_model(sizes, seed=sizes[0], input_bits=6, act_bits=4, out_bits=6)
     mac = mac_model(binary, bits)
     design = tmp_path / "design"
-    summary = gen.generate(mac, [gen.LayerFolding(p, s) for p, s in folding], design).summary
-    assert [layer["weight_bits"] for layer in summary["layers"]] == [bits] * len(folding)
+    manifest = generate_design(mac, folding, design, unit=DotProduct.mac(bits)).manifest
+    assert [layer.weight_bits for layer in manifest.layers] == [bits] * len(folding)
     vectors = stress_vectors(mac, random_count=30)
     for stall in (0.0, 0.4):
         report = cosimulate(mac, design, vectors.images, None, tmp_path, CosimOptions(stall=stall))
@@ -98,10 +97,11 @@ def test_mac_design_is_bit_exact_against_its_reference(tmp_path, sizes, folding,
 @pytest.mark.synth
 def test_mac_design_multiplies_and_binary_design_does_not(tmp_path):
     binary = random_model((16, 8, 4), seed=1, input_bits=8, act_bits=4, out_bits=6)
-    folding = [gen.LayerFolding(2, 4), gen.LayerFolding(2, 4)]
+    folding = [(2, 4), (2, 4)]
     counts = {}
     for name, model in (("binary", binary), ("mac", mac_model(binary, 8))):
-        gen.generate(model, folding, tmp_path / name)
+        unit = mac_unit(model) if name == "mac" else None
+        generate_design(model, folding, tmp_path / name, unit=unit)
         done = yosys(
             f"read_verilog {name}/bchw_network.v; hierarchy -top bchw_network; proc; flatten; "
             f"opt; wreduce; tee -o {name}.stat stat",
@@ -127,14 +127,16 @@ def test_count_cells_sorts_cell_types_into_resources():
 
 
 @pytest.mark.synth
+@pytest.mark.slow
 def test_synthesis_counts_dsp_blocks_only_in_the_mac_design(tmp_path):
     from bchw.estimate.synth import synthesize
 
     binary = random_model((16, 8, 4), seed=2, input_bits=8, act_bits=4, out_bits=6)
-    folding = [gen.LayerFolding(2, 4), gen.LayerFolding(2, 4)]
+    folding = [(2, 4), (2, 4)]
     results = {}
     for name, model in (("binary", binary), ("mac", mac_model(binary, 8))):
-        design = gen.generate(model, folding, tmp_path / name)
+        unit = mac_unit(model) if name == "mac" else None
+        design = generate_design(model, folding, tmp_path / name, unit=unit)
         for dsp in (True, False):
             results[name, dsp] = synthesize(
                 design.verilog, "bchw_network", "ice40", dsp, tmp_path / "synth"
@@ -149,3 +151,18 @@ def test_synthesis_counts_dsp_blocks_only_in_the_mac_design(tmp_path):
     assert again["cached"] and again["lut"] == results["mac", True]["lut"]
     with pytest.raises(BchwError, match="unknown FPGA family 'xc9'"):
         synthesize(tmp_path / "mac" / "bchw_network.v", "bchw_network", "xc9", True, tmp_path)
+
+
+def test_the_unit_must_match_the_weights(shipped_digits):
+    """The dot-product unit is chosen, not inferred: a binary model on a MAC unit, or a MAC
+    model on the binary unit, is refused in one line."""
+    folding = [(8, 8), (8, 8), (1, 8)]
+    from rtl_gen.plan import LayerFolding
+
+    fold = [LayerFolding(*f) for f in folding]
+    with pytest.raises(BchwError, match="1-bit weights; the mac unit takes 8-bit weights"):
+        plan_design(shipped_digits, fold, 2, DotProduct.mac(8))
+    with pytest.raises(BchwError, match="8-bit weights; the binary unit takes 1-bit weights"):
+        plan_design(mac_model(shipped_digits, 8), fold, 2)
+    with pytest.raises(BchwError, match="MAC weights must be one of"):
+        DotProduct.mac(3)

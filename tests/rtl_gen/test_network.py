@@ -6,16 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bchw.core import intmodel, reference
-from rtl_gen.generate import default_folding, unrolled_folding
-from rtl_gen.network import LayerFolding, Network
-
-from .conftest import REPO
-from .streams import beats_of, random_model, simulate
+from bchw.core import reference
+from rtl_gen.network import Network
+from rtl_gen.plan import LayerFolding, default_folding, plan_design, unrolled_folding
+from tests.streams import beats_of, random_model, simulate
 
 
 def run_network(model, folding, images, *, gap=0.0, stall=0.0, pipeline_every=2, seed=0):
-    net = Network(model, folding, pipeline_every=pipeline_every)
+    net = Network(plan_design(model, folding, pipeline_every))
     beats = beats_of(images, folding[0].simd, fill=(1 << model.input_bits) - 1)
     outs, out_cycles, in_cycles = simulate(net, beats, len(images), gap=gap, stall=stall, seed=seed)
     classes = np.array([int(o.index) for o in outs])
@@ -30,26 +28,29 @@ def assert_bit_exact(model, images, classes, scores):
 
 
 def assert_timing(net, out_cycles, in_cycles):
-    """First result exactly ``latency`` cycles after the first beat; then one per interval."""
-    assert out_cycles[0] - in_cycles[0] == net.latency
+    """First result exactly the plan's ``latency`` cycles after the first beat; then one per
+    interval."""
+    assert out_cycles[0] - in_cycles[0] == net.plan.latency
     gaps = np.diff(out_cycles)
-    assert set(gaps[1:].tolist()) == {net.initiation_interval}
+    assert set(gaps[1:].tolist()) == {net.plan.initiation_interval}
 
 
-def test_shipped_digits_model_bit_exact_on_test_images(digits):
-    """The first 120 test images in amaranth.sim (about 290 cycles/s); the whole split runs
-    through the emitted Verilog in tests/test_cosim.py."""
-    model = intmodel.load(REPO / "models" / "digits.bchw")
+@pytest.mark.slow
+def test_shipped_digits_model_bit_exact_on_test_images(digits, shipped_digits):
+    """The first 40 test images in amaranth.sim (about 290 cycles/s); the whole split runs
+    through the emitted Verilog in tests/sim/test_cosim.py."""
+    model = shipped_digits
     folding = default_folding(model)
-    images, labels = digits.test.images[:120], digits.test.labels[:120]
+    images, labels = digits.test.images[:40], digits.test.labels[:40]
     net, classes, scores, out_cycles, in_cycles = run_network(model, folding, images)
     assert_bit_exact(model, images, classes, scores)
     assert_timing(net, out_cycles, in_cycles)
     assert np.mean(classes == labels) >= 0.94
 
 
-def test_shipped_digits_model_under_stalls(digits):
-    model = intmodel.load(REPO / "models" / "digits.bchw")
+@pytest.mark.slow
+def test_shipped_digits_model_under_stalls(digits, shipped_digits):
+    model = shipped_digits
     folding = [LayerFolding(16, 16), LayerFolding(16, 16), LayerFolding(3, 32)]
     images = digits.test.images[:40]
     _, classes, scores, _, _ = run_network(model, folding, images, gap=0.3, stall=0.5)
@@ -100,6 +101,6 @@ def test_unrolled_small_network_takes_an_image_every_cycle():
     net, classes, scores, out_cycles, in_cycles = run_network(
         model, unrolled_folding(model), images
     )
-    assert net.initiation_interval == 1
+    assert net.plan.initiation_interval == 1
     assert_bit_exact(model, images, classes, scores)
     assert_timing(net, out_cycles, in_cycles)

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from bchw.core import intmodel
-from rtl_gen import generate as gen
-from rtl_gen.network import LayerFolding
+from rtl_gen.manifest import TOP_NAME
+from rtl_gen.plan import default_folding, unrolled_folding
 from rtl_gen.tools import lint, yosys
-
-from .conftest import REPO
-from .streams import random_model
+from tests.streams import generate_design, random_model
 
 pytestmark = pytest.mark.synth
 
@@ -48,8 +45,8 @@ def designs(tmp_path_factory):
     """A folded and an unrolled design of a small model with odd sizes."""
     model = random_model([13, 7, 5], seed=4)
     root = tmp_path_factory.mktemp("designs")
-    folded = gen.generate(model, [LayerFolding(3, 5), LayerFolding(2, 3)], root / "folded")
-    unrolled = gen.generate(model, gen.unrolled_folding(model), root / "unrolled")
+    folded = generate_design(model, [(3, 5), (2, 3)], root / "folded")
+    unrolled = generate_design(model, unrolled_folding(model), root / "unrolled")
     return {"folded": folded.verilog, "unrolled": unrolled.verilog}
 
 
@@ -64,7 +61,7 @@ def test_checker_sees_a_multiplier(tmp_path, flow):
 @pytest.mark.parametrize("flow", sorted(FLOWS))
 @pytest.mark.parametrize("kind", ["folded", "unrolled"])
 def test_no_multiplier_in_generated_designs(designs, kind, flow):
-    stat = synthesize(designs[kind], gen.TOP_NAME, flow)
+    stat = synthesize(designs[kind], TOP_NAME, flow)
     for cell in MULTIPLIER_CELLS[flow]:
         assert cell not in stat, f"{cell} in the {flow} netlist of the {kind} design"
     if flow == "ice40":
@@ -73,15 +70,14 @@ def test_no_multiplier_in_generated_designs(designs, kind, flow):
 
 @pytest.mark.parametrize("kind", ["folded", "unrolled"])
 def test_lint_clean(designs, kind):
-    result = lint(designs[kind], gen.TOP_NAME)
+    result = lint(designs[kind], TOP_NAME)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "%Warning" not in result.stderr + result.stdout
 
 
-def test_lint_clean_on_the_shipped_model(tmp_path):
-    model = intmodel.load(REPO / "models" / "digits.bchw")
-    design = gen.generate(model, gen.default_folding(model), tmp_path)
-    result = lint(design.verilog, gen.TOP_NAME)
+def test_lint_clean_on_the_shipped_model(tmp_path, shipped_digits):
+    design = generate_design(shipped_digits, default_folding(shipped_digits), tmp_path)
+    result = lint(design.verilog, TOP_NAME)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -16,19 +16,18 @@ import pytest
 from bchw.core import intmodel, reference
 from bchw.core.data import load_dataset
 from bchw.errors import BchwError
-from rtl_gen import generate as gen
 from rtl_gen.faults import FAULT_KINDS, Fault
-from sim.cosim import CosimOptions, cosimulate
-from sim.harness import read_manifest
+from rtl_gen.generate import generate
+from rtl_gen.manifest import MANIFEST_NAME, VERILOG_NAME, Manifest
+from rtl_gen.plan import LayerFolding, default_folding, plan_design
+from sim.cosim import cosimulate
+from sim.options import CosimOptions
 from sim.runner import choose_simulator
 from sim.selfcheck import choose_faults
 from sim.stimuli import stress_vectors
-
-from .conftest import REPO
-from .streams import random_model
-from .test_cli import assert_one_line_error, bchw
-
-DIGITS = REPO / "models" / "digits.bchw"
+from tests.commands import assert_one_line_error, cli
+from tests.conftest import DIGITS
+from tests.streams import generate_design, random_model
 
 pytestmark = [pytest.mark.cosim, pytest.mark.slow]
 
@@ -41,7 +40,7 @@ def test_digits_test_split_is_bit_exact_and_timing_matches_manifest(tmp_path):
     """The shipped model's whole test split, then again under stalls with stress vectors (the
     second run reuses the cached build)."""
     out = tmp_path / "cosim"
-    result = bchw("cosim", DIGITS, "-o", out, "--json")
+    result = cli("cosim", DIGITS, "-o", out, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _run_json(result)
     calm_refusals = report["input_refused_cycles"]
@@ -57,7 +56,7 @@ def test_digits_test_split_is_bit_exact_and_timing_matches_manifest(tmp_path):
     assert report["images_per_second"] > 0 and report["cycles_per_image"] >= 80
     assert report["gap_cycles"] == report["backpressure_cycles"] == 0
 
-    stressed = bchw(
+    stressed = cli(
         "cosim",
         DIGITS,
         "-o",
@@ -79,7 +78,7 @@ def test_digits_test_split_is_bit_exact_and_timing_matches_manifest(tmp_path):
 
     # Long bursts of back-pressure fill every buffer up to the input, which then waits far
     # more than when the design is only busy (the calm run above, on 360 images, not 60).
-    bursts = bchw(
+    bursts = cli(
         "cosim",
         DIGITS,
         "-o",
@@ -110,7 +109,7 @@ ODD_MODELS = [
 def test_odd_models_under_stalls_with_stress_vectors(tmp_path, sizes, folding):
     model = random_model(sizes, seed=len(sizes) + sizes[0], input_bits=6, act_bits=4, out_bits=6)
     design = tmp_path / "design"
-    gen.generate(model, [gen.LayerFolding(p, s) for p, s in folding], design)
+    generate_design(model, folding, design)
     vectors = stress_vectors(model, random_count=40, seed=1)
     for stall in (0.0, 0.5):
         report = cosimulate(
@@ -128,13 +127,13 @@ def test_relative_adder_tree_design_is_bit_exact(tmp_path):
     its folder (the manifest says which tree), matches the reference bit for bit, on time."""
     design = tmp_path / "design"
     folding = ("--pe", "8,8,1", "--simd", "8,8,8")
-    made = bchw("generate", DIGITS, "-o", design, *folding, "--adder-tree", "relative")
+    made = cli("generate", DIGITS, "-o", design, *folding, "--adder-tree", "relative")
     assert made.returncode == 0, made.stdout + made.stderr
-    assert json.loads((design / gen.MANIFEST_NAME).read_text())["adder_tree"] == "relative"
+    assert json.loads((design / MANIFEST_NAME).read_text())["adder_tree"] == "relative"
     xor = tmp_path / "xor"
-    assert bchw("generate", DIGITS, "-o", xor, *folding).returncode == 0
-    assert (design / gen.VERILOG_NAME).read_bytes() != (xor / gen.VERILOG_NAME).read_bytes()
-    result = bchw("cosim", DIGITS, "--design", design, "--limit", "40", "-o", tmp_path, "--json")
+    assert cli("generate", DIGITS, "-o", xor, *folding).returncode == 0
+    assert (design / VERILOG_NAME).read_bytes() != (xor / VERILOG_NAME).read_bytes()
+    result = cli("cosim", DIGITS, "--design", design, "--limit", "40", "-o", tmp_path, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _run_json(result)
     assert report["passed"] and report["mismatches"] == 0 and report["outputs"] == 40
@@ -146,7 +145,7 @@ def test_self_check_detects_every_injected_fault(tmp_path):
     model = random_model((64, 12, 10), seed=5, input_bits=8, act_bits=4, out_bits=5)
     path = tmp_path / "model.bchw"
     intmodel.save(model, path)
-    result = bchw(
+    result = cli(
         "cosim",
         path,
         "--dataset",
@@ -172,9 +171,9 @@ def test_self_check_detects_every_injected_fault(tmp_path):
 
 def test_a_mismatch_is_named_and_gets_a_waveform(tmp_path):
     model = random_model((16, 6, 4), seed=2, input_bits=5, act_bits=4, out_bits=6)
-    folding = [gen.LayerFolding(3, 4), gen.LayerFolding(2, 3)]
+    folding = [LayerFolding(3, 4), LayerFolding(2, 3)]
     vectors = stress_vectors(model, random_count=10)
-    gen.generate(model, folding, tmp_path / "bad", fault=Fault("rounding-shift", layer=1))
+    generate(plan_design(model, folding), tmp_path / "bad", fault=Fault("rounding-shift", layer=1))
     report = cosimulate(
         model,
         tmp_path / "bad",
@@ -202,7 +201,7 @@ def test_cli_reports_a_mismatch_with_status_1(tmp_path):
     """A bug edited into the emitted Verilog by hand: the argmax's tie rule."""
     design = tmp_path / "design"
     model = intmodel.load(DIGITS)
-    gen.generate(model, gen.default_folding(model), design)
+    generate_design(model, [(4, 8), (4, 4), (1, 4)], design)  # small: two quick builds
     verilog = design / "bchw_network.v"
     text = verilog.read_text()
     assert text.count(" > ") > 0
@@ -210,7 +209,7 @@ def test_cli_reports_a_mismatch_with_status_1(tmp_path):
     head, sep, argmax = text.partition("module \\bchw_network.argmax")
     body, end, tail = argmax.partition("endmodule")
     verilog.write_text(head + sep + body.replace(" > ", " >= ") + end + tail)
-    result = bchw(
+    result = cli(
         "cosim",
         DIGITS,
         "--design",
@@ -231,18 +230,18 @@ def test_cli_reports_a_mismatch_with_status_1(tmp_path):
 
 def test_design_of_another_model_is_refused(tmp_path):
     other = random_model((64, 5, 10), seed=1)
-    gen.generate(other, gen.default_folding(other), tmp_path / "design")
-    result = bchw("cosim", DIGITS, "--design", tmp_path / "design", "-o", tmp_path / "out")
+    generate_design(other, default_folding(other), tmp_path / "design")
+    result = cli("cosim", DIGITS, "--design", tmp_path / "design", "-o", tmp_path / "out")
     assert_one_line_error(result, "was generated from model")
 
 
 def test_verilog_that_does_not_compile_is_a_one_line_error(tmp_path):
     model = intmodel.load(DIGITS)
     design = tmp_path / "design"
-    gen.generate(model, gen.default_folding(model), design)
+    generate_design(model, default_folding(model), design)
     verilog = design / "bchw_network.v"
     verilog.write_text(verilog.read_text().replace("  input clk;", "  input clk;\n  wire ;", 1))
-    result = bchw("cosim", DIGITS, "--design", design, "-o", tmp_path / "out", "--limit", "2")
+    result = cli("cosim", DIGITS, "--design", design, "-o", tmp_path / "out", "--limit", "2")
     assert_one_line_error(result, "verilator could not build the design", "build.log")
 
 
@@ -252,12 +251,13 @@ def test_verilog_that_does_not_compile_is_a_one_line_error(tmp_path):
         (["--stall", "1.5"], "--stall must lie in 0..0.95"),
         (["--stall-out", "nan"], "--stall-out must lie in 0..0.95"),
         (["--stall-burst", "0"], "--stall-burst must lie in 1.."),
-        (["--design", "nowhere"], "has no manifest.json"),
+        (["--design", "nowhere"], "--design nowhere is not a folder"),
+        (["--design", "."], "has no manifest.json"),
         (["--sim", "questa"], "invalid choice"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, args, message):
-    result = bchw("cosim", DIGITS, "-o", tmp_path, *args)
+    result = cli("cosim", DIGITS, "-o", tmp_path, *args)
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -274,13 +274,13 @@ def test_icarus_agrees_under_stalls(tmp_path):
     design, so a large one loads slowly), then a digits slice through the command line."""
     model = random_model((37, 5, 3), seed=6, input_bits=6, act_bits=4, out_bits=6)
     design = tmp_path / "design"
-    gen.generate(model, [gen.LayerFolding(2, 8), gen.LayerFolding(3, 2)], design)
+    generate_design(model, [(2, 8), (3, 2)], design)
     vectors = stress_vectors(model, random_count=20)
     options = CosimOptions(sim="icarus", stall=0.4, seed=5)
     report = cosimulate(model, design, vectors.images, None, tmp_path / "small", options)
     assert report.passed and report.outputs == len(vectors), report.summary
 
-    result = bchw(
+    result = cli(
         "cosim", DIGITS, "--sim", "icarus", "-o", tmp_path / "digits", "--limit", "3", "--json"
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -296,11 +296,11 @@ def test_mnist_slice(tmp_path, mnist_dir):
     model = random_model((784, 64, 10), seed=9, input_bits=8, act_bits=4, out_bits=8)
     split = load_dataset("mnist", mnist_dir).split("test").head(300)
     design = tmp_path / "design"
-    gen.generate(model, gen.default_folding(model), design)
+    generate_design(model, default_folding(model), design)
     report = cosimulate(model, design, split.images, split.labels, tmp_path, CosimOptions())
     assert report.passed and report.images == 300
     assert report.accuracy == report.reference_accuracy
-    assert read_manifest(design / "manifest.json").input_size == 784
+    assert Manifest.load(design).input_size == 784
     assert np.isfinite(report.images_per_second)
 
 

@@ -1,0 +1,181 @@
+"""The analytical model's counts against the generator, the energy table, the sweep's foldings
+and the Pareto front; and the model within its documented error on a design it was not fitted
+on (Yosys)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bchw.core import intmodel
+from bchw.estimate import analytic, energy
+from bchw.estimate.calibration import CALIBRATION_DESIGNS
+from bchw.estimate.run import pareto, sweep_foldings
+from rtl_gen.baseline import mac_model
+from rtl_gen.plan import (
+    DotProduct,
+    LayerFolding,
+    default_folding,
+    plan_design,
+    unrolled_folding,
+)
+from rtl_gen.ranges import constants_bits
+from tests.conftest import DIGITS
+from tests.streams import elaborate, generate_design, random_model
+
+
+def design_plan(model, folding, mac=None, pipeline_every=2):
+    unit = DotProduct.mac(mac) if mac else DotProduct.binary()
+    return plan_design(model, [LayerFolding(*f) for f in folding], pipeline_every, unit)
+
+
+# -- analytical model -----------------------------------------------------------------------------
+
+
+def test_tree_counts_follow_the_generator_widths():
+    # Four leaves of 0..255, all +1: two 9-bit adds, one 10-bit add; registers after level 2.
+    assert analytic.tree_counts([(1, 0, 255)] * 4, pipeline_every=2) == (9 + 9 + 10, 10)
+    # Signs mix: +x - y spans -255..255 (9 bits signed); an all-negative lane negates at the end.
+    assert analytic.tree_counts([(1, 0, 255), (-1, 0, 255)], 0) == (9, 0)
+    # 0..510 unsigned, then -510..0
+    assert analytic.tree_counts([(-1, 0, 255), (-1, 0, 255)], 0) == (9 + 10, 0)
+
+
+def test_relative_tree_counts_follow_the_generator():
+    # Four leaves of 0..255: two 9-bit subtractions (-255..255), then one of 10 bits
+    # (-510..511); complement gates on the right operands (8, 8, 9 bits) and the root's 10; a
+    # register after level 2 holds the root and its flip.
+    add, leaf, reg = analytic.relative_tree_counts(4, (0, 255), 2)
+    assert (add, leaf, reg) == (9 + 9 + 10, 8 + 8 + 9 + 10, 10 + 1)
+
+
+def test_counts_scale_with_folding_and_weights():
+    model = random_model([64, 32, 10], seed=1, input_bits=8, act_bits=8, out_bits=8)
+    narrow = analytic.design_counts(design_plan(model, [(2, 8), (2, 4)]))
+    wide = analytic.design_counts(design_plan(model, [(8, 32), (2, 4)]))
+    assert wide[0]["add"] > 3 * narrow[0]["add"]
+    assert narrow[0]["mul"] == 0 and narrow[0]["n_mul"] == 0
+    mac = analytic.design_counts(design_plan(mac_model(model, 8), [(2, 8), (2, 4)], mac=8))
+    assert mac[0]["n_mul"] == 2 * 8 and mac[0]["mul"] == 2 * 8 * 8 * 8
+    # The weight memory is k times wider in the MAC design, the same depth.
+    (depth_b, width_b, _, block_b), (depth_m, width_m, _, block_m) = (
+        narrow[0]["memories"][0],
+        mac[0]["memories"][0],
+    )
+    assert depth_b == depth_m == (32 // 2) * (64 // 8) and width_m == 8 * width_b == 8 * 16
+    assert block_b and block_m  # both designs ask for block RAM for their weights
+
+
+@pytest.mark.parametrize("weight_bits", [1, 8])
+def test_counted_memories_are_the_generated_ones(weight_bits):
+    """The model's weight and constants memories have the engine's shapes (the binary
+    constants hold the absorbed offsets, whose width differs from the layer's)."""
+    from rtl_gen.layer_engine import LayerEngine
+
+    model = random_model([37, 20, 6], seed=4, input_bits=8, act_bits=8, out_bits=8)
+    mac = weight_bits if weight_bits > 1 else None
+    if mac:
+        model = mac_model(model, weight_bits)
+    plan = design_plan(model, [(4, 8), (3, 5)], mac=mac)
+    for layer_plan in plan.layers:
+        counted = analytic.layer_counts(layer_plan).memories
+        engine = elaborate(LayerEngine(layer_plan))
+        words = engine.nf * engine.sf
+        assert counted[0] == (words, layer_plan.weight_word_bits, True, True)
+        assert len(engine.unit.weight_words()) == words
+        rq = engine.requantizer
+        consts_bits = rq.units * rq.consts_layout.size
+        assert counted[2] == (rq.constant_depth, consts_bits, True, True)
+
+
+def test_resources_are_the_sum_of_the_parts():
+    coefficients = analytic.load_coefficients()
+    model = intmodel.load(DIGITS)
+    parts = analytic.design_counts(plan_design(model, default_folding(model)))
+    for family in coefficients["families"]:
+        for dsp in (True, False):
+            result = analytic.resources(parts, family, dsp, coefficients)
+            for key in analytic.RESOURCES:
+                assert result["total"][key] == sum(p[key] for p in result["parts"])
+            assert result["total"]["lut"] > 0 and result["total"]["dsp"] == 0
+
+
+def test_coefficients_were_fitted_on_the_listed_designs():
+    coefficients = analytic.load_coefficients()
+    roles = {spec["name"]: spec["role"] for spec in CALIBRATION_DESIGNS}
+    for role in ("fit", "check"):
+        assert coefficients["designs"][role] == sorted(n for n, r in roles.items() if r == role)
+    for family, errors in coefficients["error"].items():
+        assert set(errors["check"]) >= {"lut", "ff", "bram", "dsp"}, family
+
+
+# -- energy, sweep, Pareto -------------------------------------------------------------------------
+
+
+def test_energy_table_points():
+    assert energy.add_pj(8) == pytest.approx(0.03) and energy.add_pj(32) == pytest.approx(0.1)
+    assert energy.multiply_pj(8, 8) == pytest.approx(0.2)
+    assert energy.multiply_pj(32, 32) == pytest.approx(3.2)  # quoted: 3.1
+    assert energy.sram_read_pj(8 * 1024) == pytest.approx(10)
+    assert energy.sram_read_pj(32 * 1024) == pytest.approx(20)
+    assert energy.sram_read_pj(1 << 20) == pytest.approx(100)
+    assert energy.sram_read_pj(100) == pytest.approx(10)  # below the table: its smallest entry
+
+
+def test_energy_binary_below_mac_and_unrolled_reads_nothing():
+    model = random_model([16, 8, 4], seed=5, input_bits=8, act_bits=8, out_bits=8)
+    folded = [LayerFolding(2, 4), LayerFolding(2, 4)]
+    binary = energy.energy_per_inference(model, folded, 1)
+    mac = energy.energy_per_inference(mac_model(model, 8), folded, 8)
+    assert 0 < binary["total_pj"] < mac["total_pj"]
+    assert mac["weight_reads_pj"] > binary["weight_reads_pj"] > 0
+    unrolled = energy.energy_per_inference(model, unrolled_folding(model), 1)
+    assert unrolled["weight_reads_pj"] == 0
+    # 16*8 + 8*4 synapses, one add each at the accumulator width.
+    expected = 128 * energy.add_pj(model.layers[0].acc_bits) + 32 * energy.add_pj(
+        model.layers[1].acc_bits
+    )
+    assert binary["arithmetic_pj"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_pareto_front():
+    points = [(100, 1.0), (50, 1.0), (200, 4.0), (300, 3.0), (50, 0.5)]
+    assert pareto(points) == [False, True, True, False, False]
+
+
+def test_sweep_foldings_are_distinct_and_get_faster():
+    model = intmodel.load(DIGITS)
+    foldings = sweep_foldings(model)
+    assert len(foldings) >= 4
+    intervals = [plan_design(model, f).initiation_interval for f in foldings]
+    assert intervals == sorted(intervals, reverse=True) and len(set(intervals)) == len(intervals)
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_analytic_model_within_its_documented_error(tmp_path):
+    """A design outside the calibration set: the model's LUT and FF error on iCE40 stays within
+    the worst error measured on the held-out designs."""
+    from bchw.estimate.synth import synthesize
+
+    coefficients = analytic.load_coefficients()
+    worst = coefficients["error"]["ice40"]["check"]
+    model = random_model([72, 24, 10], seed=77, input_bits=8, act_bits=6, out_bits=6)
+    folding = [(6, 12), (2, 6)]
+    for bits, m in ((1, model), (8, mac_model(model, 8))):
+        plan = design_plan(m, folding, mac=bits if bits > 1 else None)
+        verilog = generate_design(m, folding, tmp_path / str(bits), unit=plan.unit).verilog
+        parts = analytic.design_counts(plan)
+        for dsp in (True, False) if bits > 1 else (True,):
+            truth = synthesize(verilog, "bchw_network", "ice40", dsp, tmp_path / "synth")
+            est = analytic.resources(parts, "ice40", dsp, coefficients)["total"]
+            for key in ("lut", "ff"):
+                error = abs(est[key] - truth[key]) / truth[key]
+                assert error <= worst[key]["worst"], (bits, dsp, key, est[key], truth[key])
+            assert est["dsp"] == truth["dsp"]
+
+
+def test_constants_bits_is_the_rom_layout(shipped_digits):
+    from rtl_gen.requantizer import constants_layout
+
+    for layer in shipped_digits.layers:
+        assert constants_bits(layer) == constants_layout(layer).size
