@@ -27,13 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check bchw rtl_gen sim models tests
 	$(BIN)/lint-imports
 
-# Everything that proves the claims (CI runs this).
+# Everything that proves the claims (CI runs this), one worker per core: every test has its own
+# folders (tmp_path), so they run side by side.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 # The edit-test loop: every test but those marked slow (training, cosimulation, long synthesis).
 test-fast: lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

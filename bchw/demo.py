@@ -4,11 +4,12 @@ report of its training.
 The chain runs on the integer model, the portable artefact: it checks the shipped file (it
 validates and writes back byte for byte), measures its accuracy with the bit-exact reference,
 generates its Verilog, cosimulates the test images bit for bit and estimates the binary design
-against its 8-bit MAC baseline for ECP5 (Yosys for digits; the analytical model for
-larger models, whose synthesis takes far longer than a demo should). Then, for digits, it
-trains the model again from its recipe and reports whether the result is identical and, where
-not, how it differs: float training is bit for bit only on the same CPU kind with the same
-thread count (docs/reproduction.md), so a difference is reported, never a failure.
+against its 8-bit MAC baseline for ECP5 (Yosys for models of about the digits model's size; the
+analytical model for larger ones, whose synthesis takes far longer than a demo should). Then,
+for digits, it trains the model again from its recipe and reports whether the result is
+identical and, where not, how it differs: float training is bit for bit only on the same CPU
+kind with the same thread count (docs/reproduction.md), so a difference is reported, never a
+failure.
 
 The demo folding is smaller than ``bchw generate``'s default (:data:`DEMO_SYNAPSES_PER_CYCLE`)
 so that synthesis takes about a minute. Every step is also a command of its own (``bchw
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bchw.errors import BchwError
+from bchw.errors import BchwError, first_line
 
 # A folding of about this many binary synapses per cycle synthesizes in well under a minute per
 # Yosys run for the digits network (the default folding, 1,024, takes minutes per run).
@@ -33,6 +34,9 @@ DEMO_SYNAPSES_PER_CYCLE = 64
 # slowly (`bchw estimate --target ice40` runs it), and the demo must answer in minutes.
 DEMO_TARGETS = ("ecp5",)
 DEFAULT_LIMIT = 200  # test images cosimulated, except for digits (all 360)
+# Yosys for models up to about the digits model's size (84,480 weights), else the analytical
+# model (the demo's estimate of MNIST's 2.9 million weights would take Yosys well over 15 min).
+DEMO_SYNTH_MAX_WEIGHTS = 200_000
 SOURCE_NAMES = {"yosys": "Yosys", "analytic": "analytical"}
 
 
@@ -54,7 +58,8 @@ class DemoOptions:
     limit:
         Test images to cosimulate (None: digits all 360, others the first 200).
     synth:
-        Resources from Yosys (True) or the analytical model (False); None: Yosys for digits.
+        Resources from Yosys (True) or the analytical model (False); None: Yosys for models of
+        up to :data:`DEMO_SYNTH_MAX_WEIGHTS` weights (digits), else the analytical model.
     reproduce:
         Train the digits model again from its recipe and compare (digits only).
     jobs:
@@ -111,14 +116,15 @@ def run_demo(
     """Run every stage; ``say`` gets one line per step. Raises BchwError on bad input."""
     import numpy as np
 
-    from bchw.core import intmodel, reference
+    from bchw.core import intmodel
     from bchw.core.data import load_dataset
+    from bchw.core.evaluate import evaluate
     from bchw.estimate.options import EstimateOptions
     from bchw.estimate.report import write_report
     from bchw.estimate.run import estimate
     from bchw.outputs import make_output_dir
     from rtl_gen.generate import generate_cached
-    from rtl_gen.plan import default_folding, plan_design
+    from rtl_gen.plan import default_folding, folding_text, plan_design
     from sim.cosim import cosimulate, first_problem
     from sim.options import CosimOptions
     from sim.runner import choose_simulator
@@ -128,7 +134,8 @@ def run_demo(
     dataset.check_model(model)
     # Yosys on the larger designs takes far longer than a demo should (MNIST's 2.9 Mbit of
     # weights, 23 Mbit in the MAC baseline): the analytical model answers unless asked.
-    synth = options.synth if options.synth is not None else shipped == "digits"
+    weights = sum(layer.weights.size for layer in model.layers)
+    synth = options.synth if options.synth is not None else weights <= DEMO_SYNTH_MAX_WEIGHTS
     reproduce = options.reproduce and shipped == "digits" and options.dataset == "digits"
     estimate_options = EstimateOptions(targets=DEMO_TARGETS, synth=synth, jobs=options.jobs)
     estimate_options.check()
@@ -163,9 +170,8 @@ def run_demo(
     float_accuracy = _recorded_float_accuracy(model)
 
     # 2. Accuracy of the integer model (bit-exact reference) on the whole test split.
-    result = reference.run(model, dataset.test.images)
-    correct = int(np.count_nonzero(result.predicted == dataset.test.labels))
-    integer_accuracy = correct / len(dataset.test)
+    accuracy, _ = evaluate(model, dataset.test, dataset=dataset.name, split_name="test")
+    correct, integer_accuracy = accuracy.correct, accuracy.accuracy
     float_text = "-" if float_accuracy is None else f"{float_accuracy:.4f}"
     _step(
         say,
@@ -178,12 +184,11 @@ def run_demo(
     # 3. Verilog at the demo folding.
     folding = default_folding(model, DEMO_SYNAPSES_PER_CYCLE)
     plan = plan_design(model, folding)
-    folding_text = ", ".join(f"{f.pe}/{f.simd}" for f in folding)
     design, _ = generate_cached(plan, out / "rtl")
     _step(
         say,
         "verilog",
-        f"{design.verilog} (PE/SIMD per layer {folding_text}; "
+        f"{design.verilog} (PE/SIMD per layer {folding_text(folding, compact=True)}; "
         f"{design.manifest.initiation_interval_cycles} cycles per image, latency "
         f"{design.manifest.latency_cycles} cycles)",
     )
@@ -231,7 +236,11 @@ def run_demo(
     # 6. Reproducibility: train the shipped model again from its recipe and compare.
     reproduction = None
     if reproduce:
-        reproduction = _reproduce_digits(model, dataset, out / "reproduce", say)
+        try:
+            reproduction = _reproduce_digits(model, dataset, out / "reproduce", say)
+        except Exception as exc:  # a report, never a failure of the demo
+            reproduction = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
+            _step(say, "reproduce", f"could not train the model again: {reproduction['error']}")
         lap("reproduce", t)
 
     summary = {
@@ -260,6 +269,7 @@ def run_demo(
             }
             | {
                 "lut_ratio": report["ratio"][target]["lut"],
+                "analytic_lut_only_ratio": report["ratio"][target]["analytic_lut_nodsp"],
                 # No LUT-only synthesis in the demo (its MAC run is the long one): the
                 # analytical model's LUT-only figures show what the multipliers cost.
                 "analytic_lut_only": {
@@ -284,19 +294,22 @@ def run_demo(
 
 
 def _recorded_float_accuracy(model) -> float | None:
-    """The float model's test accuracy that export recorded in the model's provenance."""
-    test_error = model.provenance.get("float_metrics", {}).get("test_error")
-    return None if test_error is None else round(1.0 - float(test_error), 6)
+    """The float model's test accuracy that export recorded in the model's provenance (None
+    where it recorded none, or something that is not a number)."""
+    metrics = model.provenance.get("float_metrics")
+    test_error = metrics.get("test_error") if isinstance(metrics, dict) else None
+    if isinstance(test_error, bool) or not isinstance(test_error, int | float):
+        return None
+    return round(1.0 - float(test_error), 6)
 
 
 def _reproduce_digits(shipped, dataset, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """Train the shipped digits model again from its recipe, export it, and say how the result
     compares with the shipped file."""
-    import numpy as np
 
-    from bchw.core import intmodel, reference
+    from bchw.core import intmodel
     from bchw.core.checkpoint import load_checkpoint
-    from bchw.core.evaluate import float_accuracies
+    from bchw.core.evaluate import evaluate, float_accuracies
     from bchw.core.export import export_checkpoint
     from bchw.core.options import ExportOptions, TrainConfig
     from bchw.core.train import train
@@ -322,8 +335,7 @@ def _reproduce_digits(shipped, dataset, out: Path, say: Callable[[str], None]) -
     floats = float_accuracies(model, checkpoint, dataset.test, dataset.input_scale)
 
     def integer_accuracy(m) -> float:
-        predicted = reference.run(m, dataset.test.images).predicted
-        return float(np.mean(predicted == dataset.test.labels))
+        return evaluate(m, dataset.test, dataset=dataset.name, split_name="test")[0].accuracy
 
     ours = {
         "best_epoch": result.best_epoch,
@@ -405,7 +417,8 @@ def summary_table(summary: dict[str, Any]) -> str:
                 f"{e['dsp']:>5,}   {lut_only[name]:>24,}"
             )
         ratio = "-" if entry["lut_ratio"] is None else f"{entry['lut_ratio']:.2f}"
-        ratio_only = f"{lut_only['mac'] / lut_only['binary']:.2f}"
+        only = entry["analytic_lut_only_ratio"]
+        ratio_only = "-" if only is None else f"{only:.2f}"
         lines.append(
             f"{target + ' MAC / binary':<22} {ratio:>8} {'':>8} {'':>6} {'':>5}   {ratio_only:>24}"
         )

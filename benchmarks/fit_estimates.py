@@ -7,7 +7,7 @@ the block-RAM thresholds that best reproduce Yosys's memory mapping, then fits t
 primitive (LUTs, flip-flops and carry cells per adder bit, per multiplexer bit, ...) by
 non-negative least squares on relative error, using only the designs of role "fit". The error
 is then measured on the designs of role "check", which the fit never saw, and both go to
-``bchw/analytic_coefficients.json`` (the error is also printed as the Markdown table of
+``bchw/estimate/coefficients.json`` (the error is also printed as the Markdown table of
 docs/estimates.md).
 """
 

@@ -2,7 +2,7 @@
 
 ``python benchmarks/relative_tree_error.py [--families xc7] [--work build/calibration-v5]``
 
-The coefficients (``bchw/analytic_coefficients.json``) are fitted on XOR-leaf designs; this
+The coefficients (``bchw/estimate/coefficients.json``) are fitted on XOR-leaf designs; this
 rebuilds the calibration designs (``CALIBRATION_DESIGNS``) with each tree, synthesizes their
 binary designs (DSP flow; a binary design has no multiplier) and prints, per design and tree,
 Yosys's LUTs and flip-flops beside the model's and the error, then the median and worst per

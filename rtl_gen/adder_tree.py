@@ -14,6 +14,7 @@ from rtl_gen.ranges import (
     flip_correction,
     flip_node_range,
     flipped_range,
+    ones,
     pair_up,
     registers_after,
     relative_root_range,
@@ -195,7 +196,7 @@ class AdderTree(wiring.Component):
             raise ValueError("adder tree signs must be +1 or -1")
         self.pipeline_every = pipeline_every
         self.input_shape = range_shape(*input_range)
-        self.ones = (1 << self.input_shape.width) - 1  # the ones' complement of 0
+        self.ones = ones(input_range[1])  # the ones' complement of 0
         if relative:
             root = relative_root_range(n_inputs, input_range)
             self.lane_ranges = [flipped_range(*root)] * n_lanes

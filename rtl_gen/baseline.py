@@ -25,6 +25,7 @@ from bchw.core.intmodel import IntegerLayer, IntegerModel
 from bchw.errors import BchwError
 from rtl_gen import DEFAULT_MAC_WEIGHT_BITS as DEFAULT_WEIGHT_BITS
 from rtl_gen import MAC_WEIGHT_BITS as WEIGHT_BITS
+from rtl_gen.ranges import signed_max
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,7 +36,7 @@ class MacLayer(IntegerLayer):
 
     @property
     def weight_max(self) -> int:
-        return (1 << (self.weight_bits - 1)) - 1
+        return signed_max(self.weight_bits)
 
     @property
     def acc_bound(self) -> int:
@@ -54,8 +55,7 @@ def mac_model(model: IntegerModel, weight_bits: int = DEFAULT_WEIGHT_BITS) -> In
     extra = weight_bits - 1
     layers = []
     for layer in model.layers:
-        top = (1 << (weight_bits - 1)) - 1
-        magnitude = rng.integers(1, top + 1, size=layer.weights.shape)
+        magnitude = rng.integers(1, signed_max(weight_bits) + 1, size=layer.weights.shape)
         fields = {f.name: getattr(layer, f.name) for f in dataclasses.fields(IntegerLayer)}
         fields.update(
             weights=(layer.weights.astype(np.int64) * magnitude).astype(np.int32),

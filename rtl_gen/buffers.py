@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+
+from rtl_gen.plan import VectorBufferLink
 
 
 class VectorBuffer(wiring.Component):
@@ -22,8 +22,8 @@ class VectorBuffer(wiring.Component):
     def __init__(self, n: int, elem_shape, in_lanes: int, out_lanes: int) -> None:
         self.n, self.elem_shape = n, elem_shape
         self.in_lanes, self.out_lanes = in_lanes, out_lanes
-        self.in_beats = math.ceil(n / in_lanes)
-        self.out_beats = math.ceil(n / out_lanes)
+        link = VectorBufferLink(n, in_lanes, out_lanes)
+        self.in_beats, self.out_beats = link.in_beats, link.out_beats
         super().__init__(
             {
                 "i": In(stream.Signature(data.ArrayLayout(elem_shape, in_lanes))),

@@ -15,7 +15,7 @@ from bchw import __version__
 from bchw.errors import BchwError, first_line
 from bchw.outputs import make_output_dir, write_bytes_atomic
 from rtl_gen.faults import Fault, faulty_network
-from rtl_gen.manifest import TOP_NAME, VERILOG_NAME, Manifest
+from rtl_gen.manifest import MANIFEST_NAME, TOP_NAME, VERILOG_NAME, Manifest
 from rtl_gen.network import Network
 from rtl_gen.plan import DesignPlan
 
@@ -66,6 +66,10 @@ def generate(plan: DesignPlan, out_dir: str | Path, fault: Fault | None = None) 
         ) from None
     out = make_output_dir(out_dir)
     verilog_path = out / VERILOG_NAME
+    # An earlier design's manifest and stamp go first: a failure between the two writes below
+    # then leaves a Verilog file without a manifest (refused), never with another's.
+    for stale in (out / MANIFEST_NAME, out / STAMP_NAME):
+        stale.unlink(missing_ok=True)
     write_bytes_atomic(verilog_path, text.encode())
     return GeneratedDesign(out, verilog_path, manifest.write(out), manifest)
 
@@ -85,6 +89,7 @@ def _recipe(plan: DesignPlan) -> str:
             [[f.pe, f.simd] for f in plan.folding],
             plan.pipeline_every,
             [plan.unit.kind, plan.unit.adder_tree, plan.unit.weight_bits],
+            [layer.requant_registered for layer in plan.layers],
             __version__,
             generator.hexdigest(),
         ]
@@ -108,7 +113,7 @@ def generate_cached(plan: DesignPlan, out_dir: str | Path) -> tuple[GeneratedDes
         except BchwError:
             manifest = None
         if manifest is not None:
-            return GeneratedDesign(out, verilog_path, out / "manifest.json", manifest), True
+            return GeneratedDesign(out, verilog_path, out / MANIFEST_NAME, manifest), True
     design = generate(plan, out)
     write_bytes_atomic(stamp, fingerprint().encode())
     return design, False

@@ -146,10 +146,13 @@ class LayerEngine(wiring.Component):
             plan.requant_share,
             offsets,
         )
-        assert (self.requantizer.units, self.requantizer.latency) == (
+        rq = self.requantizer
+        assert (rq.units, rq.steps, rq.latency) == (
             plan.requant_units,
+            plan.requant_steps,
             plan.requant_latency,
         )
+        assert static is not None or rq.constant_depth == plan.requant_rom_depth
         self.output_shape = self.requantizer.output_shape
         super().__init__(
             {

@@ -16,7 +16,7 @@ from amaranth.lib import data, wiring
 from rtl_gen.adder_tree import Term, delay_tag, reduce_terms, register_term, tree_signature
 from rtl_gen.pipeline import range_shape, stall_pipeline
 from rtl_gen.plan import LayerPlan, pack_weight_words
-from rtl_gen.ranges import registers_after, tree_levels
+from rtl_gen.ranges import product_range, registers_after, signed_max, tree_levels
 
 
 class MultiplyTree(wiring.Component):
@@ -49,13 +49,13 @@ class MultiplyTree(wiring.Component):
         self.input_range = input_range
         self.weight_bits = weight_bits
         self.weights = None if weights is None else np.asarray(weights, np.int64)
-        w_max = (1 << (weight_bits - 1)) - 1
         x_max = input_range[1]
         if self.weights is None:
-            leaf = [[(-w_max * x_max, w_max * x_max)] * n_inputs for _ in range(n_lanes)]
+            bound = signed_max(weight_bits) * x_max
+            leaf = [[(-bound, bound)] * n_inputs for _ in range(n_lanes)]
         else:
             leaf = [
-                [(min(0, int(w) * x_max), max(0, int(w) * x_max)) for w in row]
+                [product_range(w, x_max) for w in row]
                 for row in self.weights.reshape(n_lanes, n_inputs)
             ]
         self.leaf_ranges = leaf

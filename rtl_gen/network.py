@@ -17,11 +17,11 @@ class Network(wiring.Component):
     pixels in, class index and scores out.
 
     Layer ``l`` takes ``simd_l`` inputs per beat and gives ``pe_l`` outputs per beat. Between
-    two layers sits a FIFO of one vector when ``pe_l == simd_{l+1}`` (the beats match), else a
-    double-buffered :class:`VectorBuffer` that re-beats the vector. After the last layer a
-    vector buffer gathers all scores into one beat (unless the layer gives them at once), and
-    :class:`Argmax` picks the class (ties to the lowest index). Latency and initiation interval
-    are the plan's (``plan.latency``, ``plan.initiation_interval``).
+    two layers sits a FIFO of one vector plus two beats when ``pe_l == simd_{l+1}`` (the beats
+    match), else a double-buffered :class:`VectorBuffer` that re-beats the vector. After the
+    last layer a vector buffer gathers all scores into one beat (unless the layer gives them at
+    once), and :class:`Argmax` picks the class (ties to the lowest index). Latency and
+    initiation interval are the plan's (``plan.latency``, ``plan.initiation_interval``).
 
     Ports
     -----
@@ -43,14 +43,13 @@ class Network(wiring.Component):
                 self.links.append(
                     VectorBuffer(link.n, engine.output_shape, link.in_lanes, link.out_lanes)
                 )
-        last = self.engines[-1]
-        classes = model.num_classes
+        last, collect = self.engines[-1], plan.collector
         self.collector = (
             None
-            if plan.collector is None
-            else VectorBuffer(classes, last.output_shape, last.pe, classes)
+            if collect is None
+            else VectorBuffer(collect.n, last.output_shape, collect.in_lanes, collect.out_lanes)
         )
-        self.argmax = Argmax(classes, last.output_shape, plan.pipeline_every)
+        self.argmax = Argmax(model.num_classes, last.output_shape, plan.pipeline_every)
         assert self.argmax.latency == plan.argmax_latency
         self.input_layout = data.ArrayLayout(unsigned(model.input_bits), plan.input_lanes)
         self.output_layout = self.argmax.o.payload.shape()

@@ -32,9 +32,12 @@ from rtl_gen import (
 from rtl_gen.ranges import (
     Range,
     flipped_range,
+    ones,
+    product_range,
     range_width,
     relative_root_range,
     requant_width,
+    signed_max,
     sum_range,
     tree_latency,
 )
@@ -162,6 +165,12 @@ class LayerPlan:
         return issue + self.tree_latency + self.requant_latency
 
     @property
+    def requant_rom_depth(self) -> int:
+        """Words of the requantizer's constants ROM (per-beat constants only): one per step of
+        each neuron fold, at least 2 (a one-word memory has no address)."""
+        return max(2, self.neuron_folds * self.requant_steps)
+
+    @property
     def weight_word_bits(self) -> int:
         """Bits of one weight-memory word (one synapse fold of one neuron fold)."""
         return self.pe * self.simd * self.unit.weight_bits
@@ -204,9 +213,8 @@ def unrolled_lane_ranges(layer: IntegerLayer, unit: DotProduct) -> list[Range]:
         return [sum_range(row, 0, x_max) for row in layer.weights]
     ranges = []
     for row in layer.weights:
-        lo = sum(min(0, int(w) * x_max) for w in row)
-        hi = sum(max(0, int(w) * x_max) for w in row)
-        ranges.append((lo, hi))
+        products = [product_range(w, x_max) for w in row]
+        ranges.append((sum(lo for lo, _ in products), sum(hi for _, hi in products)))
     return ranges
 
 
@@ -214,12 +222,11 @@ def folded_lane_range(layer: IntegerLayer, simd: int, unit: DotProduct) -> Range
     """One lane's output range of a folded layer's tree, per beat of ``simd`` inputs."""
     x_max = layer.input_max
     if unit.kind == "mac":
-        w_max = (1 << (unit.weight_bits - 1)) - 1
-        return -simd * w_max * x_max, simd * w_max * x_max
+        bound = signed_max(unit.weight_bits) * x_max
+        return -simd * bound, simd * bound
     if unit.adder_tree == "relative":
         return flipped_range(*relative_root_range(simd, (0, x_max)))
-    ones = (1 << range_width(0, x_max)[0]) - 1  # XOR leaves: x or its ones' complement
-    return 0, simd * ones
+    return 0, simd * ones(x_max)  # XOR leaves: x or its ones' complement
 
 
 def plan_layer(
@@ -595,6 +602,9 @@ def folding_from_file(model: IntegerModel, path: str | Path) -> list[LayerFoldin
     return folding_from_lists(model, pe, simd, source=f"folding file {path}")
 
 
-def folding_text(folding: list[LayerFolding] | tuple[LayerFolding, ...]) -> str:
-    """``layer 0 PE 4 SIMD 16, layer 1 ...``: how the command line names a folding."""
+def folding_text(folding: list[LayerFolding] | tuple[LayerFolding, ...], compact=False) -> str:
+    """``layer 0 PE 4 SIMD 16, layer 1 ...`` (compact: ``4/16, ...``, PE/SIMD per layer): how
+    the command line names a folding."""
+    if compact:
+        return ", ".join(f"{f.pe}/{f.simd}" for f in folding)
     return ", ".join(f"layer {k} PE {f.pe} SIMD {f.simd}" for k, f in enumerate(folding))

@@ -31,6 +31,22 @@ def width(lo: int, hi: int) -> int:
     return range_width(lo, hi)[0]
 
 
+def ones(x_max: int) -> int:
+    """All ones over the width of an unsigned ``0..x_max``: the ones' complement of 0, and the
+    largest value of a folded binary tree's XOR leaf (``x`` or ``ones - x``)."""
+    return (1 << width(0, x_max)) - 1
+
+
+def signed_max(bits: int) -> int:
+    """The largest ``bits``-bit two's-complement value (a MAC weight's magnitude bound)."""
+    return (1 << (bits - 1)) - 1
+
+
+def product_range(weight: int, x_max: int) -> Range:
+    """Range of ``weight * x`` for ``x`` in 0..x_max."""
+    return min(0, int(weight) * x_max), max(0, int(weight) * x_max)
+
+
 def counter_bits(n: int) -> int:
     """Bits of a counter over ``n`` states, at least one (a single state would need none)."""
     return max(1, (max(2, n) - 1).bit_length())
@@ -146,11 +162,16 @@ def shift_ranges(layer: IntegerLayer) -> list[tuple[int, int]]:
     return out
 
 
+def shift_field_bits(layer: IntegerLayer) -> int:
+    """Bits of each scale term's shift in a requantizer's ROM: the widest term's
+    :func:`shift_ranges` bits, at least one."""
+    return max(1, max(bits for _, bits in shift_ranges(layer)))
+
+
 def constants_bits(layer: IntegerLayer) -> int:
-    """Bits of one neuron's constants in a requantizer's ROM: K two-bit signs, K shifts of the
-    widest term's :func:`shift_ranges` bits (at least one) and the offset, ``t``'s width."""
-    shift_bits = max(1, max(bits for _, bits in shift_ranges(layer)))
-    return layer.scale_terms * (2 + shift_bits) + requant_width(layer)
+    """Bits of one neuron's constants in a requantizer's ROM: K two-bit signs, K shifts of
+    :func:`shift_field_bits` and the offset, ``t``'s width."""
+    return layer.scale_terms * (2 + shift_field_bits(layer)) + requant_width(layer)
 
 
 def wrap_signed(value: int, bits: int) -> int:

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from bchw.core.intmodel import IntegerLayer, output_range
 from rtl_gen.pipeline import range_shape, stall_pipeline
 from rtl_gen.plan import requant_schedule
-from rtl_gen.ranges import requant_width, shift_ranges, wrap_signed
+from rtl_gen.ranges import requant_width, shift_field_bits, shift_ranges, wrap_signed
 
 
 def constants_layout(layer: IntegerLayer) -> data.StructLayout:
@@ -18,11 +18,10 @@ def constants_layout(layer: IntegerLayer) -> data.StructLayout:
     negative), K shifts less their term's smallest (:func:`shift_ranges`) and the ROM offset
     (:meth:`Requantizer.rom_offset`), which is kept modulo ``2^requant_width`` like ``t`` and
     so takes that width."""
-    shift_bits = max(bits for _, bits in shift_ranges(layer))
     return data.StructLayout(
         {
             "sign": data.ArrayLayout(signed(2), layer.scale_terms),
-            "shift": data.ArrayLayout(unsigned(max(1, shift_bits)), layer.scale_terms),
+            "shift": data.ArrayLayout(unsigned(shift_field_bits(layer)), layer.scale_terms),
             "offset": signed(requant_width(layer)),
         }
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,5 +55,7 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
+    # The generic catch-all ("unexpected TypeError: ...") names no problem: never acceptable.
+    assert not re.search(r"error: unexpected \w+:", lines[0]), lines[0]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

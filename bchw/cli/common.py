@@ -227,6 +227,26 @@ def model_dataset(args: argparse.Namespace, model):
     return dataset
 
 
+def checkpoint_dataset(args: argparse.Namespace, checkpoint, checkpoint_path):
+    """``--dataset`` (else the one the checkpoint was trained on), checked against it."""
+    from bchw.core.data import resolve_dataset
+
+    dataset = resolve_dataset(
+        args.dataset,
+        checkpoint.dataset,
+        args.data_dir,
+        f"the checkpoint {checkpoint_path}",
+        checkpoint.dataset_sha256,
+    )
+    inputs = checkpoint.model.sizes[0]
+    if dataset.num_features != inputs:
+        raise BchwError(
+            f"{dataset.name} images have {dataset.num_features} pixels but the checkpoint "
+            f"takes {inputs} inputs"
+        )
+    return dataset
+
+
 # -- progress -----------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from bchw.cli.common import (
     positive_int,
 )
 from bchw.errors import BchwError
+from rtl_gen import DEFAULT_PIPELINE_EVERY
 from sim.options import SIMULATORS, CosimOptions
 
 
@@ -125,8 +126,15 @@ def _plan(args: argparse.Namespace, model):
 
     if not args.design:
         return plan_from_args(args, model), None
-    if has_folding(args):
-        raise BchwError("--design takes its folding from its manifest: drop the folding options")
+    if (
+        has_folding(args)
+        or args.pipeline_every != DEFAULT_PIPELINE_EVERY
+        or args.adder_tree != "xor"
+    ):
+        raise BchwError(
+            "--design takes its folding, pipelining and adder tree from its manifest: drop "
+            "--pe/--simd, --folding, --unroll, --pipeline-every and --adder-tree"
+        )
     folder = Path(args.design)
     if not folder.is_dir():
         raise BchwError(f"--design {folder} is not a folder (bchw generate writes one)")

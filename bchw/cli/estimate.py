@@ -196,8 +196,7 @@ def run(args: argparse.Namespace) -> int:
         r = report["ratio"][target]
         ratio_only = num(r["lut_nodsp"])
         if analytic_lut_only:
-            b, m = report["binary"][target]["analytic"], report["mac"][target]["analytic"]
-            ratio_only = f"~{m['lut_nodsp'] / b['lut_nodsp']:.2f}" if b["lut_nodsp"] else "-"
+            ratio_only = "~" + num(r["analytic_lut_nodsp"])
         print(
             f"{target:<7} {'MAC/bin':<9} {num(r['lut']):>8} {ratio_only:>9} "
             f"{num(r['logic_nodsp']):>8} {num(r['ff']):>8}"
@@ -242,16 +241,13 @@ def _lut_only(entry: dict, analytic: bool) -> str:
 
 def _accuracy(args: argparse.Namespace, model) -> dict:
     """The integer model's accuracy on ``--dataset``'s test split (checked against the model)."""
-    import numpy as np
-
-    from bchw.core import reference
+    from bchw.core.evaluate import evaluate
 
     dataset = model_dataset(args, model)
-    result = reference.run(model, dataset.test.images)
-    correct = int(np.count_nonzero(result.predicted == dataset.test.labels))
+    report, _ = evaluate(model, dataset.test, dataset=dataset.name, split_name="test")
     return {
         "dataset": dataset.name,
-        "images": len(dataset.test),
-        "correct": correct,
-        "integer_accuracy": correct / len(dataset.test),
+        "images": report.images,
+        "correct": report.correct,
+        "integer_accuracy": report.accuracy,
     }

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from bchw.cli.common import EPILOG, add_data_options, add_json, emit_json, int_list, positive_int
+from bchw.cli.common import (
+    EPILOG,
+    add_data_options,
+    add_json,
+    checkpoint_dataset,
+    emit_json,
+    int_list,
+    positive_int,
+)
 from bchw.core.options import ExportOptions
-from bchw.errors import BchwError
 
 
 def add_parser(commands) -> None:
@@ -77,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
 
     from bchw.core import intmodel
     from bchw.core.checkpoint import load_checkpoint
-    from bchw.core.data import resolve_dataset
     from bchw.core.export import export_checkpoint
     from bchw.outputs import check_output_file
 
@@ -96,18 +102,7 @@ def run(args: argparse.Namespace) -> int:
         # Formats are given: calibration is skipped, so the data set need not be loaded.
         calibration = np.zeros((1, checkpoint.model.sizes[0]), dtype=np.uint8)
     else:
-        dataset = resolve_dataset(
-            args.dataset,
-            checkpoint.dataset,
-            args.data_dir,
-            f"the checkpoint {args.checkpoint}",
-            checkpoint.dataset_sha256,
-        )
-        if dataset.num_features != checkpoint.model.sizes[0]:
-            raise BchwError(
-                f"{dataset.name} images have {dataset.num_features} pixels but the checkpoint "
-                f"takes {checkpoint.model.sizes[0]} inputs"
-            )
+        dataset = checkpoint_dataset(args, checkpoint, args.checkpoint)
         calibration = dataset.train.images
     model = export_checkpoint(checkpoint, calibration, options)
     digest = intmodel.save(model, output)

@@ -11,6 +11,7 @@ from bchw.cli.common import (
     add_data_options,
     add_json,
     check_output_dir,
+    checkpoint_dataset,
     emit_json,
     int_range,
     positive_int,
@@ -75,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bchw.core.checkpoint import load_checkpoint
-    from bchw.core.data import resolve_dataset
     from bchw.core.evaluate import float_accuracies
     from bchw.core.precision import (
         DEFAULT_BITS,
@@ -97,18 +97,7 @@ def run(args: argparse.Namespace) -> int:
         )
     output = check_output_dir(args.output)
     checkpoint = load_checkpoint(args.checkpoint)
-    dataset = resolve_dataset(
-        args.dataset,
-        checkpoint.dataset,
-        args.data_dir,
-        f"the checkpoint {args.checkpoint}",
-        checkpoint.dataset_sha256,
-    )
-    if dataset.num_features != checkpoint.model.sizes[0]:
-        raise BchwError(
-            f"{dataset.name} images have {dataset.num_features} pixels but the checkpoint "
-            f"takes {checkpoint.model.sizes[0]} inputs"
-        )
+    dataset = checkpoint_dataset(args, checkpoint, args.checkpoint)
     split = dataset.split(args.split).head(args.limit)
     make_output_dir(output)  # after every check: a refusal leaves no folder
     arch = "-".join(map(str, checkpoint.model.sizes))

@@ -141,8 +141,10 @@ def resolve_dataset(
     records it was trained on; one-line errors when neither can be loaded."""
     if requested:
         return load_dataset(requested, data_dir)
-    if not recorded or recorded == "None":
+    if not isinstance(recorded, str) or not recorded or recorded == "None":
         raise BchwError(f"{owner} does not name its dataset: pass --dataset")
+    if not isinstance(recorded_sha256, str):
+        recorded_sha256 = ""  # a malformed record names no archive to hold it to
     if not is_archive(recorded):
         return load_dataset(recorded, data_dir)
     if not Path(recorded).is_file():
@@ -386,12 +388,16 @@ def _read_archive(path: Path, raw: bytes) -> dict[str, np.ndarray]:
         raise BchwError(f"{path} is {kind}, not an .npz archive")
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         if "allow_pickle" in reason or "Object arrays" in reason:
             reason = "it holds Python objects, not plain arrays"
         raise BchwError(f"{path} is not a readable .npz archive ({reason})") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a member that is not .npy data
+            raise BchwError(f"{path}: its member {key} is not a numpy array")
+    return arrays
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -404,8 +410,8 @@ def _archive_images(path: Path, key: str, array: np.ndarray) -> np.ndarray:
             f"data archive {path}: {key} has shape {list(array.shape)}; images are N x H x W, "
             "N x H x W x C or N x F"
         )
-    if len(array) == 0:
-        raise BchwError(f"data archive {path}: {key} holds no images")
+    if array.size == 0:
+        raise BchwError(f"data archive {path}: {key} holds no pixels (shape {list(array.shape)})")
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
         raise BchwError(
             f"data archive {path}: {key} holds {array.dtype} values; pixels must be unsigned "

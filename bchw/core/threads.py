@@ -83,7 +83,7 @@ def choose_threads(sizes: list[int], batch: int, loss: str, requested: int = 0) 
     cores = available_cores()
     if cores == 1:
         torch.set_num_threads(1)
-        return ThreadChoice(1, {})
+        return ThreadChoice(1, {}, "the one core this process may use")
     measured = {n: _seconds_per_step(sizes, batch, loss, n) for n in (1, cores)}
     # More threads only where clearly faster: near a tie one thread costs nothing, loses no
     # turn at a barrier beside another job, and a noisy probe does not flip the choice (and

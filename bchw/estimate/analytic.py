@@ -31,10 +31,12 @@ family-independent primitives from the integer model, the folding and the widths
     each memory's depth, width, whether it is read-only and whether the generator asks for
     block RAM (the weights and the requantizers' constants: ``rom_style = "block"``).
 
-:func:`estimate` turns counts into LUT, FF, carry, LUT-RAM, block-RAM and DSP figures per
-FPGA family with per-primitive costs (``COEFFICIENTS``), fitted once by
-``benchmarks/fit_estimates.py`` to Yosys runs on the designs ``bchw.estimate.run`` lists; the
-error against Yosys on held-out designs is measured and written in docs/estimates.md.
+The counts come from the design plan (:mod:`rtl_gen.plan`: folds, ranges, widths, sharing),
+not from a circuit. :func:`resources` turns them into LUT, FF, carry, LUT-RAM, block-RAM and
+DSP figures per FPGA family with per-primitive costs (``coefficients.json``, read by
+:func:`load_coefficients`), fitted once by ``benchmarks/fit_estimates.py`` to Yosys runs on the
+designs of :data:`bchw.estimate.calibration.CALIBRATION_DESIGNS`; the error against Yosys on
+held-out designs is measured and written in docs/estimates.md.
 """
 
 from __future__ import annotations
@@ -45,15 +47,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtl_gen.plan import DesignPlan, FifoLink, LayerPlan
+from rtl_gen.plan import DesignPlan, FifoLink, LayerPlan, VectorBufferLink
 from rtl_gen.ranges import (
     constants_bits,
     counter_bits,
     flip_node_range,
+    ones,
     pair_up,
+    product_range,
     registers_after,
     requant_width,
     shift_ranges,
+    signed_max,
     signed_node,
     tree_levels,
 )
@@ -186,7 +191,7 @@ def _requantizer(plan: LayerPlan) -> Counts:
         c.add += units * k * t
         # The constants ROM: one word of ``units`` constants per step of each neuron fold,
         # read in order (an address counter and a primed bit), in block RAM.
-        words = max(2, plan.neuron_folds * steps)
+        words = plan.requant_rom_depth
         c.memories.append((words, units * constants_bits(layer), True, True))
         c.add += counter_bits(words)
         c.reg += counter_bits(words) + 1
@@ -207,16 +212,16 @@ def layer_counts(plan: LayerPlan) -> Counts:
     n_out, b, x_max = layer.out_features, layer.input_bits, layer.input_max
     pe, simd, nf, sf = plan.pe, plan.simd, plan.neuron_folds, plan.synapse_folds
     weight_bits = plan.unit.weight_bits
+    binary = plan.unit.kind == "binary"
     c = Counts()
-    w_max = (1 << (weight_bits - 1)) - 1
     if plan.unrolled:
         # Unrolled: constant weights, one tree per neuron over all inputs.
         for j in range(n_out):
             row = layer.weights[j]
-            if weight_bits == 1:
+            if binary:
                 leaves = [(int(s), 0, x_max) for s in row]
             else:
-                leaves = [(1, min(0, int(w) * x_max), max(0, int(w) * x_max)) for w in row]
+                leaves = [(1, *product_range(w, x_max)) for w in row]
                 c.cmul += sum((_csd_digits(w) - 1) * (b + int(abs(w)).bit_length()) for w in row)
                 for (_, lo, hi), w in zip(leaves, row, strict=True):
                     if abs(int(w)) & (abs(int(w)) - 1):  # a power of two is a shift
@@ -231,24 +236,24 @@ def layer_counts(plan: LayerPlan) -> Counts:
         return c
 
     tag_width = 2  # first, last
-    if weight_bits == 1 and plan.unit.adder_tree == "relative":
+    if binary and plan.unit.adder_tree == "relative":
         # Subtractions whose right operand is complemented or not (a gate per bit, counted as
         # a leaf: the same XOR in front of an adder), node flips registered with the values.
         lane_add, lane_leaf, lane_reg = relative_tree_counts(simd, (0, x_max), plan.pipeline_every)
         c.tree += pe * lane_add
         c.leaf += pe * lane_leaf
         c.reg += pe * lane_reg
-    elif weight_bits == 1:
+    elif binary:
         # Leaves x_i or its ones' complement (XOR with the weight bit); the accumulators end
         # ones * zeros_j high, which the requantizer's offsets absorb.
         x_width = range_bits(0, x_max)
-        ones = (1 << x_width) - 1
-        lane_add, lane_reg = tree_counts([(1, 0, ones)] * simd, plan.pipeline_every)
+        lane_add, lane_reg = tree_counts([(1, 0, ones(x_max))] * simd, plan.pipeline_every)
         c.tree += pe * lane_add
         c.reg += pe * lane_reg
         c.leaf += pe * simd * x_width
     else:
-        leaf = (1, -w_max * x_max, w_max * x_max)
+        bound = signed_max(weight_bits) * x_max
+        leaf = (1, -bound, bound)
         lane_add, lane_reg = tree_counts([leaf] * simd, plan.pipeline_every)
         c.tree += pe * lane_add
         c.reg += pe * lane_reg
@@ -284,14 +289,14 @@ def fifo_counts(width: int, depth: int) -> Counts:
     return Counts(add=3 * p, reg=width + 3 * p + 2, memories=[(depth - 1, width, False, False)])
 
 
-def vector_buffer_counts(n: int, width: int, in_lanes: int, out_lanes: int) -> Counts:
+def vector_buffer_counts(link: VectorBufferLink, width: int) -> Counts:
     """``VectorBuffer``: two banks of ``n`` registers, read through a multiplexer per lane."""
-    in_beats, out_beats = math.ceil(n / in_lanes), math.ceil(n / out_lanes)
-    used = min(n, out_lanes * out_beats)
+    n, in_beats, out_beats = link.n, link.in_beats, link.out_beats
+    used = min(n, link.out_lanes * out_beats)
     return Counts(
         add=counter_bits(in_beats) + counter_bits(out_beats),
         reg=2 * n * width + counter_bits(in_beats) + counter_bits(out_beats) + 4,
-        mux=used * width * 2 - out_lanes * width,  # 2 * out_beats inputs per lane, n values
+        mux=used * width * 2 - link.out_lanes * width,  # 2 * out_beats inputs per lane, n values
     )
 
 
@@ -321,12 +326,12 @@ def design_counts(plan: DesignPlan) -> list[dict[str, Any]]:
             if isinstance(link, FifoLink):
                 c += fifo_counts(link.lanes * bits, link.depth)
             else:
-                c += vector_buffer_counts(link.n, bits, link.in_lanes, link.out_lanes)
+                c += vector_buffer_counts(link, bits)
         parts.append({"part": f"layer {index}", **c.as_dict()})
     last, classes = plan.model.layers[-1], plan.model.num_classes
     out = argmax_counts(classes, last.output_bits, plan.pipeline_every)
     if plan.collector is not None:
-        out += vector_buffer_counts(classes, last.output_bits, plan.folding[-1].pe, classes)
+        out += vector_buffer_counts(plan.collector, last.output_bits)
     parts.append({"part": "output", **out.as_dict()})
     return parts
 
@@ -337,7 +342,7 @@ def design_counts(plan: DesignPlan) -> list[dict[str, Any]]:
 # Memory cells per family: block RAM configurations and LUT-RAM cells as [depth, width], or
 # [depth, width, cost] where a family has two sizes of block (Yosys picks the cheapest mapping,
 # the fewer cells on a tie). The thresholds below which Yosys keeps a memory out of block RAM
-# are fitted (analytic_coefficients).
+# are fitted (coefficients.json).
 GEOMETRY: dict[str, dict[str, Any]] = {
     "ice40": {  # SB_RAM40_4K; no LUT RAM
         "bram_shapes": [[256, 16], [512, 8], [1024, 4], [2048, 2]],

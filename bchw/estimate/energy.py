@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bchw.core.intmodel import IntegerModel
+from rtl_gen.plan import DesignPlan
 
 SOURCE = (
     "per-operation energies of Horowitz, ISSCC 2014 (45 nm, 0.9 V): an estimate, not a measurement"
@@ -45,21 +45,23 @@ def sram_read_pj(memory_bytes: int) -> float:
     return e1 + (e1 - e0) * math.log2(size / s1) / math.log2(s1 / s0)
 
 
-def energy_per_inference(
-    model: IntegerModel, folding: list, weight_bits: int = 1
-) -> dict[str, Any]:
-    """Picojoules for one image: the synapses' adds (and multiplies, for ``weight_bits`` > 1),
-    the requantization, and the weight reads of folded layers (unrolled layers keep their
-    weights in logic and read nothing)."""
+def energy_per_inference(plan: DesignPlan) -> dict[str, Any]:
+    """Picojoules for one image of ``plan``'s design: the synapses' adds (and multiplies, for
+    the MAC baseline's ``weight_bits``-bit weights), the requantization, and the weight reads
+    of folded layers (unrolled layers keep their weights in logic and read nothing)."""
     arithmetic = memory = requant = 0.0
-    for layer, f in zip(model.layers, folding, strict=True):
+    weight_bits = plan.unit.weight_bits
+    for layer_plan in plan.layers:
+        layer = layer_plan.layer
         synapses = layer.in_features * layer.out_features
+        # The width as charged since this model was written: the MAC layer's accumulator
+        # (acc_bits already holds the weights' magnitude) plus weight_bits - 1 (see
+        # docs/estimates.md, "Energy per inference").
         acc_bits = layer.acc_bits + (weight_bits - 1 if weight_bits > 1 else 0)
         arithmetic += synapses * add_pj(acc_bits)
         if weight_bits > 1:
             arithmetic += synapses * multiply_pj(layer.input_bits, weight_bits)
-        unrolled = f.pe == layer.out_features and f.simd == layer.in_features
-        if not unrolled:
+        if not layer_plan.unrolled:
             weight_bytes = math.ceil(synapses * weight_bits / 8)
             memory += math.ceil(synapses * weight_bits / 64) * sram_read_pj(weight_bytes)
         requant += layer.out_features * (layer.scale_terms + 3) * add_pj(layer.requant_bits)

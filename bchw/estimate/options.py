@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bchw.errors import BchwError
-from rtl_gen import ADDER_TREES, DEFAULT_MAC_WEIGHT_BITS, MAC_WEIGHT_BITS
+from rtl_gen import DEFAULT_MAC_WEIGHT_BITS, MAC_WEIGHT_BITS
 
 # One family by default: the digits model at its default folding synthesizes for ECP5 in about
 # three minutes; the same designs take iCE40's flow some fourteen (docs/benchmarks.md).
 DEFAULT_TARGETS = ("ecp5",)
 DEFAULT_CLOCK_MHZ = 100.0
+MAX_CLOCK_MHZ = 10_000.0  # no FPGA fabric clocks faster than a few GHz
 
 
 @dataclass
@@ -58,6 +59,7 @@ class EstimateOptions:
     def check(self) -> None:
         from bchw.estimate.pnr import DEVICES, device
         from bchw.estimate.synth import FAMILIES
+        from rtl_gen.plan import DotProduct
 
         if not self.targets:
             raise BchwError("name at least one --target")
@@ -78,10 +80,10 @@ class EstimateOptions:
             if family_name not in self.targets:
                 raise BchwError(f"--device {family_name}={name}: {family_name} is not a --target")
             device(family_name, name)
-        if not self.clock_mhz > 0:
-            raise BchwError(f"--clock-mhz must be positive, got {self.clock_mhz}")
+        if not 0 < self.clock_mhz <= MAX_CLOCK_MHZ:  # also refuses nan and infinity
+            raise BchwError(
+                f"--clock-mhz must be positive and at most {MAX_CLOCK_MHZ:g}, got {self.clock_mhz}"
+            )
         if self.jobs < 1:
             raise BchwError(f"--jobs must be at least 1, got {self.jobs}")
-        if self.adder_tree not in ADDER_TREES:
-            known = ", ".join(ADDER_TREES)
-            raise BchwError(f"--adder-tree must be one of {known}, got {self.adder_tree}")
+        DotProduct.binary(self.adder_tree)  # refuses an unknown tree

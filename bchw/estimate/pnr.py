@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bchw.errors import BchwError
-from bchw.estimate.synth import error_line, synthesize, write_json_atomic
+from bchw.estimate.synth import error_line, read_cached, synthesize, write_json_atomic
 from rtl_gen.manifest import Manifest
 from rtl_gen.tools import python_tool
 
@@ -150,8 +150,9 @@ def place_and_route(
     ).hexdigest()[:24]
     work_dir = Path(work_dir)
     cached = work_dir / "cache" / f"pnr-{key}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text()) | {"cached": True}
+    earlier = read_cached(cached)
+    if earlier is not None:
+        return earlier | {"cached": True}
     run_dir = work_dir / "pnr" / key
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "netlist.json").write_bytes(text)

@@ -210,7 +210,7 @@ def plots(
         ("bram", "BRAMs"),
         ("dsp", "DSPs"),
     ]
-    # Without the LUT-only runs (--skip-lut-only) there is no such bar to draw.
+    # Without the LUT-only runs (no --lut-only) there is no such bar to draw.
     metrics = [
         (key, label)
         for key, label in metrics

@@ -277,16 +277,21 @@ def estimate(
             key: _ratio(report["mac"][target][key], report["binary"][target][key])
             for key in ("lut", "lut_nodsp", "logic_nodsp", "ff", "ff_nodsp", "bram")
         }
+        | {
+            "analytic_lut_nodsp": _ratio(
+                report["mac"][target]["analytic"]["lut_nodsp"],
+                report["binary"][target]["analytic"]["lut_nodsp"],
+            )
+        }
         for target in options.targets
     }
     report["images_per_second_at_clock"] = {
         "clock_mhz": options.clock_mhz,
         "images_per_second": images_per_second(options.clock_mhz, interval),
     }
-    mac = plans["mac"].model
     report["energy"] = {
-        "binary": energy_per_inference(model, folding, 1),
-        "mac": energy_per_inference(mac, folding, options.weight_bits),
+        "binary": energy_per_inference(plans["binary"]),
+        "mac": energy_per_inference(plans["mac"]),
         "source": ENERGY_SOURCE,
     }
     report["energy"]["ratio"] = _ratio(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bchw.errors import BchwError
+from bchw.outputs import write_bytes_atomic
 from rtl_gen.tools import yosys, yosys_executable
 
 
@@ -167,8 +168,9 @@ def synthesize(
     work_dir = Path(work_dir)
     cached = work_dir / "cache" / f"{key}.json"
     run_dir = work_dir / "runs" / key
-    if cached.is_file() and (not netlist or (run_dir / "netlist.json").is_file()):
-        return json.loads(cached.read_text()) | {"cached": True}
+    earlier = read_cached(cached)
+    if earlier is not None and (not netlist or (run_dir / "netlist.json").is_file()):
+        return earlier | {"cached": True}
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "design.v").write_bytes(text)
@@ -208,8 +210,20 @@ def error_line(done: subprocess.CompletedProcess) -> str:
     return next((line for line in lines if "ERROR" in line), lines[-1] if lines else "").strip()
 
 
+def read_cached(path: Path) -> dict[str, Any] | None:
+    """A cached tool result, or None where there is none (or only an unreadable one, which the
+    run then replaces)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, sort_keys=True))
-    tmp.replace(path)
+    """Write a cache entry atomically (a temporary file of its own, then a rename)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, json.dumps(value, sort_keys=True).encode())
+    except OSError as exc:
+        raise BchwError(f"cannot write the tool cache {path}: {exc.strerror}") from None

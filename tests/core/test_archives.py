@@ -235,3 +235,27 @@ def test_cosim_on_the_archive(tmp_path, digits_archive):
     for key in ("images", "mismatches", "accuracy", "latency_cycles"):
         assert a.json()[key] == b.json()[key]
     assert "generated earlier" in b.stdout  # one design, one build
+
+
+def test_archives_with_empty_or_foreign_members(tmp_path):
+    empty = write_archive(tmp_path / "empty.npz", **good(x_train=np.zeros((30, 0), np.uint8)))
+    with pytest.raises(BchwError, match=re.escape("x_train holds no pixels (shape [30, 0])")):
+        load_archive(empty)
+    # A member named like an array whose bytes are not .npy data.
+    foreign = tmp_path / "foreign.npz"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("x_train.npy", b"not numpy at all")
+    with pytest.raises(BchwError, match="not a readable .npz archive|not a numpy array"):
+        load_archive(foreign)
+
+
+def test_a_model_recording_no_usable_dataset(tmp_path, shipped_digits):
+    """Provenance that names no data set as a string is refused in one line."""
+    import dataclasses
+
+    for recorded in (5, ["digits"], None):
+        provenance = dict(shipped_digits.provenance, dataset=recorded)
+        path = tmp_path / "odd.bchw"
+        intmodel.save(dataclasses.replace(shipped_digits, provenance=provenance), path)
+        assert_one_line_error(cli("eval", path), "does not name its dataset: pass --dataset")
+        assert cli("eval", path, "--dataset", "digits").returncode == 0

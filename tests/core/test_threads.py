@@ -3,9 +3,18 @@ where clearly faster), without touching the seeded random state."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bchw.core import threads
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """The tests set PyTorch's process-wide thread count: put it back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 def test_asked_and_environment_counts_are_kept(monkeypatch):

@@ -124,11 +124,13 @@ def test_energy_table_points():
 def test_energy_binary_below_mac_and_unrolled_reads_nothing():
     model = random_model([16, 8, 4], seed=5, input_bits=8, act_bits=8, out_bits=8)
     folded = [LayerFolding(2, 4), LayerFolding(2, 4)]
-    binary = energy.energy_per_inference(model, folded, 1)
-    mac = energy.energy_per_inference(mac_model(model, 8), folded, 8)
+    binary = energy.energy_per_inference(plan_design(model, folded))
+    mac = energy.energy_per_inference(
+        plan_design(mac_model(model, 8), folded, 2, DotProduct.mac(8))
+    )
     assert 0 < binary["total_pj"] < mac["total_pj"]
     assert mac["weight_reads_pj"] > binary["weight_reads_pj"] > 0
-    unrolled = energy.energy_per_inference(model, unrolled_folding(model), 1)
+    unrolled = energy.energy_per_inference(plan_design(model, unrolled_folding(model)))
     assert unrolled["weight_reads_pj"] == 0
     # 16*8 + 8*4 synapses, one add each at the accumulator width.
     expected = 128 * energy.add_pj(model.layers[0].acc_bits) + 32 * energy.add_pj(

@@ -85,6 +85,7 @@ def test_estimate_relative_adder_tree(tmp_path):
         (["--device", "ice40=lp1k"], ["unknown ice40 device 'lp1k'"]),
         (["--device", "ecp5=85k"], ["ecp5 is not a --target"]),
         (["--clock-mhz", "0"], ["--clock-mhz must be positive"]),
+        (["--clock-mhz", "inf"], ["--clock-mhz must be positive and at most"]),
         (["--pe", "1,1,1"], ["--pe and --simd go together"]),
         (["--adder-tree", "wallace"], ["--adder-tree", "invalid choice: 'wallace'"]),
     ],
@@ -99,7 +100,7 @@ def test_estimate_bad_options(args, fragments, tmp_path):
 def test_estimate_bad_model(tmp_path):
     broken = tmp_path / "broken.bchw"
     broken.write_bytes(DIGITS.read_bytes()[:100])
-    assert_one_line_error(cli("estimate", broken, "--analytic", "-o", tmp_path / "x"))
+    assert_one_line_error(cli("estimate", broken, "--analytic", "-o", tmp_path / "x"), str(broken))
     assert not (tmp_path / "x").exists()
 
 
