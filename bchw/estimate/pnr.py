@@ -20,7 +20,7 @@ from typing import Any
 from bchw.errors import BchwError
 from bchw.estimate.synth import error_line, read_cached, synthesize, write_json_atomic
 from rtl_gen.manifest import Manifest
-from rtl_gen.tools import python_tool
+from rtl_gen.tools import yowasp_tool
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _nextpnr_version(family_name: str) -> str:
 
 
 def _nextpnr(family_name: str) -> str:
-    return python_tool(f"yowasp-nextpnr-{family_name}", f"nextpnr for {family_name}")
+    return yowasp_tool(f"yowasp-nextpnr-{family_name}", f"nextpnr for {family_name}")
 
 
 def _log_utilization(log: str) -> dict[str, list[int]]:

@@ -206,6 +206,9 @@ def synthesize(
 
 
 def error_line(done: subprocess.CompletedProcess) -> str:
+    """The line of a failed tool run that says why (or how it died, where it said nothing)."""
+    if done.returncode < 0 and not (done.stderr or done.stdout or "").strip():
+        return f"killed by signal {-done.returncode} without a word"
     lines = (done.stderr or done.stdout or "no output").strip().splitlines()
     return next((line for line in lines if "ERROR" in line), lines[-1] if lines else "").strip()
 
