@@ -148,6 +148,7 @@ def test_estimate_matches_yosys_and_nextpnr_on_the_emitted_verilog(tiny, tmp_pat
 
 
 @pytest.mark.synth
+@pytest.mark.slow  # two Yosys runs, 10 to 15 s
 def test_by_default_the_lut_only_figures_are_analytical(tiny, tmp_path):
     out = tmp_path / "est"
     args = ["estimate", tiny, "--pe", "2,2", "--simd", "4,4", "--target", "ice40", "-o", out]
@@ -188,3 +189,14 @@ def test_every_family_synthesizes_both_designs(family, tiny, tmp_path):
     assert b["dsp"] == b_nodsp["dsp"] == 0 and abs(b["lut"] - b_nodsp["lut"]) <= 0.02 * b["lut"]
     assert m["dsp"] == 16 and m_nodsp["dsp"] == 0
     assert m_nodsp["lut"] > 2 * b["lut"] > 0
+
+
+def test_a_tool_that_dies_without_a_word_is_named_so():
+    import subprocess
+
+    from bchw.estimate.synth import error_line
+
+    killed = subprocess.CompletedProcess(["yosys"], -7, stdout="", stderr="")
+    assert error_line(killed) == "killed by signal 7 without a word"
+    failed = subprocess.CompletedProcess(["yosys"], 1, stdout="", stderr="a\nERROR: no top\nb")
+    assert error_line(failed) == "ERROR: no top"
