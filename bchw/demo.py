@@ -425,7 +425,9 @@ def summary_table(summary: dict[str, Any]) -> str:
     r = summary.get("reproduction")
     if r is not None:
         verdict = (
-            "identical to the shipped model"
+            f"not done: {r['error']}"
+            if "error" in r
+            else "identical to the shipped model"
             if r["identical"]
             else f"differs: {r['weight_bits_differing']:,} of {r['weight_bits']:,} weight bits, "
             f"integer accuracy {r['retrained']['integer_accuracy']:.4f} (shipped "
