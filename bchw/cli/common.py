@@ -20,7 +20,8 @@ from rtl_gen import ADDER_TREES, DEFAULT_PIPELINE_EVERY, DEFAULT_SYNAPSES_PER_CY
 EPILOG = (
     "Data: digits (scikit-learn's 8x8 digits) needs no download; mnist reads the four IDX files "
     f"from --data-dir DIR or ${DATA_DIR_ENV}; a path ending in .npz is a Keras-style archive "
-    "(x_train, y_train, x_test, y_test, optionally x_val, y_val). Errors print one line and "
+    "(x_train, y_train, x_test, y_test, optionally x_val, y_val and pixel_max, else the "
+    "largest pixel). Errors print one line and "
     "exit with status 2 (set BCHW_DEBUG=1 for a traceback)."
 )
 FOLDING_EPILOG = (
@@ -103,13 +104,18 @@ def dataset_name(text: str) -> str:
 # -- shared options -----------------------------------------------------------------------------
 
 
-def add_data_options(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
+def add_data_options(
+    parser: argparse.ArgumentParser, default: str | None = "digits", purpose: str = ""
+) -> None:
+    """``--dataset`` and ``--data-dir``; ``purpose`` says what the data are for where that is
+    not the command's whole job."""
     parser.add_argument(
         "--dataset",
         type=dataset_name,
         default=default,
         metavar="NAME|PATH.npz",
-        help="digits, mnist or a Keras-style .npz archive "
+        help=(purpose + ": " if purpose else "")
+        + "digits, mnist or a Keras-style .npz archive "
         + ("(default: %(default)s)" if default else "(default: the one the model was trained on)"),
     )
     parser.add_argument(
@@ -220,7 +226,7 @@ def model_dataset(args: argparse.Namespace, model):
         args.dataset,
         provenance.get("dataset"),
         args.data_dir,
-        "the model",
+        f"the model {args.model}",
         str(provenance.get("dataset_sha256", "")),
     )
     dataset.check_model(model)
@@ -244,6 +250,7 @@ def checkpoint_dataset(args: argparse.Namespace, checkpoint, checkpoint_path):
             f"{dataset.name} images have {dataset.num_features} pixels but the checkpoint "
             f"takes {inputs} inputs"
         )
+    dataset.check_pixel_scale(checkpoint.pixel_max, "the checkpoint")
     return dataset
 
 

@@ -9,11 +9,11 @@ from bchw.cli.common import (
     EPILOG,
     FOLDING_EPILOG,
     Progress,
+    add_data_options,
     add_folding_options,
     add_jobs,
     add_json,
     check_output_dir,
-    dataset_name,
     device_pair,
     emit_json,
     folding_from_args,
@@ -101,15 +101,11 @@ def add_parser(commands) -> None:
         help="clock for images per second where place and route did not measure fmax "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--dataset",
-        type=dataset_name,
-        metavar="NAME|PATH.npz",
-        help="also check the model against this data set (digits, mnist or an .npz archive) "
-        "and report its integer accuracy on the test split beside the resources",
-    )
-    parser.add_argument(
-        "--data-dir", metavar="DIR", help="folder with MNIST's IDX files, for --dataset mnist"
+    add_data_options(
+        parser,
+        default=None,
+        purpose="with this or --data-dir, also check the model against its data and report "
+        "its integer accuracy on the test split beside the resources",
     )
     add_jobs(parser)
     parser.add_argument(
@@ -148,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     model = intmodel.load(args.model)
     folding = folding_from_args(args, model)
     check_design(model, folding, args.pipeline_every)
-    accuracy = _accuracy(args, model) if args.dataset else None
+    accuracy = _accuracy(args, model) if args.dataset or args.data_dir else None
     make_output_dir(output)
     print(
         f"estimate  {model.arch()}: {folding_text(folding)}"

@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import os
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +78,7 @@ class Dataset:
     num_classes: int = NUM_CLASSES
     image_shape: tuple[int, ...] = ()  # one image before flattening (H, W) or (H, W, C)
     sha256: str = ""  # of the archive file, for .npz data sets
+    pixel_max_stated: bool = True  # False: an archive's largest pixel, not a stated maximum
 
     @property
     def num_features(self) -> int:
@@ -88,7 +88,6 @@ class Dataset:
         if name not in ("train", "validation", "test"):
             raise BchwError(f"unknown split {name!r}: use train, validation or test")
         return getattr(self, name)
-
 
     def check_model(self, model) -> None:
         """Refuse, in one line, images or labels that an integer model cannot take."""
@@ -108,6 +107,23 @@ class Dataset:
             raise BchwError(
                 f"{self.name} has labels up to {self.num_classes - 1}, but the model has "
                 f"{model.num_classes} classes"
+            )
+        if model.provenance.get("dataset"):  # a trained model: its data had a pixel scale
+            self.check_pixel_scale(round(1 / model.input_scale), "the model")
+
+    def check_pixel_scale(self, trained_pixel_max: int, owner: str) -> None:
+        """Refuse pixels on another scale than ``owner`` was trained on (pixels up to
+        ``trained_pixel_max``): pixels above it, or an archive that states another maximum.
+        An archive without ``pixel_max`` whose largest pixel is lower is accepted (its images
+        need not hold the brightest value)."""
+        if self.pixel_max > trained_pixel_max or (
+            self.pixel_max_stated and self.pixel_max != trained_pixel_max
+        ):
+            held = "hold pixels of" if self.pixel_max_stated else "have pixels up to"
+            raise BchwError(
+                f"{self.name} images {held} 0..{self.pixel_max}, but {owner} was trained on "
+                f"pixels of 0..{trained_pixel_max}: scale the data alike (an archive states "
+                "its scale as pixel_max)"
             )
 
 
@@ -147,12 +163,20 @@ def resolve_dataset(
         recorded_sha256 = ""  # a malformed record names no archive to hold it to
     if not is_archive(recorded):
         return load_dataset(recorded, data_dir)
+    if not recorded.endswith(ARCHIVE_SUFFIX):
+        raise BchwError(
+            f"{owner} records the data set {recorded[:200]!r}, neither "
+            f"{' nor '.join(DATASETS)} nor an .npz archive: pass --dataset"
+        )
     if not Path(recorded).is_file():
         raise BchwError(
             f"{owner} was trained on the archive {recorded}, which is not there: pass "
             "--dataset PATH.npz"
         )
-    dataset = load_archive(recorded)
+    try:
+        dataset = load_archive(recorded)
+    except BchwError as exc:
+        raise BchwError(f"{owner} names the archive it was trained on, but {exc}") from None
     if recorded_sha256 and dataset.sha256 != recorded_sha256:
         raise BchwError(
             f"the archive {recorded} has changed since {owner} was trained on it (SHA-256 "
@@ -312,7 +336,7 @@ def load_archive(path: str | os.PathLike[str]) -> Dataset:
     if missing:
         raise BchwError(
             f"data archive {path} lacks {', '.join(missing)} (an archive holds "
-            f"{', '.join(ARCHIVE_REQUIRED)}, optionally x_val and y_val)"
+            f"{', '.join(ARCHIVE_REQUIRED)}, optionally x_val, y_val and pixel_max)"
         )
     unknown = sorted(set(arrays) - set(ARCHIVE_REQUIRED) - set(ARCHIVE_OPTIONAL))
     if unknown:
@@ -376,20 +400,36 @@ def load_archive(path: str | os.PathLike[str]) -> Dataset:
         num_classes=num_classes,
         image_shape=tuple(int(d) for d in shape),
         sha256=hashlib.sha256(raw).hexdigest(),
+        pixel_max_stated="pixel_max" in arrays,
     )
 
 
 def _read_archive(path: Path, raw: bytes) -> dict[str, np.ndarray]:
-    """Every array of the archive, read (so that a corrupt member is found now)."""
+    """Every array of the archive, read (so that a corrupt member is found now). Each member's
+    header is checked against its size before numpy allocates anything for it."""
     import io
 
+    if not raw:
+        raise BchwError(f"{path} is empty, not an .npz archive")
     if not raw.startswith(b"PK"):  # every zip file, and so every .npz, starts so
         kind = "a single .npy array" if raw.startswith(b"\x93NUMPY") else "not a zip file"
         raise BchwError(f"{path} is {kind}, not an .npz archive")
     try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            needed = sum(_check_member(path, archive, info) for info in archive.infolist())
+        memory = _physical_memory()
+        if memory and needed > memory:  # a compressed archive can promise anything
+            raise BchwError(
+                f"{path}: its arrays take {needed / 2**30:,.1f} GiB, more than this machine's "
+                f"{memory / 2**30:,.1f} GiB of memory"
+            )
         with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    except BchwError:
+        raise
+    except MemoryError:
+        raise BchwError(f"{path}: its arrays do not fit in memory") from None
+    except Exception as exc:  # a user's file: whatever zipfile or numpy trips over, named
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         if "allow_pickle" in reason or "Object arrays" in reason:
             reason = "it holds Python objects, not plain arrays"
@@ -398,6 +438,49 @@ def _read_archive(path: Path, raw: bytes) -> dict[str, np.ndarray]:
         if not isinstance(value, np.ndarray):  # a member that is not .npy data
             raise BchwError(f"{path}: its member {key} is not a numpy array")
     return arrays
+
+
+def _physical_memory() -> int:
+    """This machine's memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """Refuse a member that is not plain ``.npy`` data whose header agrees with its size;
+    return the bytes its array takes."""
+    key = info.filename.removesuffix(".npy")
+    if not info.filename.endswith(".npy"):
+        raise BchwError(f"{path}: its member {info.filename} is not a numpy array")
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"format {version}")
+        except Exception:  # numpy parses the header with ast: any error means a bad header
+            raise BchwError(
+                f"{path} is not a readable .npz archive (its member {key} has no valid .npy header)"
+            ) from None
+        header = member.tell()
+    if dtype.hasobject:
+        raise BchwError(
+            f"{path} is not a readable .npz archive (it holds Python objects, not plain arrays)"
+        )
+    size = dtype.itemsize
+    for dim in shape:
+        size *= dim
+    if header + size != info.file_size:
+        raise BchwError(
+            f"{path} is not a readable .npz archive (its member {key}'s header promises "
+            f"{size:,} bytes of data, the member holds {max(info.file_size - header, 0):,})"
+        )
+    return size
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -259,3 +259,108 @@ def test_a_model_recording_no_usable_dataset(tmp_path, shipped_digits):
         intmodel.save(dataclasses.replace(shipped_digits, provenance=provenance), path)
         assert_one_line_error(cli("eval", path), "does not name its dataset: pass --dataset")
         assert cli("eval", path, "--dataset", "digits").returncode == 0
+
+
+def npy_member(header: str, data: bytes = b"") -> bytes:
+    """A .npy file (format 1.0) with the header text given, padded as numpy pads it."""
+    text = header.encode("latin1")
+    text += b" " * (64 - (10 + len(text) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + data
+
+
+def npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "x_train, fragment",
+    [
+        # numpy parses the header with ast: a tokenizer error, an expression, a huge promise
+        (npy_member("{'descr': '|u1', 'fortran_order': False, 'shape': ((30, 4, 4), }"),
+         "its member x_train has no valid .npy header"),
+        (npy_member("{'descr': '|u1', 'fortran_order': False, 'shape': (10**9, 4), }"),
+         "its member x_train has no valid .npy header"),
+        (npy_member("{'descr': '|u1', 'fortran_order': False, 'shape': (10000000000000, 8, 8), }",
+                    b"x" * 100),
+         "header promises 640,000,000,000,000 bytes of data, the member holds 100"),
+        (npy_bytes(np.ones((30, 4, 4), np.uint8))[:-10],
+         "header promises 480 bytes of data, the member holds 470"),
+        (npy_member("{'descr': '|O', 'fortran_order': False, 'shape': (30, 4, 4), }"),
+         "holds Python objects"),
+    ],
+)  # fmt: skip
+def test_hostile_members_are_refused_before_numpy_reads_them(tmp_path, x_train, fragment):
+    path = tmp_path / "hostile.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, value in good().items():
+            zf.writestr(f"{key}.npy", x_train if key == "x_train" else npy_bytes(value))
+    with pytest.raises(BchwError, match=re.escape(fragment)):
+        load_archive(path)
+    assert_one_line_error(cli("eval", DIGITS, "--dataset", path), fragment, str(path))
+
+
+def test_an_empty_file_and_arrays_larger_than_memory(tmp_path, monkeypatch):
+    from bchw.core import data
+
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    assert_one_line_error(cli("eval", DIGITS, "--dataset", empty), "is empty, not an .npz")
+    # A compressed archive can promise more than the machine holds: refused before reading.
+    path = write_archive(tmp_path / "good.npz", **good())
+    monkeypatch.setattr(data, "_physical_memory", lambda: 500)  # the arrays take 864 bytes
+    with pytest.raises(BchwError, match="more than this machine's"):
+        load_archive(path)
+
+
+def test_data_on_another_pixel_scale_than_the_model_was_trained_on(tmp_path, digits):
+    """The digits model takes pixels 0..16: the same images scaled to 0..240, or an archive
+    that states 0..255, would run without error but mean something else."""
+    shape = (-1, 8, 8)
+    arrays = dict(
+        x_train=digits.train.images.reshape(shape), y_train=digits.train.labels,
+        x_test=digits.test.images.reshape(shape), y_test=digits.test.labels,
+    )  # fmt: skip
+    scaled = write_archive(
+        tmp_path / "scaled.npz", **{k: v * 15 if k[0] == "x" else v for k, v in arrays.items()}
+    )
+    assert_one_line_error(
+        cli("eval", DIGITS, "--dataset", scaled), "pixels up to 0..240", "pixels of 0..16"
+    )
+    stated = write_archive(tmp_path / "stated.npz", **arrays, pixel_max=np.uint8(255))
+    assert_one_line_error(
+        cli("eval", DIGITS, "--dataset", stated), "hold pixels of 0..255", "pixels of 0..16"
+    )
+    same = write_archive(tmp_path / "same.npz", **arrays, pixel_max=np.uint8(16))
+    assert cli("eval", DIGITS, "--dataset", same).returncode == 0
+    dim = write_archive(tmp_path / "dim.npz", **{k: v // 2 for k, v in arrays.items()})
+    assert cli("eval", DIGITS, "--dataset", dim).returncode == 0  # no pixel_max: 0..8 fits
+
+
+def test_export_calibrates_only_on_data_of_the_checkpoints_scale(tmp_path, short_run, digits):
+    scaled = write_archive(
+        tmp_path / "scaled.npz",
+        x_train=digits.train.images * 15, y_train=digits.train.labels,
+        x_test=digits.test.images * 15, y_test=digits.test.labels,
+    )  # fmt: skip
+    result = cli("export", short_run.checkpoint, "-o", tmp_path / "m.bchw", "--dataset", scaled)
+    assert_one_line_error(result, "the checkpoint was trained on pixels of 0..16")
+    assert not (tmp_path / "m.bchw").exists()
+
+
+def test_a_model_naming_a_file_that_is_no_archive(tmp_path, shipped_digits):
+    import dataclasses
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK broken")
+    for recorded, fragment in (
+        (str(text), "neither digits nor mnist nor an .npz archive"),
+        (str(broken), f"names the archive it was trained on, but {broken} is not a readable"),
+    ):
+        provenance = dict(shipped_digits.provenance, dataset=recorded, dataset_sha256="")
+        path = tmp_path / "odd.bchw"
+        intmodel.save(dataclasses.replace(shipped_digits, provenance=provenance), path)
+        assert_one_line_error(cli("eval", path), fragment, f"the model {path}")
