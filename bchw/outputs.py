@@ -23,7 +23,10 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise BchwError(f"output folder {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise BchwError(f"cannot write {target}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -32,9 +35,11 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         # mkstemp creates 0600; give the file the permissions an ordinary open() would.
         os.chmod(tmp_name, 0o666 & ~_current_umask())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):  # a full disk, a folder turned read-only meanwhile
+            raise BchwError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
 
 
@@ -58,6 +63,12 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise BchwError(f"output folder {directory} does not exist")
+    try:  # a read-only file system or folder: found now, not after the work
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BchwError(f"cannot write into the folder {directory}: {exc.strerror}") from None
     return target
 
 

@@ -122,15 +122,31 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     input_scale = payload.get("input_scale")
     if not isinstance(input_scale, float) or not math.isfinite(input_scale) or input_scale <= 0:
         raise BchwError(f"{path}: checkpoint input_scale {input_scale!r} is not a positive number")
+    pixel_max = _whole_number(payload.get("pixel_max", 255), "pixel_max", path, 1, 0xFFFF)
+    epoch = _whole_number(payload.get("epoch", -1), "epoch", path, -1, 1 << 31)
+    metrics = payload.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise BchwError(f"{path}: checkpoint metrics are {type(metrics).__name__}, not a mapping")
     model.eval()
     return Checkpoint(
         model=model,
         config=config,
         dataset=str(payload.get("dataset")),
         input_scale=input_scale,
-        pixel_max=int(payload.get("pixel_max", 255)),
-        epoch=int(payload.get("epoch", -1)),
-        metrics=dict(payload.get("metrics", {})),
+        pixel_max=pixel_max,
+        epoch=epoch,
+        metrics=dict(metrics),
         sha256=hashlib.sha256(data).hexdigest(),
         dataset_sha256=str(payload.get("dataset_sha256", "")),
     )
+
+
+def _whole_number(value: object, name: str, path: object, low: int, high: int) -> int:
+    """A checkpoint field that must be an integer in ``low..high`` (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if isinstance(value, bool) or not isinstance(value, int):
+            shown = f"of type {type(value).__name__}"
+        else:  # str() of a huge integer is refused by Python itself
+            shown = str(value) if abs(value) < 10**18 else "a very large integer"
+        raise BchwError(f"{path}: checkpoint {name} is {shown}, not an integer in {low}..{high}")
+    return value

@@ -13,6 +13,7 @@ import pytest
 
 from bchw.cli import COMMANDS
 from bchw.core import intmodel
+from bchw.errors import BchwError
 from tests.commands import assert_one_line_error, bchw, cli
 from tests.conftest import DIGITS
 
@@ -129,6 +130,41 @@ def test_failed_export_leaves_the_previous_file_untouched(tmp_path, short_run):
     assert_one_line_error(result, "activation bits")
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bchw"]
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("pixel_max", "x", "pixel_max is of type str, not an integer in 1..65535"),
+        ("pixel_max", 0, "pixel_max is 0, not an integer in 1..65535"),
+        ("pixel_max", 70000, "pixel_max is 70000, not an integer in 1..65535"),
+        ("epoch", [1], "epoch is of type list, not an integer"),
+        ("metrics", [1], "metrics are list, not a mapping"),
+    ],
+    ids=["text", "zero", "large", "list", "metrics"],
+)
+def test_malformed_checkpoint_fields_are_one_line_errors(tmp_path, short_run, field, value,
+                                                         fragment):  # fmt: skip
+    import torch
+
+    payload = torch.load(short_run.checkpoint, weights_only=True)
+    payload[field] = value
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    result = cli("export", bad, "-o", tmp_path / "m.bchw", "--frac-bits", "4")
+    assert_one_line_error(result, str(bad), fragment)
+    assert not (tmp_path / "m.bchw").exists()
+
+
+def test_an_output_folder_that_cannot_be_written(tmp_path):
+    # /proc exists but takes no new files (a read-only folder or file system alike): refused
+    # before the work, in one line.
+    result = cli("eval", DIGITS, "--limit", "5", "--dump", "/proc/scores.npz")
+    assert_one_line_error(result, "cannot write into the folder /proc")
+    from bchw.outputs import write_bytes_atomic
+
+    with pytest.raises(BchwError, match="cannot write /proc/x"):
+        write_bytes_atomic("/proc/x", b"1")
 
 
 def test_export_json_names_the_file_and_its_hash(tmp_path, short_run):
