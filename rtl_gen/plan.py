@@ -187,10 +187,6 @@ class LayerPlan:
     def input_width(self) -> int:
         return self.layer.input_bits
 
-    @property
-    def output_lanes(self) -> int:
-        return self.pe
-
     def output_times(self, input_times: list[int]) -> list[int]:
         """Cycle of each output beat of one vector, given when its input beats become valid
         (no back-pressure, engine idle before)."""

@@ -173,6 +173,7 @@ def train(
     log_path, ckpt_path, curve_path = out / LOG_NAME, out / CHECKPOINT_NAME, out / CURVE_NAME
     records: list[dict] = []
     best: dict | None = None
+    started = time.perf_counter()
     for epoch in range(config.epochs):
         lr = lr_at_epoch(config, epoch)
         for group in optimizer.param_groups:
@@ -247,11 +248,12 @@ def train(
             )
         write_bytes_atomic(log_path, "".join(json.dumps(r) + "\n" for r in records).encode())
         if progress:
+            left = (time.perf_counter() - started) / (epoch + 1) * (config.epochs - epoch - 1)
             print(
                 f"epoch {epoch + 1:>3}/{config.epochs}  loss {record['train_loss']:.4f}  "
                 f"val err {100 * record['validation_error']:.2f} %  "
                 f"test err {100 * record['test_error']:.2f} %  lr {lr:.2e}  "
-                f"{train_seconds:.1f} s{'  *best' if improved else ''}",
+                f"{train_seconds:.1f} s{_time_left(left)}{'  *best' if improved else ''}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -271,6 +273,15 @@ def train(
         config=config,
         threads=threads,
     )
+
+
+def _time_left(seconds: float) -> str:
+    """How long the remaining epochs take at the pace so far (nothing after the last)."""
+    if seconds == 0:
+        return ""
+    if seconds < 120:
+        return f"  {max(seconds, 1):.0f} s left"
+    return f"  {seconds / 60:.0f} min left"
 
 
 def plot_learning_curve(records: list[dict], path: Path, title: str) -> None:

@@ -44,6 +44,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,8 @@ from rtl_gen.ranges import width as range_bits
 
 PRIMITIVES = ("tree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
-COEFFICIENTS_PATH = Path(__file__).with_name("coefficients.json")
+# Package data (benchmarks/fit_estimates.py rewrites it in a checkout).
+COEFFICIENTS_PATH = files("bchw.estimate").joinpath("coefficients.json")
 
 
 @dataclass
@@ -425,8 +428,8 @@ def features(part: dict[str, Any], family: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def load_coefficients(path: Path = COEFFICIENTS_PATH) -> dict[str, Any]:
-    return json.loads(path.read_text())
+def load_coefficients(path: Path | Traversable = COEFFICIENTS_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def resources(

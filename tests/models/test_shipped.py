@@ -82,3 +82,23 @@ def test_an_unknown_shipped_model_is_a_one_line_error():
 
     with pytest.raises(BchwError, match="no shipped model 'cifar'"):
         load_shipped("cifar")
+
+
+def test_the_shipped_models_package_imports_only_the_core():
+    """bchw.models sits just above the core (docs/architecture.md). It is installed from
+    models/, where import-linter does not look, so this test keeps its imports in place."""
+    import ast
+    import sys
+
+    allowed = ("bchw.core", "bchw.errors")
+    for source in MODELS.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or name.startswith(allowed), (source, name)
