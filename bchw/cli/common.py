@@ -217,6 +217,25 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help="integer model file written by bchw export, or digits or mnist for a shipped "
+        "model (where no file has that name)",
+    )
+
+
+def load_model(name: str):
+    """The integer model ``name``: a file, else the shipped model of that name (which an
+    installed bchw holds as package data)."""
+    from bchw.core import intmodel
+    from bchw.models import SHIPPED, load_shipped
+
+    if name in SHIPPED and not Path(name).exists():
+        return load_shipped(name)
+    return intmodel.load(name)
+
+
 def model_dataset(args: argparse.Namespace, model):
     """``--dataset`` (else the one the model was trained on), checked against the model."""
     from bchw.core.data import resolve_dataset

@@ -12,9 +12,11 @@ from bchw.cli.common import (
     add_data_options,
     add_folding_options,
     add_json,
+    add_model_argument,
     check_output_dir,
     emit_json,
     has_folding,
+    load_model,
     model_dataset,
     plan_from_args,
     positive_int,
@@ -43,7 +45,7 @@ def add_parser(commands) -> None:
         ),
         epilog=FOLDING_EPILOG + " " + EPILOG + " Simulator: --sim, else $SIM, else verilator.",
     )
-    parser.add_argument("model", help="integer model file written by bchw export")
+    add_model_argument(parser)
     parser.add_argument(
         "--design",
         metavar="DIR",
@@ -149,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from bchw.core import intmodel
     from bchw.outputs import make_output_dir
     from rtl_gen.generate import generate_cached
     from rtl_gen.plan import folding_text
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     options.check()
     options = dataclasses.replace(options, sim=choose_simulator(args.sim))
     output = check_output_dir(args.output)
-    model = intmodel.load(args.model)
+    model = load_model(args.model)
     dataset = model_dataset(args, model)
     split = dataset.test.head(args.limit)
     plan, design = _plan(args, model)

@@ -13,10 +13,12 @@ from bchw.cli.common import (
     add_folding_options,
     add_jobs,
     add_json,
+    add_model_argument,
     check_output_dir,
     device_pair,
     emit_json,
     folding_from_args,
+    load_model,
     model_dataset,
     name_list,
 )
@@ -46,7 +48,7 @@ def add_parser(commands) -> None:
         ),
         epilog=FOLDING_EPILOG + " " + EPILOG,
     )
-    parser.add_argument("model", help="integer model file written by bchw export")
+    add_model_argument(parser)
     parser.add_argument(
         "--target",
         type=name_list,
@@ -121,7 +123,6 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bchw.core import intmodel
     from bchw.estimate.report import num, write_report
     from bchw.estimate.run import estimate, sweep
     from bchw.outputs import make_output_dir
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     )
     options.check()
     output = check_output_dir(args.output)
-    model = intmodel.load(args.model)
+    model = load_model(args.model)
     folding = folding_from_args(args, model)
     check_design(model, folding, args.pipeline_every)
     accuracy = _accuracy(args, model) if args.dataset or args.data_dir else None

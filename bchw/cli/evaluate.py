@@ -9,7 +9,9 @@ from bchw.cli.common import (
     EPILOG,
     add_data_options,
     add_json,
+    add_model_argument,
     emit_json,
+    load_model,
     model_dataset,
     positive_int,
 )
@@ -27,7 +29,7 @@ def add_parser(commands) -> None:
         ),
         epilog=EPILOG,
     )
-    parser.add_argument("model", help="integer model file written by bchw export")
+    add_model_argument(parser)
     add_data_options(parser, default=None)
     parser.add_argument(
         "--split",
@@ -49,13 +51,12 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bchw.core import intmodel
     from bchw.core.evaluate import evaluate, write_dump
     from bchw.outputs import check_output_file
 
     if args.dump:
         check_output_file(args.dump)
-    model = intmodel.load(args.model)
+    model = load_model(args.model)
     dataset = model_dataset(args, model)
     split = dataset.split(args.split).head(args.limit)
     checkpoint = None

@@ -8,8 +8,10 @@ from bchw.cli.common import (
     FOLDING_EPILOG,
     add_folding_options,
     add_json,
+    add_model_argument,
     check_output_dir,
     emit_json,
+    load_model,
     plan_from_args,
 )
 
@@ -30,7 +32,7 @@ def add_parser(commands) -> None:
         ),
         epilog=FOLDING_EPILOG,
     )
-    parser.add_argument("model", help="integer model file written by bchw export")
+    add_model_argument(parser)
     parser.add_argument(
         "--output",
         "-o",
@@ -44,12 +46,11 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bchw.core import intmodel
     from rtl_gen.generate import generate
     from rtl_gen.plan import folding_text
 
     output = check_output_dir(args.output)
-    model = intmodel.load(args.model)
+    model = load_model(args.model)
     plan = plan_from_args(args, model)
     print(f"generating {model.arch()}: {folding_text(plan.folding)}", flush=True)
     design = generate(plan, output)

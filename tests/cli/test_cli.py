@@ -182,3 +182,14 @@ def test_the_installed_command_runs_as_a_user_would(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.json()["images"] == 20
     assert_one_line_error(bchw("eval", tmp_path / "missing.bchw"), "does not exist")
+
+
+def test_a_shipped_model_by_name(tmp_path, monkeypatch):
+    """digits and mnist name the shipped models where no file has that name (an installed
+    bchw holds them as package data)."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("eval", "digits", "--limit", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.json()["model_sha256"] == intmodel.load(DIGITS).sha256
+    (tmp_path / "digits").write_bytes(b"not a model")  # a file of that name comes first
+    assert_one_line_error(cli("eval", "digits"), "digits")
