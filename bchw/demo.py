@@ -332,7 +332,7 @@ def _reproduce_digits(shipped, dataset, out: Path, say: Callable[[str], None]) -
     digest = intmodel.save(model, out / "digits.bchw")
     model = intmodel.load(out / "digits.bchw")
     identical = digest == shipped.sha256
-    floats = float_accuracies(model, checkpoint, dataset.test, dataset.input_scale)
+    floats = float_accuracies(model, checkpoint, dataset.test)
 
     def integer_accuracy(m) -> float:
         return evaluate(m, dataset.test, dataset=dataset.name, split_name="test")[0].accuracy

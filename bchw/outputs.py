@@ -64,7 +64,7 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     if not directory.is_dir():
         raise BchwError(f"output folder {directory} does not exist")
     try:  # a read-only file system or folder: found now, not after the work
-        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=directory)
+        fd, probe = tempfile.mkstemp(prefix=".bchw-", suffix=".probe", dir=directory)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:

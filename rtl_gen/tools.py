@@ -77,7 +77,7 @@ def yowasp_tool(command: str, what: str) -> str:
 
 def yowasp_cache_dir() -> Path:
     """Where YoWASP caches machine code (as ``yowasp_runtime`` computes it)."""
-    if os.environ.get("YOWASP_CACHE_DIR"):
+    if "YOWASP_CACHE_DIR" in os.environ:
         return Path(os.environ["YOWASP_CACHE_DIR"])
     try:
         import platformdirs  # a dependency of yowasp-runtime
@@ -88,28 +88,35 @@ def yowasp_cache_dir() -> Path:
 
 def start_once(executable: str, version_flag: str, name: str) -> None:
     """Run ``executable version_flag`` holding an exclusive lock on ``name``'s lock file in
-    YoWASP's cache folder (no lock where the folder cannot be written or on systems without
-    ``fcntl``: YoWASP cannot cache there either). A tool that fails to start is reported by
-    the real run that follows, with its own words."""
+    YoWASP's cache folder. The tool inherits the lock, so that it stays held while the tool
+    runs even where this process ends first (an error elsewhere while a background start is
+    compiling). Without a lock where none can be had (a cache folder that cannot be written,
+    a file system without locks, a system without ``fcntl`` such as Windows): the start then
+    only warms the cache. A tool that fails to start is reported by the real run that
+    follows, in its own words."""
     try:
         import fcntl
-    except ImportError:  # not POSIX
+    except ImportError:
         fcntl = None
     handle = None
     if fcntl is not None:
         try:
             folder = yowasp_cache_dir()
             folder.mkdir(parents=True, exist_ok=True)
-            handle = open(folder / f"bchw-{name}.lock", "a")  # held until the run ends
+            handle = open(folder / f"bchw-{name}.lock", "a")  # closed below
+            fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:
+            if handle is not None:
+                handle.close()
             handle = None
     try:
-        if handle is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        subprocess.run([executable, version_flag], capture_output=True)
+        inherited = (handle.fileno(),) if handle is not None else ()
+        subprocess.run([executable, version_flag], capture_output=True, pass_fds=inherited)
+    except OSError:
+        pass
     finally:
         if handle is not None:
-            handle.close()  # closing releases the lock
+            handle.close()  # the lock goes with the last holder: this process or the tool
 
 
 def yosys_executable() -> str:

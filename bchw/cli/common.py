@@ -231,7 +231,7 @@ def load_model(name: str):
     from bchw.core import intmodel
     from bchw.models import SHIPPED, load_shipped
 
-    if name in SHIPPED and not Path(name).exists():
+    if name in SHIPPED and not Path(name).is_file():  # a folder named mnist is common
         return load_shipped(name)
     return intmodel.load(name)
 

@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
         dataset=dataset.name,
         split_name=args.split,
         checkpoint=checkpoint,
-        input_scale=dataset.input_scale,
     )
     if args.dump:
         write_dump(args.dump, model, result, split.labels)

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             progress.update("sweep", done, total, "model", message)
 
         points = sweep_bits(checkpoint, dataset.train.images, split, bits, terms, progress=tell)
-    float_accuracy = float_accuracies(None, checkpoint, split, dataset.input_scale)["binary"]
+    float_accuracy = float_accuracies(None, checkpoint, split)["binary"]
     print(markdown_table(points, float_accuracy), end="")
     summary = {
         "checkpoint_sha256": checkpoint.sha256,

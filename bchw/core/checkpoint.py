@@ -127,6 +127,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     metrics = payload.get("metrics", {})
     if not isinstance(metrics, dict):
         raise BchwError(f"{path}: checkpoint metrics are {type(metrics).__name__}, not a mapping")
+    for key, value in metrics.items():  # error rates, as bchw train records them
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not isinstance(key, str) or not number or not -1e300 < value < 1e300:
+            raise BchwError(
+                f"{path}: checkpoint metric {str(key)[:40]!r} is not a named finite number "
+                f"(a {type(value).__name__})"
+            )
     model.eval()
     return Checkpoint(
         model=model,

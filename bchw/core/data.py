@@ -109,21 +109,22 @@ class Dataset:
                 f"{model.num_classes} classes"
             )
         if model.provenance.get("dataset"):  # a trained model: its data had a pixel scale
-            self.check_pixel_scale(round(1 / model.input_scale), "the model")
+            self.check_pixel_scale(1 / model.input_scale, "the model")
 
-    def check_pixel_scale(self, trained_pixel_max: int, owner: str) -> None:
-        """Refuse pixels on another scale than ``owner`` was trained on (pixels up to
-        ``trained_pixel_max``): pixels above it, or an archive that states another maximum.
-        An archive without ``pixel_max`` whose largest pixel is lower is accepted (its images
-        need not hold the brightest value)."""
-        if self.pixel_max > trained_pixel_max or (
-            self.pixel_max_stated and self.pixel_max != trained_pixel_max
+    def check_pixel_scale(self, trained_pixel_max: float, owner: str) -> None:
+        """Refuse pixels on another scale than ``owner`` was trained on (pixels of 0 up to
+        ``trained_pixel_max``, the inverse of its input scale): pixels above it, or a stated
+        maximum that differs. An archive without ``pixel_max`` whose largest pixel is lower is
+        accepted (its images need not hold the brightest value)."""
+        tolerance = 1e-9 * trained_pixel_max  # the scale went through a float division
+        if self.pixel_max > trained_pixel_max + tolerance or (
+            self.pixel_max_stated and abs(self.pixel_max - trained_pixel_max) > tolerance
         ):
-            held = "hold pixels of" if self.pixel_max_stated else "have pixels up to"
+            held = f"0..{self.pixel_max}" if self.pixel_max_stated else f"up to {self.pixel_max}"
             raise BchwError(
-                f"{self.name} images {held} 0..{self.pixel_max}, but {owner} was trained on "
-                f"pixels of 0..{trained_pixel_max}: scale the data alike (an archive states "
-                "its scale as pixel_max)"
+                f"{self.name} holds pixels of {held}, but {owner} was trained on pixels of "
+                f"0..{trained_pixel_max:g}: scale the data alike (an archive states its scale as "
+                "pixel_max)"
             )
 
 

@@ -66,7 +66,6 @@ def evaluate(
     dataset: str,
     split_name: str,
     checkpoint: Any = None,
-    input_scale: float | None = None,
 ) -> tuple[EvalReport, reference.ReferenceResult]:
     """Run the reference on ``split``; with a checkpoint, the float model too."""
     start = time.perf_counter()
@@ -74,7 +73,7 @@ def evaluate(
     seconds = time.perf_counter() - start
     floats: dict[str, float] = {}
     if checkpoint is not None:
-        floats = float_accuracies(model, checkpoint, split, input_scale)
+        floats = float_accuracies(model, checkpoint, split)
     report = EvalReport(
         model_sha256=model.sha256,
         dataset=dataset,
@@ -88,10 +87,10 @@ def evaluate(
     return report, result
 
 
-def float_accuracies(
-    model: IntegerModel | None, checkpoint: Any, split: Split, input_scale: float | None
-) -> dict[str, float]:
-    """The float model's accuracy with binary weights (and real weights when stochastic).
+def float_accuracies(model: IntegerModel | None, checkpoint: Any, split: Split) -> dict[str, float]:
+    """The float model's accuracy with binary weights (and real weights when stochastic), on
+    pixels scaled as in its training (the checkpoint's ``input_scale``: data whose largest
+    pixel is lower than the training data's are still on that scale).
 
     With an integer model, the checkpoint is first checked against it.
     """
@@ -100,7 +99,7 @@ def float_accuracies(
     float_model = checkpoint.model
     if model is not None:
         _check_checkpoint(model, checkpoint)
-    scale = checkpoint.input_scale if input_scale is None else input_scale
+    scale = checkpoint.input_scale
     modes = ["binary"] + (["real"] if float_model.binarization == "stochastic" else [])
     out = {}
     for mode in modes:

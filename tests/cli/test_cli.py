@@ -140,8 +140,10 @@ def test_failed_export_leaves_the_previous_file_untouched(tmp_path, short_run):
         ("pixel_max", 70000, "pixel_max is 70000, not an integer in 1..65535"),
         ("epoch", [1], "epoch is of type list, not an integer"),
         ("metrics", [1], "metrics are list, not a mapping"),
+        ("metrics", {"test_error": "abc"}, "metric 'test_error' is not a named finite number"),
+        ("metrics", {"test_error": float("nan")}, "metric 'test_error' is not a named finite"),
     ],
-    ids=["text", "zero", "large", "list", "metrics"],
+    ids=["text", "zero", "large", "list", "metrics", "metric", "nan"],
 )
 def test_malformed_checkpoint_fields_are_one_line_errors(tmp_path, short_run, field, value,
                                                          fragment):  # fmt: skip
@@ -191,5 +193,9 @@ def test_a_shipped_model_by_name(tmp_path, monkeypatch):
     result = cli("eval", "digits", "--limit", "20", "--json")
     assert result.returncode == 0, result.stderr
     assert result.json()["model_sha256"] == intmodel.load(DIGITS).sha256
+    from bchw.cli.common import load_model
+
+    (tmp_path / "mnist").mkdir()  # a folder of that name (MNIST's files, say) does not count
+    assert load_model("mnist").sha256 == intmodel.load(DIGITS.with_name("mnist.bchw")).sha256
     (tmp_path / "digits").write_bytes(b"not a model")  # a file of that name comes first
     assert_one_line_error(cli("eval", "digits"), "digits")

@@ -326,11 +326,11 @@ def test_data_on_another_pixel_scale_than_the_model_was_trained_on(tmp_path, dig
         tmp_path / "scaled.npz", **{k: v * 15 if k[0] == "x" else v for k, v in arrays.items()}
     )
     assert_one_line_error(
-        cli("eval", DIGITS, "--dataset", scaled), "pixels up to 0..240", "pixels of 0..16"
+        cli("eval", DIGITS, "--dataset", scaled), "pixels of up to 240", "pixels of 0..16"
     )
     stated = write_archive(tmp_path / "stated.npz", **arrays, pixel_max=np.uint8(255))
     assert_one_line_error(
-        cli("eval", DIGITS, "--dataset", stated), "hold pixels of 0..255", "pixels of 0..16"
+        cli("eval", DIGITS, "--dataset", stated), "holds pixels of 0..255", "pixels of 0..16"
     )
     same = write_archive(tmp_path / "same.npz", **arrays, pixel_max=np.uint8(16))
     assert cli("eval", DIGITS, "--dataset", same).returncode == 0

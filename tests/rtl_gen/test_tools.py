@@ -39,6 +39,36 @@ def test_first_starts_in_parallel_processes_take_turns(tmp_path):
     assert (tmp_path / "cache" / "bchw-fake.lock").is_file()
 
 
+def test_the_lock_stays_with_a_tool_whose_starter_ended(tmp_path):
+    """A process that ends (an error elsewhere) while its background start still compiles
+    must not free the lock before the tool has written its cache."""
+    import fcntl
+
+    log = tmp_path / "log"
+    tool = tmp_path / "slow-tool"
+    tool.write_text(
+        f"#!{sys.executable}\nimport time\ntime.sleep(2)\nopen({str(log)!r}, 'w').write('done')\n"
+    )
+    tool.chmod(0o755)
+    env = dict(os.environ, YOWASP_CACHE_DIR=str(tmp_path / "cache"))
+    script = (
+        "import os, threading, time\nfrom rtl_gen.tools import start_once\n"
+        f"threading.Thread(target=start_once, args=({str(tool)!r}, '-V', 'slow'), "
+        "daemon=True).start()\ntime.sleep(0.5)\nos._exit(0)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", script], env=env, timeout=60).returncode == 0
+    assert not log.exists()  # the tool still runs
+    with open(tmp_path / "cache" / "bchw-slow.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = True
+        except BlockingIOError:
+            taken = False
+        assert not taken, "the lock was free while the tool was still running"
+        fcntl.flock(handle, fcntl.LOCK_EX)  # free once the tool ends
+        assert log.read_text() == "done"
+
+
 def test_a_tool_is_started_once_per_process(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(tools, "python_tool", lambda command, what: f"/bin/{command}")
