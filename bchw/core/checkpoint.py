@@ -150,10 +150,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 def _whole_number(value: object, name: str, path: object, low: int, high: int) -> int:
     """A checkpoint field that must be an integer in ``low..high`` (a bool is not)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        if isinstance(value, bool) or not isinstance(value, int):
-            shown = f"of type {type(value).__name__}"
-        else:  # str() of a huge integer is refused by Python itself
-            shown = str(value) if abs(value) < 10**18 else "a very large integer"
-        raise BchwError(f"{path}: checkpoint {name} is {shown}, not an integer in {low}..{high}")
-    return value
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if whole and low <= value <= high:
+        return value
+    if not whole:
+        shown = f"of type {type(value).__name__}"
+    else:  # str() of a huge integer is refused by Python itself
+        shown = str(value) if abs(value) < 10**18 else "a very large integer"
+    raise BchwError(f"{path}: checkpoint {name} is {shown}, not an integer in {low}..{high}")

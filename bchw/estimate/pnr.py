@@ -7,7 +7,6 @@ from nextpnr's report. Runs are cached by the SHA-256 of their inputs and the to
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -20,7 +19,7 @@ from typing import Any
 from bchw.errors import BchwError
 from bchw.estimate.synth import error_line, read_cached, synthesize, write_json_atomic
 from rtl_gen.manifest import Manifest
-from rtl_gen.tools import yowasp_tool
+from rtl_gen.tools import yowasp_tool, yowasp_version
 
 
 @dataclass(frozen=True)
@@ -118,10 +117,8 @@ def fits(resources: dict[str, int], part: Device) -> str | None:
     return None
 
 
-@functools.cache
 def _nextpnr_version(family_name: str) -> str:
-    done = subprocess.run([_nextpnr(family_name), "--version"], capture_output=True, text=True)
-    return (done.stdout + done.stderr).strip()
+    return yowasp_version(f"yowasp-nextpnr-{family_name}", f"nextpnr for {family_name}")
 
 
 def _nextpnr(family_name: str) -> str:

