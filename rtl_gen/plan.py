@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bchw import jsondoc
-from bchw.core.intmodel import IntegerLayer, IntegerModel
+from bchw.core.intmodel import IntegerLayer, IntegerModel, require_mlp
 from bchw.errors import BchwError
 from rtl_gen import (
     ADDER_TREES,
@@ -460,6 +460,7 @@ def check_design(
     unit: DotProduct = BINARY,
 ) -> None:
     """Refuse, with a one-line error, a folding or pipelining the generator cannot build."""
+    require_mlp(model, "the hardware generator")
     if pipeline_every < 0:
         raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
     unit.check(model)
@@ -511,6 +512,7 @@ def default_folding(
     and requantizer; then the shortest interval) wins; only when no such chain meets the
     target does each layer take its own cheapest (PE, SIMD).
     """
+    require_mlp(model, "the hardware generator")
     synapses = sum(layer.in_features * layer.out_features for layer in model.layers)
     target = max(1, math.ceil(synapses / budget))
     matched = _matched_folding(model, target)

@@ -1,5 +1,5 @@
-"""The ``bchw`` command: ``bchw train | export | eval | generate | cosim | estimate |
-sweep-bits | demo``, each with ``--help``.
+"""The ``bchw`` command: ``bchw train | export | eval | random | generate | cosim |
+estimate | sweep-bits | demo``, each with ``--help``.
 
 One thin module per command turns its arguments into the options of a library function, calls
 it and prints; :mod:`bchw.cli.common` holds what they share. Every command prints
@@ -13,11 +13,21 @@ import os
 import sys
 
 from bchw import __version__
-from bchw.cli import cosim, demo, estimate, evaluate, export, generate, sweep_bits, train
+from bchw.cli import (
+    cosim,
+    demo,
+    estimate,
+    evaluate,
+    export,
+    generate,
+    random_model,
+    sweep_bits,
+    train,
+)
 from bchw.cli.common import EPILOG, Parser
 from bchw.errors import BchwError, first_line
 
-COMMANDS = (train, export, evaluate, generate, cosim, estimate, sweep_bits, demo)
+COMMANDS = (train, export, evaluate, random_model, generate, cosim, estimate, sweep_bits, demo)
 
 
 def build_parser() -> Parser:

@@ -206,6 +206,59 @@ def emit_json(args: argparse.Namespace, summary: dict[str, Any]) -> None:
         print(json.dumps(summary, sort_keys=True))
 
 
+# -- describing a model ---------------------------------------------------------------------------
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def layer_lines(model) -> list[str]:
+    """A table of the model's layers: shapes, widths, requantization (bchw export, random)."""
+    lines = ["layer  kind         in -> out                input  acc  requant   R  output"]
+    shape = model.input_shape
+    for index, layer in enumerate(model.layers):
+        shapes = f"{_shape_text(shape)} -> {_shape_text(layer.output_shape)}"
+        if layer.kind == "maxpool":
+            lines.append(
+                f"{index:>5}  {layer.token():<11}  {shapes:<23}  u{layer.input_bits:<4}"
+                f"{'':>23}u{layer.output_bits} (max of {layer.size}x{layer.size})"
+            )
+        else:
+            kind = "signed" if layer.output_signed else "relu"
+            lines.append(
+                f"{index:>5}  {layer.token():<11}  {shapes:<23}  u{layer.input_bits:<4}"
+                f"{layer.acc_bits:>4}  {layer.requant_bits:>7}  {layer.requant_shift:>2}  "
+                f"{kind} {layer.output_bits} bits, {layer.output_frac_bits} fractional"
+            )
+        shape = layer.output_shape
+    return lines
+
+
+def layer_summaries(model) -> list[dict[str, Any]]:
+    """The layers for ``--json``: an MLP's dense layers as before, with ``kind`` and shapes."""
+    out = []
+    for layer in model.layers:
+        entry: dict[str, Any] = {"kind": layer.kind, "output_shape": list(layer.output_shape)}
+        if layer.kind == "maxpool":
+            entry.update(size=layer.size, bits=layer.bits)
+        else:
+            entry.update(
+                in_features=layer.in_features,
+                out_features=layer.out_features,
+                input_bits=layer.input_bits,
+                acc_bits=layer.acc_bits,
+                requant_bits=layer.requant_bits,
+                requant_shift=layer.requant_shift,
+                output_bits=layer.output_bits,
+                output_frac_bits=layer.output_frac_bits,
+            )
+            if layer.kind == "conv":
+                entry.update(kernel=layer.kernel, padding=layer.padding)
+        out.append(entry)
+    return out
+
+
 # -- inputs and outputs -------------------------------------------------------------------------
 
 
@@ -225,15 +278,20 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_model(name: str):
+def load_model(name: str, mlp_only: str = ""):
     """The integer model ``name``: a file, else the shipped model of that name (which an
-    installed bchw holds as package data)."""
+    installed bchw holds as package data). ``mlp_only``: the command that handles MLPs only
+    so far, which refuses a convolutional model in one line."""
     from bchw.core import intmodel
     from bchw.models import SHIPPED, load_shipped
 
     if name in SHIPPED and not Path(name).is_file():  # a folder named mnist is common
-        return load_shipped(name)
-    return intmodel.load(name)
+        model = load_shipped(name)
+    else:
+        model = intmodel.load(name)
+    if mlp_only:
+        intmodel.require_mlp(model, mlp_only)
+    return model
 
 
 def model_dataset(args: argparse.Namespace, model):

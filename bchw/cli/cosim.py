@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     options.check()
     options = dataclasses.replace(options, sim=choose_simulator(args.sim))
     output = check_output_dir(args.output)
-    model = load_model(args.model)
+    model = load_model(args.model, mlp_only="bchw cosim")
     dataset = model_dataset(args, model)
     split = dataset.test.head(args.limit)
     plan, design = _plan(args, model)

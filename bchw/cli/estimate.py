@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     )
     options.check()
     output = check_output_dir(args.output)
-    model = load_model(args.model)
+    model = load_model(args.model, mlp_only="bchw estimate")
     folding = folding_from_args(args, model)
     check_design(model, folding, args.pipeline_every)
     accuracy = _accuracy(args, model) if args.dataset or args.data_dir else None

@@ -81,9 +81,14 @@ def run(args: argparse.Namespace) -> int:
     )
     for mode, accuracy in report.float_accuracy.items():
         print(f"float     accuracy {accuracy:.4f} ({mode} weights)")
-    for index, sat in enumerate(report.saturation):
+    for index, (sat, layer) in enumerate(zip(report.saturation, model.layers, strict=True)):
+        if layer.kind == "maxpool":  # pooling picks a value; it never saturates
+            continue
         share = 100 * sat.total / sat.outputs if sat.outputs else 0.0
-        print(f"layer {index}   saturated {sat.total} of {sat.outputs} outputs ({share:.3f} %)")
+        print(
+            f"layer {index:<3} saturated {sat.total} of {sat.outputs} outputs ({share:.3f} %)"
+            f"{'' if model.is_mlp else ', ' + layer.token()}"
+        )
     if args.dump:
         print(f"dump      {args.dump}")
     emit_json(args, report.to_json())

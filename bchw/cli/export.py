@@ -11,6 +11,8 @@ from bchw.cli.common import (
     checkpoint_dataset,
     emit_json,
     int_list,
+    layer_lines,
+    layer_summaries,
     positive_int,
 )
 from bchw.core.options import ExportOptions
@@ -100,41 +102,22 @@ def run(args: argparse.Namespace) -> int:
     options.check(len(checkpoint.model.linears))
     if args.frac_bits is not None and args.dataset is None:
         # Formats are given: calibration is skipped, so the data set need not be loaded.
-        calibration = np.zeros((1, checkpoint.model.sizes[0]), dtype=np.uint8)
+        calibration = np.zeros((1, checkpoint.model.network.input_features), dtype=np.uint8)
     else:
         dataset = checkpoint_dataset(args, checkpoint, args.checkpoint)
         calibration = dataset.train.images
     model = export_checkpoint(checkpoint, calibration, options)
     digest = intmodel.save(model, output)
     print(f"integer model {output} (sha256 {digest})")
-    print("layer  in -> out   input  acc  requant  R   output")
-    for index, layer in enumerate(model.layers):
-        kind = "signed" if layer.output_signed else "relu"
-        print(
-            f"{index:>5}  {layer.in_features:>4} -> {layer.out_features:<4}  "
-            f"u{layer.input_bits:<4}  {layer.acc_bits:>3}  {layer.requant_bits:>7}  "
-            f"{layer.requant_shift:>2}  {kind} {layer.output_bits} bits, "
-            f"{layer.output_frac_bits} fractional"
-        )
+    for line in layer_lines(model):
+        print(line)
     emit_json(
         args,
         {
             "model": str(output),
             "sha256": digest,
             "arch": model.arch(),
-            "layers": [
-                {
-                    "in_features": layer.in_features,
-                    "out_features": layer.out_features,
-                    "input_bits": layer.input_bits,
-                    "acc_bits": layer.acc_bits,
-                    "requant_bits": layer.requant_bits,
-                    "requant_shift": layer.requant_shift,
-                    "output_bits": layer.output_bits,
-                    "output_frac_bits": layer.output_frac_bits,
-                }
-                for layer in model.layers
-            ],
+            "layers": layer_summaries(model),
         },
     )
     return 0

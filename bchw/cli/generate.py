@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from rtl_gen.plan import folding_text
 
     output = check_output_dir(args.output)
-    model = load_model(args.model)
+    model = load_model(args.model, mlp_only="bchw generate")
     plan = plan_from_args(args, model)
     print(f"generating {model.arch()}: {folding_text(plan.folding)}", flush=True)
     design = generate(plan, output)

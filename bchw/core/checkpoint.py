@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from bchw.core.nn import BinaryConnectMLP
-from bchw.core.options import BINARIZATIONS, parse_arch
+from bchw.core.arch import parse_network
+from bchw.core.nn import BinaryConnectNet
+from bchw.core.options import BINARIZATIONS
 from bchw.errors import BchwError, first_line
 from bchw.outputs import write_bytes_atomic
 
@@ -27,7 +28,7 @@ CHECKPOINT_VERSION = 1
 class Checkpoint:
     """A trained float model and what it was trained on."""
 
-    model: BinaryConnectMLP
+    model: BinaryConnectNet
     config: dict[str, Any]
     dataset: str
     input_scale: float
@@ -40,7 +41,7 @@ class Checkpoint:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: BinaryConnectMLP,
+    model: BinaryConnectNet,
     config: dict[str, Any],
     *,
     dataset: str,
@@ -100,12 +101,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         )
     try:
         config = payload["config"]
-        sizes = parse_arch(config["arch"])
+        network = parse_network(config["arch"])
         binarization = config["binarization"]
         if binarization not in BINARIZATIONS:
             raise BchwError(f"{path}: unknown binarization {binarization!r}")
-        model = BinaryConnectMLP(
-            sizes,
+        model = BinaryConnectNet(
+            network,
             binarization=binarization,
             bn_momentum=float(config["bn_momentum"]),
             bn_eps=float(config["bn_eps"]),
@@ -114,7 +115,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         model.load_state_dict(state, strict=True)
     except BchwError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise BchwError(f"{path}: checkpoint is inconsistent ({first_line(exc)})") from None
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():

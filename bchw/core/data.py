@@ -84,6 +84,17 @@ class Dataset:
     def num_features(self) -> int:
         return int(self.train.images.shape[1])
 
+    @property
+    def chw(self) -> tuple[int, int, int] | None:
+        """One image as (channels, height, width), None for flat vectors. Images are stored
+        flattened row by row with their channels innermost (H x W x C), whatever the shape."""
+        if len(self.image_shape) == 2:
+            return (1, *self.image_shape)  # type: ignore[return-value]
+        if len(self.image_shape) == 3:
+            h, w, c = self.image_shape
+            return (c, h, w)
+        return None
+
     def split(self, name: str) -> Split:
         if name not in ("train", "validation", "test"):
             raise BchwError(f"unknown split {name!r}: use train, validation or test")
@@ -91,6 +102,14 @@ class Dataset:
 
     def check_model(self, model) -> None:
         """Refuse, in one line, images or labels that an integer model cannot take."""
+        if len(model.input_shape) == 3 and self.chw != model.input_shape:
+            held = (
+                "x".join(map(str, self.chw)) if self.chw else f"flat vectors of {self.num_features}"
+            )
+            raise BchwError(
+                f"{self.name} images are {held} (channels x height x width) but the model "
+                f"takes {'x'.join(map(str, model.input_shape))} images"
+            )
         if self.num_features != model.input_size:
             shape = "x".join(map(str, self.image_shape)) or str(self.num_features)
             raise BchwError(

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bchw.core import options
+from bchw.core.arch import Conv, Dense, Network, Pool, parse_network
 from bchw.core.options import BINARIZATIONS
 from bchw.errors import BchwError
 
@@ -72,7 +73,69 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None, None
 
 
-class BinaryLinear(nn.Linear):
+class _BinaryWeights:
+    """What a binary dense layer and a binary convolution share: the binarized effective
+    weight, the Glorot learning-rate scale and the clipping. ``fan_in`` and ``fan_out`` count
+    the kernel for a convolution (inputs and outputs per output position), as the paper's
+    code does."""
+
+    weight: nn.Parameter
+    binarization: Binarization
+    test_weights: TestWeights
+    generator: torch.Generator | None
+    training: bool
+
+    def _init_binary(self, binarization: Binarization) -> None:
+        if binarization not in BINARIZATIONS:
+            raise BchwError(f"unknown binarization {binarization!r}")
+        self.binarization = binarization
+        self.test_weights = "binary" if binarization != "none" else "real"
+        self.generator = None
+        with torch.no_grad():
+            if binarization != "none":
+                self.weight.uniform_(-H, H)
+            self.bias.zero_()  # type: ignore[attr-defined]
+
+    @property
+    def is_binary(self) -> bool:
+        return self.binarization != "none"
+
+    @property
+    def fans(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def lr_scale(self) -> float:
+        """Glorot learning-rate scale ``1 / sqrt(1.5 / (fan_in + fan_out))`` for binary weights."""
+        if not self.is_binary:
+            return 1.0
+        return 1.0 / math.sqrt(1.5 / sum(self.fans))
+
+    def effective_weight(self) -> torch.Tensor:
+        w = self.weight
+        if not self.is_binary:
+            return w
+        if not self.training and self.test_weights == "real":
+            return w
+        stochastic = self.training and self.binarization == "stochastic"
+        return _StraightThrough.apply(w, stochastic, self.generator)
+
+    def clip_(self) -> None:
+        """Clip the real weights to [-H, H] (after every optimizer step)."""
+        if self.is_binary:
+            with torch.no_grad():
+                self.weight.clamp_(-H, H)
+
+    def binary_rows(self) -> torch.Tensor:
+        """The deterministic binary weights, one row per output unit, inputs in the integer
+        model's order (for a convolution: kernel row, kernel column, then channel)."""
+        w = binarize_deterministic(self.weight.detach())
+        if w.dim() == 4:  # [out, C, k, k] -> [out, k, k, C]
+            w = w.permute(0, 2, 3, 1)
+        return w.reshape(w.shape[0], -1)
+
+
+class BinaryLinear(_BinaryWeights, nn.Linear):
     """A dense layer whose weights are binarized in the forward pass (straight-through).
 
     Parameters
@@ -89,80 +152,147 @@ class BinaryLinear(nn.Linear):
     """
 
     def __init__(self, in_features: int, out_features: int, binarization: Binarization) -> None:
-        super().__init__(in_features, out_features, bias=True)
-        if binarization not in BINARIZATIONS:
-            raise BchwError(f"unknown binarization {binarization!r}")
-        self.binarization = binarization
-        self.test_weights: TestWeights = "binary" if binarization != "none" else "real"
-        self.generator: torch.Generator | None = None
-        with torch.no_grad():
-            if binarization != "none":
-                self.weight.uniform_(-H, H)
-            self.bias.zero_()
+        nn.Linear.__init__(self, in_features, out_features, bias=True)
+        self._init_binary(binarization)
 
     @property
-    def is_binary(self) -> bool:
-        return self.binarization != "none"
-
-    @property
-    def lr_scale(self) -> float:
-        """Glorot learning-rate scale ``1 / sqrt(1.5 / (fan_in + fan_out))`` for binary weights."""
-        if not self.is_binary:
-            return 1.0
-        return 1.0 / math.sqrt(1.5 / (self.in_features + self.out_features))
-
-    def effective_weight(self) -> torch.Tensor:
-        w = self.weight
-        if not self.is_binary:
-            return w
-        if not self.training and self.test_weights == "real":
-            return w
-        stochastic = self.training and self.binarization == "stochastic"
-        return _StraightThrough.apply(w, stochastic, self.generator)
+    def fans(self) -> tuple[int, int]:
+        return self.in_features, self.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.effective_weight(), self.bias)
-
-    def clip_(self) -> None:
-        """Clip the real weights to [-H, H] (after every optimizer step)."""
-        if self.is_binary:
-            with torch.no_grad():
-                self.weight.clamp_(-H, H)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, binarization={self.binarization}"
 
 
-class BinaryConnectMLP(nn.Module):
-    """Dense layers, each followed by batch norm; ReLU on the hidden layers.
+class BinaryConv2d(_BinaryWeights, nn.Conv2d):
+    """A convolution (stride 1, zero padding) whose weights are binarized like BinaryLinear's."""
 
-    The output layer is binary and batch-normalized too, as in the paper. Batch norm follows the
-    original code's constants: momentum (alpha) 0.15 and epsilon 1e-4 by default.
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, padding: int,
+        binarization: Binarization,
+    ) -> None:  # fmt: skip
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel, padding=padding, bias=True)
+        self._init_binary(binarization)
+
+    @property
+    def fans(self) -> tuple[int, int]:
+        window = self.kernel_size[0] * self.kernel_size[1]
+        return self.in_channels * window, self.out_channels * window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, binarization={self.binarization}"
+
+
+class BinaryConnectNet(nn.Module):
+    """A BinaryConnect network from an architecture (:mod:`bchw.core.arch`).
+
+    Every convolution and dense layer is followed by batch norm (per channel, per unit); ReLU
+    follows all but the output layer; max pooling comes after the ReLU, so the integer model
+    pools requantized activations exactly as the float model pools real ones. The output layer
+    is binary and batch-normalized too, as in the paper. Batch norm follows the original code's
+    constants: momentum (alpha) 0.15 and epsilon 1e-4 by default.
+
+    Inputs are flat vectors; an image is flattened row by row with its channels innermost
+    (``H x W x C``), the integer model's order, and the first dense layer after convolutions
+    sees the feature map flattened the same way. ``linears`` and ``norms`` hold the weighted
+    layers and their batch norms in order (the names of the MLP's checkpoints, kept).
     """
 
     def __init__(
         self,
-        sizes: list[int],
+        arch: Network | list[int] | str,
         binarization: Binarization = "deterministic",
         bn_momentum: float = 0.15,
         bn_eps: float = 1e-4,
     ) -> None:
         super().__init__()
-        self.sizes = list(sizes)
+        if isinstance(arch, list):
+            arch = "-".join(map(str, arch))
+        self.network = parse_network(arch) if isinstance(arch, str) else arch
         self.binarization = binarization
-        self.linears = nn.ModuleList(
-            BinaryLinear(n_in, n_out, binarization)
-            for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        self.norms = nn.ModuleList(
-            nn.BatchNorm1d(n_out, eps=bn_eps, momentum=bn_momentum) for n_out in sizes[1:]
-        )
+        linears: list[nn.Module] = []
+        norms: list[nn.Module] = []
+        self._stages: list[tuple[str, int]] = []  # ("weighted", index) or ("pool", size)
+        for layer, shape in zip(self.network.layers, self.network.shapes(), strict=False):
+            if isinstance(layer, Pool):
+                self._stages.append(("pool", layer.size))
+                continue
+            if isinstance(layer, Conv):
+                linears.append(
+                    BinaryConv2d(
+                        shape[0], layer.out_channels, layer.kernel, layer.padding, binarization
+                    )  # fmt: skip
+                )
+                norms.append(nn.BatchNorm2d(layer.out_channels, eps=bn_eps, momentum=bn_momentum))
+            else:
+                n_in = math.prod(shape)
+                linears.append(BinaryLinear(n_in, layer.units, binarization))
+                norms.append(nn.BatchNorm1d(layer.units, eps=bn_eps, momentum=bn_momentum))
+            self._stages.append(("weighted", len(linears) - 1))
+        self.linears = nn.ModuleList(linears)
+        self.norms = nn.ModuleList(norms)
+
+    @property
+    def sizes(self) -> list[int]:
+        """An MLP's layer sizes (input first)."""
+        return self.network.sizes()
+
+    @property
+    def arch(self) -> str:
+        return self.network.text()
+
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every weighted layer (after ReLU on hidden layers, before pooling),
+        each flattened to ``[N, H*W*C]`` or ``[N, units]``, and the last one the scores."""
+        outputs = []
+        last = len(self.linears) - 1
+        spatial = False
+        if self.network.is_image:
+            c, h, w = self.network.input_shape
+            x = x.reshape(x.shape[0], h, w, c).permute(0, 3, 1, 2)
+            spatial = True
+        for kind, value in self._stages:
+            if kind == "pool":
+                x = nn.functional.max_pool2d(x, value)
+                continue
+            linear, norm = self.linears[value], self.norms[value]
+            if spatial and isinstance(linear, BinaryLinear):
+                x = x.permute(0, 2, 3, 1).flatten(1)  # H x W x C order, channels innermost
+                spatial = False
+            x = norm(linear(x))
+            if value != last:
+                x = torch.relu(x)
+            outputs.append(x.permute(0, 2, 3, 1).flatten(1) if spatial else x)
+        return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.linears) - 1
-        for index, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
-            x = norm(linear(x))
-            if index != last:
+        if self.network.is_mlp:  # the MLP's own loop: its training stays bit for bit
+            for index, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
+                x = norm(linear(x))
+                if index != last:
+                    x = torch.relu(x)
+            return x
+        c, h, w = self.network.input_shape if self.network.is_image else (0, 0, 0)
+        spatial = False
+        if self.network.is_image and not isinstance(self.network.layers[0], Dense):
+            x = x.reshape(x.shape[0], h, w, c).permute(0, 3, 1, 2)
+            spatial = True
+        for kind, value in self._stages:
+            if kind == "pool":
+                x = nn.functional.max_pool2d(x, value)
+                continue
+            linear = self.linears[value]
+            if spatial and isinstance(linear, BinaryLinear):
+                x = x.permute(0, 2, 3, 1).flatten(1)
+                spatial = False
+            x = self.norms[value](linear(x))
+            if value != last:
                 x = torch.relu(x)
         return x
 
@@ -192,6 +322,9 @@ class BinaryConnectMLP(nn.Module):
             plain.extend([norm.weight, norm.bias])
         groups.append({"params": plain, "lr": lr, "lr_scale": 1.0})
         return groups
+
+
+BinaryConnectMLP = BinaryConnectNet  # the name of earlier releases
 
 
 def square_hinge_loss(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

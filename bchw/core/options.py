@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bchw.core.arch import Network, parse_network
 from bchw.errors import BchwError
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ ARCHIVE_HIDDEN = (256, 256)
 ARCHIVE_EPOCHS = 100
 BINARIZATIONS = ("deterministic", "stochastic", "none")
 LOSSES = ("square-hinge", "cross-entropy")
-MAX_LAYER_WIDTH = 1 << 16
 
 DEFAULT_ACT_BITS = 8
 DEFAULT_INPUT_BITS = 8
@@ -32,21 +32,11 @@ DEFAULT_CALIBRATION_IMAGES = 10_000
 
 
 def parse_arch(arch: str) -> list[int]:
-    """``"784-1024-10"`` -> ``[784, 1024, 10]``: input size, hidden sizes, classes."""
-    parts = arch.replace(" ", "").split("-")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise BchwError(
-            f"architecture {arch!r} is not sizes joined by '-', such as 784-1024-1024-1024-10"
-        ) from None
-    if len(sizes) < 2:
-        raise BchwError(f"architecture {arch!r} needs at least an input size and a class count")
-    if any(s < 1 for s in sizes):
-        raise BchwError(f"architecture {arch!r} has a size below 1")
-    if max(sizes) > MAX_LAYER_WIDTH:
-        raise BchwError(f"architecture {arch!r} has a layer wider than {MAX_LAYER_WIDTH}")
-    return sizes
+    """An MLP's ``"784-1024-10"`` -> ``[784, 1024, 10]``: input size, hidden sizes, classes."""
+    network = parse_network(arch)
+    if not network.is_mlp:
+        raise BchwError(f"architecture {arch!r} is not an MLP (sizes joined by '-')")
+    return network.sizes()
 
 
 @dataclass
@@ -107,8 +97,8 @@ class TrainConfig:
     def resolved_epochs(self) -> int:
         return self.epochs or DEFAULT_EPOCHS.get(self.dataset, ARCHIVE_EPOCHS)
 
-    def check(self, dataset: Dataset) -> list[int]:
-        """Validate against the data set; return the layer sizes."""
+    def check(self, dataset: Dataset) -> Network:
+        """Validate against the data set; return the parsed architecture."""
         if self.binarization not in BINARIZATIONS:
             raise BchwError(
                 f"unknown binarization {self.binarization!r}: use {', '.join(BINARIZATIONS)}"
@@ -128,18 +118,33 @@ class TrainConfig:
         if not (0 < self.bn_momentum <= 1 and self.bn_eps > 0):
             raise BchwError("batch-norm momentum must lie in (0, 1] and epsilon be positive")
         arch = self.resolved_arch(dataset)
-        sizes = parse_arch(arch)
-        if sizes[0] != dataset.num_features:
+        network = parse_network(arch)
+        if network.is_image:
+            if dataset.chw is None:
+                raise BchwError(
+                    f"architecture {arch} takes images, but {dataset.name} holds flat vectors "
+                    f"of {dataset.num_features} values: give an archive of N x H x W (x C) images"
+                )
+            if network.input_shape != dataset.chw:
+                raise BchwError(
+                    f"architecture {arch} takes {_shape(network.input_shape)} images but "
+                    f"{dataset.name} images are {_shape(dataset.chw)} (channels x height x width)"
+                )
+        elif network.input_features != dataset.num_features:
             raise BchwError(
-                f"architecture {arch} takes {sizes[0]} inputs but {dataset.name} images have "
-                f"{dataset.num_features} pixels"
+                f"architecture {arch} takes {network.input_features} inputs but {dataset.name} "
+                f"images have {dataset.num_features} pixels"
             )
-        if sizes[-1] != dataset.num_classes:
+        if network.num_classes != dataset.num_classes:
             raise BchwError(
-                f"architecture {arch} ends in {sizes[-1]} outputs but {dataset.name} has "
-                f"{dataset.num_classes} classes"
+                f"architecture {arch} ends in {network.num_classes} outputs but {dataset.name} "
+                f"has {dataset.num_classes} classes"
             )
-        return sizes
+        return network
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,13 @@
 The accumulation ``acc = W x`` runs as a BLAS matrix product in float32 (or float64): with
 weights of +-1 and integer inputs, every partial sum is an integer no larger in magnitude than
 ``in_features * input_max``; below 2^24 (2^53 for float64) each such integer is representable,
-so every addition is exact whatever order the BLAS library chooses. The requantization runs
-in int64, where the file validator has bounded every intermediate value below 2^62.
+so every addition is exact whatever order the BLAS library chooses. A convolution is the same
+product on every window (im2col). The requantization runs in float64 where every
+intermediate value is an integer below 2^53 (so exact), else in int64, where the file
+validator has bounded every intermediate value below 2^62.
+
+Activations between spatial layers are ``[N, H, W, C]`` arrays: flattened, that is the model's
+order (row by row, channels innermost).
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bchw.core.intmodel import IntegerLayer, IntegerModel, output_range
+from bchw.core.intmodel import ConvLayer, IntegerLayer, IntegerModel, MaxPoolLayer, output_range
 from bchw.errors import BchwError
 
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
 CHUNK = 4096
+WINDOW_VALUES = 1 << 24  # im2col values per chunk of images (64 MiB in float32)
 
 _weight_cache: weakref.WeakKeyDictionary[IntegerLayer, np.ndarray] = weakref.WeakKeyDictionary()
 
@@ -67,6 +73,35 @@ def accumulate(layer: IntegerLayer, x: np.ndarray) -> np.ndarray:
     return (x.astype(wt.dtype, copy=False) @ wt).astype(np.int64)
 
 
+def convolve(layer: ConvLayer, x: np.ndarray) -> np.ndarray:
+    """``acc[n, y, x, j]`` of a convolution on ``x[n, y, x, c]``, exactly, as int64: every
+    window (zero padded, kernel row, kernel column, channel) times the weight rows."""
+    return _convolve_float(layer, x).astype(np.int64)
+
+
+def _convolve_float(layer: ConvLayer, x: np.ndarray) -> np.ndarray:
+    """:func:`convolve` in the float type of the layer's matrix product (exact integers)."""
+    wt = _transposed_weights(layer)
+    p, k = layer.padding, layer.kernel
+    padded = np.pad(x.astype(wt.dtype, copy=False), ((0, 0), (p, p), (p, p), (0, 0)))
+    views = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))
+    windows = views.transpose(0, 1, 2, 4, 5, 3).reshape(-1, layer.in_features)  # [N*Ho*Wo, kkC]
+    acc = windows @ wt
+    return acc.reshape(len(x), layer.out_height, layer.out_width, layer.out_channels)
+
+
+def max_pool(layer: MaxPoolLayer, x: np.ndarray) -> np.ndarray:
+    """The largest of each ``size x size`` block of ``x[n, y, x, c]`` (a partial block at the
+    bottom or right is dropped)."""
+    s, ho, wo = layer.size, layer.out_height, layer.out_width
+    out = x[:, 0 : ho * s : s, 0 : wo * s : s, :].copy()
+    for dy in range(s):
+        for dx in range(s):
+            if dy or dx:  # elementwise maxima of strided views: faster than a reduction
+                np.maximum(out, x[:, dy : ho * s : s, dx : wo * s : s, :], out=out)
+    return out
+
+
 def requantize(layer: IntegerLayer, acc: np.ndarray) -> np.ndarray:
     """``floor((sum_k s_k * acc * 2^h_k + offset + 2^(R-1)) / 2^R)``, before saturation."""
     t = np.broadcast_to(layer.offset + layer.rounding, acc.shape).copy()
@@ -89,9 +124,100 @@ def saturate(layer: IntegerLayer, v: np.ndarray) -> tuple[np.ndarray, LayerSatur
     return np.clip(v, lo, hi), counts
 
 
-def layer_forward(layer: IntegerLayer, x: np.ndarray) -> tuple[np.ndarray, LayerSaturation]:
-    """One layer: accumulate, requantize, saturate."""
+def layer_forward(layer, x: np.ndarray) -> tuple[np.ndarray, LayerSaturation]:
+    """One layer: accumulate (or convolve), requantize, saturate; or pool. ``x`` is
+    ``[N, features]`` before a dense layer, ``[N, H, W, C]`` before a spatial one."""
+    if isinstance(layer, MaxPoolLayer):
+        pooled = max_pool(layer, x)
+        return pooled, LayerSaturation(0, 0, int(pooled.size))
+    if isinstance(layer, ConvLayer):
+        return saturate(layer, requantize(layer, convolve(layer, x)))
+    if x.ndim > 2:
+        x = x.reshape(len(x), -1)  # H x W x C order: the model's flattening
     return saturate(layer, requantize(layer, accumulate(layer, x)))
+
+
+def _forward_float(
+    layer, x: np.ndarray, acc: np.ndarray | None = None
+) -> tuple[np.ndarray, LayerSaturation]:
+    """:func:`layer_forward` on activations held as floats (exact integers), the fast path of
+    :func:`run`: one conversion per layer instead of one per step. ``acc``: the accumulators,
+    when the caller has them."""
+    if isinstance(layer, MaxPoolLayer):
+        pooled = max_pool(layer, x)
+        return pooled, LayerSaturation(0, 0, int(pooled.size))
+    if acc is not None:
+        pass
+    elif isinstance(layer, ConvLayer):
+        acc = _convolve_float(layer, x)
+    else:
+        wt = _transposed_weights(layer)
+        acc = x.reshape(len(x), -1).astype(wt.dtype, copy=False) @ wt
+    if layer.partial_sum_bound() >= FLOAT64_EXACT:  # huge shifts: the int64 path
+        y, counts = saturate(layer, requantize(layer, acc.astype(np.int64)))
+        return y.astype(np.float64), counts
+    # Every product, sum and result below is an integer under 2^53 (the bound above): float64
+    # holds each exactly, and scaling by 2^-R then flooring is the exact arithmetic shift.
+    t = acc.astype(np.float64)
+    t *= np.asarray(layer.gains(), dtype=np.float64)
+    t += (layer.offset + layer.rounding).astype(np.float64)
+    t *= 2.0**-layer.requant_shift
+    np.floor(t, out=t)
+    lo, hi = output_range(layer.output_bits, layer.output_signed)
+    counts = LayerSaturation(
+        high=int(np.count_nonzero(t > hi)),
+        low=int(np.count_nonzero(t < lo)) if layer.output_signed else 0,
+        outputs=int(t.size),
+    )
+    np.clip(t, lo, hi, out=t)
+    # Hidden activations have at most 16 bits: float32 holds them exactly, at half the memory.
+    return (t if layer.output_signed else t.astype(np.float32)), counts
+
+
+def _conv_pool_float(
+    conv: ConvLayer, pool: MaxPoolLayer, x: np.ndarray
+) -> tuple[np.ndarray, LayerSaturation]:
+    """A convolution and the max pooling after it, pooling the accumulators first.
+
+    Exact: requantization and saturation are monotone in ``acc`` per channel, non-decreasing
+    where the gain ``sum_k s_k 2^h_k`` is at least 0 and non-increasing where it is negative,
+    so the largest output of a block comes from its largest ``acc * sign(gain)``. The
+    saturation count is still over every convolution output: ``v > max`` exactly where
+    ``acc * sign(gain)`` reaches a per-channel integer threshold. A quarter of the
+    requantization work for 2x2 pooling."""
+    acc = _convolve_float(conv, x)
+    gains = conv.gains()
+    hi = output_range(conv.output_bits, conv.output_signed)[1]
+    signs = np.array([-1.0 if g < 0 else 1.0 for g in gains], dtype=acc.dtype)
+    limits = []
+    for g, base in zip(gains, (conv.offset + conv.rounding).tolist(), strict=True):
+        c = ((hi + 1) << conv.requant_shift) - base  # v > hi  <=>  acc * g >= c
+        if g > 0:
+            limit = -(-c // g)  # acc >= ceil(c / g)
+        elif g < 0:
+            limit = -(c // g)  # acc <= floor(c / g)  <=>  -acc >= -floor(c / g)
+        else:
+            limit = -conv.acc_bound if c <= 0 else conv.acc_bound + 1  # always or never
+        limits.append(min(max(limit, -conv.acc_bound - 1), conv.acc_bound + 1))
+    acc *= signs
+    high = int(np.count_nonzero(acc >= np.array(limits, dtype=acc.dtype)))
+    pooled = max_pool(pool, acc)
+    pooled *= signs
+    y, _ = _forward_float(conv, pooled, acc=pooled)
+    return y, LayerSaturation(high, 0, int(acc.size))
+
+
+def chunk_images(model: IntegerModel) -> int:
+    """Images per chunk: a convolution's windows of one chunk stay near WINDOW_VALUES."""
+    largest = max(
+        (
+            layer.out_height * layer.out_width * layer.in_features
+            for layer in model.layers
+            if isinstance(layer, ConvLayer)
+        ),
+        default=0,
+    )
+    return max(1, min(CHUNK, WINDOW_VALUES // largest)) if largest else CHUNK
 
 
 def argmax_lowest(scores: np.ndarray) -> np.ndarray:
@@ -119,20 +245,38 @@ def check_images(model: IntegerModel, images: np.ndarray) -> np.ndarray:
 
 
 def run(model: IntegerModel, images: np.ndarray) -> ReferenceResult:
-    """Run ``images`` (``[N, input_size]`` unsigned integers) through the integer model."""
+    """Run ``images`` (``[N, input_size]`` unsigned integers, an image flattened row by row with
+    its channels innermost) through the integer model."""
     x_all = check_images(model, images)
     high = [0] * len(model.layers)
     low = [0] * len(model.layers)
     outputs = [0] * len(model.layers)
     scores = []
-    for start in range(0, len(x_all), CHUNK):
-        x = x_all[start : start + CHUNK]
-        for index, layer in enumerate(model.layers):
-            x, counts = layer_forward(layer, x)
+    chunk = chunk_images(model)
+    for start in range(0, len(x_all), chunk):
+        x = x_all[start : start + chunk]
+        if len(model.input_shape) == 3:
+            c, h, w = model.input_shape
+            x = x.reshape(len(x), h, w, c)
+        index = 0
+        while index < len(model.layers):
+            layer = model.layers[index]
+            after = model.layers[index + 1] if index + 1 < len(model.layers) else None
+            pooled = (
+                isinstance(layer, ConvLayer)
+                and isinstance(after, MaxPoolLayer)
+                and layer.partial_sum_bound() < FLOAT64_EXACT
+            )
+            if pooled:
+                x, counts = _conv_pool_float(layer, after, x)
+                outputs[index + 1] += int(x.size)
+            else:
+                x, counts = _forward_float(layer, x)
             high[index] += counts.high
             low[index] += counts.low
             outputs[index] += counts.outputs
-        scores.append(x)
+            index += 2 if pooled else 1
+        scores.append(x.astype(np.int64))
     all_scores = (
         np.concatenate(scores) if scores else np.zeros((0, model.num_classes), dtype=np.int64)
     )

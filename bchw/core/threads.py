@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bchw.core.nn import LOSSES, BinaryConnectMLP
+from bchw.core.arch import Network
+from bchw.core.nn import LOSSES, BinaryConnectNet
 
 PROBE_STEPS = 6
 PROBE_WARMUP = 2
@@ -48,14 +49,14 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _seconds_per_step(sizes: list[int], batch: int, loss: str, threads: int) -> float:
+def _seconds_per_step(arch: Network | list[int], batch: int, loss: str, threads: int) -> float:
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(PROBE_SEED)
     with torch.random.fork_rng(devices=[]):
-        model = BinaryConnectMLP(sizes)
+        model = BinaryConnectNet(arch)
     optimizer = torch.optim.Adam(model.param_groups(1e-3))
-    x = torch.rand(batch, sizes[0], generator=generator)
-    y = torch.randint(0, sizes[-1], (batch,), generator=generator)
+    x = torch.rand(batch, model.network.input_features, generator=generator)
+    y = torch.randint(0, model.network.num_classes, (batch,), generator=generator)
     loss_fn = LOSSES[loss]
     start = 0.0
     for step in range(PROBE_WARMUP + PROBE_STEPS):
@@ -68,7 +69,9 @@ def _seconds_per_step(sizes: list[int], batch: int, loss: str, threads: int) -> 
     return (time.perf_counter() - start) / PROBE_STEPS
 
 
-def choose_threads(sizes: list[int], batch: int, loss: str, requested: int = 0) -> ThreadChoice:
+def choose_threads(
+    arch: Network | list[int], batch: int, loss: str, requested: int = 0
+) -> ThreadChoice:
     """``requested`` threads, else ``$OMP_NUM_THREADS`` when set, else (0) the faster of one
     thread and every available core for a few steps of this model; sets PyTorch's thread count
     to the choice. The probe uses its own random generators and leaves PyTorch's global one as
@@ -84,7 +87,7 @@ def choose_threads(sizes: list[int], batch: int, loss: str, requested: int = 0) 
     if cores == 1:
         torch.set_num_threads(1)
         return ThreadChoice(1, {}, "the one core this process may use")
-    measured = {n: _seconds_per_step(sizes, batch, loss, n) for n in (1, cores)}
+    measured = {n: _seconds_per_step(arch, batch, loss, n) for n in (1, cores)}
     # More threads only where clearly faster: near a tie one thread costs nothing, loses no
     # turn at a barrier beside another job, and a noisy probe does not flip the choice (and
     # so the model) from one run to the next.

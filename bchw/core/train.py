@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from bchw.core.checkpoint import save_checkpoint
 from bchw.core.data import Dataset, Split
-from bchw.core.nn import LOSSES, BinaryConnectMLP
+from bchw.core.nn import LOSSES, BinaryConnectNet
 from bchw.core.options import TrainConfig
 from bchw.core.threads import ThreadChoice, choose_threads
 from bchw.errors import BchwError, first_line
@@ -89,7 +89,7 @@ def to_model_input(images: np.ndarray, input_scale: float) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(
-    model: BinaryConnectMLP, split: Split, input_scale: float, batch: int = 2000
+    model: BinaryConnectNet, split: Split, input_scale: float, batch: int = 2000
 ) -> np.ndarray:
     """Class predictions of the float model in evaluation mode."""
     model.eval()
@@ -101,7 +101,7 @@ def predict(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def error_rate(model: BinaryConnectMLP, split: Split, input_scale: float) -> float:
+def error_rate(model: BinaryConnectNet, split: Split, input_scale: float) -> float:
     return float(np.mean(predict(model, split, input_scale) != split.labels))
 
 
@@ -128,21 +128,22 @@ def train(
     ``config.threads`` PyTorch threads, or (0) the count :func:`~bchw.core.threads.choose_threads`
     measures; the training log records the count used.
     """
-    sizes = config.check(dataset)
+    network = config.check(dataset)
     where = resolve_device(device)
     threads = (
-        choose_threads(sizes, config.batch_size, config.loss, config.threads)
+        choose_threads(network, config.batch_size, config.loss, config.threads)
         if where.type == "cpu"
         else ThreadChoice(torch.get_num_threads(), {})
     )
     config = replace(
         config,
-        arch=config.resolved_arch(dataset),
+        # The canonical string for convolutional networks (32c3 -> 32C3); an MLP's as given.
+        arch=config.resolved_arch(dataset) if network.is_mlp else network.text(),
         epochs=config.resolved_epochs(),
         threads=threads.threads,
     )
     torch.manual_seed(config.seed)
-    model = BinaryConnectMLP(sizes, config.binarization, config.bn_momentum, config.bn_eps)
+    model = BinaryConnectNet(network, config.binarization, config.bn_momentum, config.bn_eps)
     n_train = len(dataset.train)
     if n_train < config.batch_size:
         raise BchwError(f"batch size {config.batch_size} exceeds the {n_train} training images")

@@ -5,6 +5,7 @@ subprocess, as a user would (the entry point, a fresh interpreter's imports)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -17,7 +18,17 @@ from bchw.errors import BchwError
 from tests.commands import assert_one_line_error, bchw, cli
 from tests.conftest import DIGITS
 
-COMMAND_NAMES = ["train", "export", "eval", "generate", "cosim", "estimate", "sweep-bits", "demo"]
+COMMAND_NAMES = [
+    "train",
+    "export",
+    "eval",
+    "random",
+    "generate",
+    "cosim",
+    "estimate",
+    "sweep-bits",
+    "demo",
+]
 
 
 @pytest.mark.parametrize("command", [[]] + [[name] for name in COMMAND_NAMES])
@@ -199,3 +210,53 @@ def test_a_shipped_model_by_name(tmp_path, monkeypatch):
     assert load_model("mnist").sha256 == intmodel.load(DIGITS.with_name("mnist.bchw")).sha256
     (tmp_path / "digits").write_bytes(b"not a model")  # a file of that name comes first
     assert_one_line_error(cli("eval", "digits"), "digits")
+
+
+def test_random_writes_a_valid_model_and_eval_runs_it(tmp_path):
+    path = tmp_path / "cnn.bchw"
+    arch = "1x8x8-4C3-MP2-6C3p0-5-10"
+    result = cli("random", arch, "-o", str(path), "--seed", "3", "--act-bits", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    model = intmodel.load(path)
+    assert summary["arch"] == model.arch() == arch
+    assert summary["sha256"] == model.sha256
+    assert [layer["kind"] for layer in summary["layers"]] == [
+        "conv",
+        "maxpool",
+        "conv",
+        "dense",
+        "dense",
+    ]
+    assert model.layers[0].output_bits == 5 and model.provenance["random"]["seed"] == 3
+    again = tmp_path / "again.bchw"
+    assert cli("random", arch, "-o", str(again), "--seed", "3", "--act-bits", "5").returncode == 0
+    assert again.read_bytes() == path.read_bytes()
+    evaluated = cli("eval", str(path), "--dataset", "digits", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["images"] == 360
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["1x8x8-4C4-10"], "kernel size must be odd"),
+        (["1x8x8-4C3-10", "--act-bits", "0"], "activation bits must lie in 1..16"),
+        (["1x8x8-4C3-10", "--scale-terms", "9"], "scale terms K must lie in 1..8"),
+        (["1x8x8-4C3-10", "--input-bits", "17"], "input bits must lie in 1..16"),
+    ],
+)
+def test_random_refuses_bad_arguments_in_one_line(tmp_path, args, problem):
+    path = tmp_path / "m.bchw"
+    result = cli("random", *args, "-o", str(path))
+    assert_one_line_error(result, problem)
+    assert not path.exists()
+
+
+def test_commands_for_mlps_refuse_a_cnn_in_one_line(tmp_path):
+    path = tmp_path / "cnn.bchw"
+    assert cli("random", "1x8x8-4C3-MP2-10", "-o", str(path)).returncode == 0
+    for command in ("generate", "cosim", "estimate"):
+        result = cli(command, str(path), "-o", str(tmp_path / command))
+        assert_one_line_error(result, "handles MLP models only")
+        assert not (tmp_path / command).exists()

@@ -132,7 +132,7 @@ MALFORMED = {
         rewrite(GOOD, payload_edit=lambda p: p.__setitem__(0, p[0] ^ 1), fix_trailer=False),
         "integrity",
     ),
-    "wrong version": (rewrite(GOOD, lambda h: h.update(version=2)), "version 2"),
+    "wrong version": (rewrite(GOOD, lambda h: h.update(version=3)), "version 3"),
     "version as a float": (rewrite(GOOD, lambda h: h.update(version=1.0)), "version 1.0"),
     "float in a shape": (
         rewrite(GOOD, lambda h: first_layer(h)["arrays"]["offset"].update(shape=[5.0])),

@@ -1,0 +1,114 @@
+"""``bchw random``: an integer model of any architecture with random weights and constants
+(:func:`bchw.core.synthetic.random_network`), to size and verify hardware before training."""
+
+from __future__ import annotations
+
+import argparse
+
+from bchw.cli.common import EPILOG, add_json, emit_json, layer_lines, layer_summaries
+from bchw.core.options import DEFAULT_ACT_BITS, DEFAULT_INPUT_BITS, DEFAULT_SCALE_TERMS
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "random",
+        help="write an integer model of any architecture with random weights",
+        description=(
+            "Write a valid integer model of the architecture ARCH with random +1/-1 weights "
+            "and requantization constants set from the accumulators random pixels give (so "
+            "that activations spread over their range, as a trained model's do). Its accuracy "
+            "means nothing; its arithmetic is as exact as a trained model's, so generate, "
+            "cosim and estimate size and verify hardware before any training. The same "
+            "arguments give the same file."
+        ),
+        epilog=(
+            "ARCH: the input (CxHxW for images, or a number of features), then layers joined "
+            "by '-': NCk a convolution of N channels with a k x k kernel (k odd, stride 1, "
+            "padding that keeps the size; NCkpP pads P), MPk max pooling, N a dense layer; the "
+            "class count last. Examples: 784-1024-1024-1024-10, "
+            "1x28x28-32C3-MP2-64C3-MP2-512-10, "
+            "3x32x32-128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-1024-1024-10. " + EPILOG
+        ),
+    )
+    parser.add_argument("arch", metavar="ARCH", help="the architecture (see below)")
+    parser.add_argument(
+        "--output", "-o", required=True, metavar="FILE", help="integer model file to write"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--input-bits",
+        type=int,
+        default=DEFAULT_INPUT_BITS,
+        help="bits of the unsigned input pixels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--act-bits",
+        type=int,
+        default=DEFAULT_ACT_BITS,
+        help="bits of hidden activations, unsigned after ReLU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out-bits", type=int, help="bits of the signed output scores (default: --act-bits)"
+    )
+    parser.add_argument(
+        "--scale-terms",
+        "-K",
+        type=int,
+        default=DEFAULT_SCALE_TERMS,
+        help="signed powers of two per channel scale (default: %(default)s)",
+    )
+    add_json(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bchw import __version__
+    from bchw.core import intmodel
+    from bchw.core.arch import parse_network
+    from bchw.core.options import ExportOptions
+    from bchw.core.synthetic import random_network
+    from bchw.outputs import check_output_file
+
+    output = check_output_file(args.output)
+    network = parse_network(args.arch)
+    options = ExportOptions(
+        act_bits=args.act_bits,
+        out_bits=args.out_bits,
+        input_bits=args.input_bits,
+        scale_terms=args.scale_terms,
+    )
+    options.check(1)
+    provenance = {
+        "bchw_version": __version__,
+        "arch": network.text(),
+        "random": {
+            "seed": args.seed,
+            "input_bits": options.input_bits,
+            "act_bits": options.act_bits,
+            "out_bits": options.output_bits,
+            "scale_terms": options.scale_terms,
+        },
+    }
+    model = random_network(
+        network.text(),
+        seed=args.seed,
+        input_bits=options.input_bits,
+        act_bits=options.act_bits,
+        out_bits=options.output_bits,
+        scale_terms=options.scale_terms,
+        provenance=provenance,
+    )
+    digest = intmodel.save(model, output)
+    print(f"random integer model {output} (sha256 {digest}), {model.arch()}")
+    for line in layer_lines(model):
+        print(line)
+    emit_json(
+        args,
+        {
+            "model": str(output),
+            "sha256": digest,
+            "arch": model.arch(),
+            "layers": layer_summaries(model),
+        },
+    )
+    return 0
