@@ -4,6 +4,7 @@ MNIST folder."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits.bchw"
 MNIST = REPO / "models" / "mnist.bchw"
 SHORT_TRAINING = TrainConfig(dataset="digits", arch="64-96-96-10", epochs=20, seed=3, threads=1)
+# Kernels 3 and 1, padding and none, pooling that drops a row (5 // 2), a dense layer between.
+CNN_DIGITS = "1x8x8-8C3-12C3p0-MP2-6C1-24-10"
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +50,19 @@ def short_checkpoint(short_run: TrainResult) -> Checkpoint:
 @pytest.fixture(scope="session")
 def short_model(short_checkpoint: Checkpoint, digits: Dataset) -> IntegerModel:
     return export_checkpoint(short_checkpoint, digits.train.images, ExportOptions())
+
+
+@pytest.fixture(scope="session")
+def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory, digits: Dataset) -> Checkpoint:
+    """A small binary CNN trained for 30 epochs on digits as 1x8x8 images (about 4 s)."""
+    config = replace(SHORT_TRAINING, arch=CNN_DIGITS, epochs=30, batch_size=50, lr_start=3e-3)
+    run = train(config, digits, tmp_path_factory.mktemp("cnn_run"), progress=False)
+    return load_checkpoint(run.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def cnn_model(cnn_checkpoint: Checkpoint, digits: Dataset) -> IntegerModel:
+    return export_checkpoint(cnn_checkpoint, digits.train.images, ExportOptions())
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from rtl_gen import ADDER_TREES, DEFAULT_PIPELINE_EVERY, DEFAULT_SYNAPSES_PER_CY
 
 EPILOG = (
     "Data: digits (scikit-learn's 8x8 digits) needs no download; mnist reads the four IDX files "
-    f"from --data-dir DIR or ${DATA_DIR_ENV}; a path ending in .npz is a Keras-style archive "
+    f"from --data-dir DIR or ${DATA_DIR_ENV}; cifar10 and svhn read their distributed files "
+    "from --data-dir DIR; a path ending in .npz is a Keras-style archive "
     "(x_train, y_train, x_test, y_test, optionally x_val, y_val and pixel_max, else the "
     "largest pixel). Errors print one line and "
     "exit with status 2 (set BCHW_DEBUG=1 for a traceback)."
@@ -115,13 +116,15 @@ def add_data_options(
         default=default,
         metavar="NAME|PATH.npz",
         help=(purpose + ": " if purpose else "")
-        + "digits, mnist or a Keras-style .npz archive "
+        + "digits, mnist, cifar10, svhn or a Keras-style .npz archive "
         + ("(default: %(default)s)" if default else "(default: the one the model was trained on)"),
     )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
-        help=f"folder with MNIST's four IDX files, raw or .gz (default: ${DATA_DIR_ENV})",
+        help=f"folder with MNIST's four IDX files, raw or .gz (default: ${DATA_DIR_ENV}); "
+        "with CIFAR-10's binary batches (data_batch_1.bin .. test_batch.bin); or with SVHN's "
+        "train_32x32.mat and test_32x32.mat (and extra_32x32.mat, which joins training)",
     )
 
 
@@ -321,7 +324,14 @@ def checkpoint_dataset(args: argparse.Namespace, checkpoint, checkpoint_path):
         f"the checkpoint {checkpoint_path}",
         checkpoint.dataset_sha256,
     )
-    inputs = checkpoint.model.sizes[0]
+    network = checkpoint.model.network
+    if network.is_image and dataset.chw != network.input_shape:
+        held = "x".join(map(str, dataset.chw)) if dataset.chw else "flat vectors"
+        raise BchwError(
+            f"{dataset.name} images are {held} but the checkpoint takes "
+            f"{'x'.join(map(str, network.input_shape))} images (channels x height x width)"
+        )
+    inputs = network.input_features
     if dataset.num_features != inputs:
         raise BchwError(
             f"{dataset.name} images have {dataset.num_features} pixels but the checkpoint "

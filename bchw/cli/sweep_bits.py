@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = checkpoint_dataset(args, checkpoint, args.checkpoint)
     split = dataset.split(args.split).head(args.limit)
     make_output_dir(output)  # after every check: a refusal leaves no folder
-    arch = "-".join(map(str, checkpoint.model.sizes))
+    arch = checkpoint.model.arch
     print(
         f"sweep     {arch} ({dataset.name}, {checkpoint.model.binarization}): "
         f"{len(set(bits))} widths x {len(set(terms))} K on {len(split)} {args.split} images",

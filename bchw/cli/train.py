@@ -1,4 +1,4 @@
-"""``bchw train``: a BinaryConnect MLP from a data set (:func:`bchw.core.train.train`)."""
+"""``bchw train``: a BinaryConnect network from a data set (:func:`bchw.core.train.train`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from bchw.core.options import (
     DEFAULT_ARCH,
     DEFAULT_EPOCHS,
     LOSSES,
+    PAPER_RECIPES,
     TrainConfig,
 )
 
@@ -21,15 +22,16 @@ def add_parser(commands) -> None:
     hidden = "-".join(map(str, ARCHIVE_HIDDEN))
     parser = commands.add_parser(
         "train",
-        help="train a BinaryConnect MLP",
+        help="train a BinaryConnect MLP or CNN",
         description=(
-            "Train a BinaryConnect MLP as in Courbariaux et al. (2015): real weights kept and "
-            "clipped to [-1, 1], binarized in the forward and backward pass, Glorot "
-            "learning-rate scale per binary layer, batch norm after every layer, Adam with "
-            "exponential learning-rate decay. Writes checkpoint.pt (best validation epoch), "
-            "train_log.jsonl and learning_curve.png to --out. The same options give the same "
-            "checkpoint on the same CPU kind with the same thread count (float sums are not "
-            "portable beyond that; the exported integer model is)."
+            "Train a BinaryConnect MLP or CNN as in Courbariaux et al. (2015): real weights "
+            "kept and clipped to [-1, 1], binarized in the forward and backward pass, Glorot "
+            "learning-rate scale per binary layer (a convolution's fans count its kernel), "
+            "batch norm after every layer (per channel after a convolution), max pooling after "
+            "the ReLU, Adam with exponential learning-rate decay. Writes checkpoint.pt (best "
+            "validation epoch), train_log.jsonl and learning_curve.png to --out. The same "
+            "options give the same checkpoint on the same CPU kind with the same thread count "
+            "(float sums are not portable beyond that; the exported integer model is)."
         ),
         epilog=EPILOG,
     )
@@ -37,9 +39,12 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--arch",
         default=defaults.arch,
-        help="layer sizes joined by '-', input to classes (default: digits "
-        f"{DEFAULT_ARCH['digits']}, mnist {DEFAULT_ARCH['mnist']}, an archive "
-        f"INPUTS-{hidden}-CLASSES)",
+        help="the network: the input (a size, or CxHxW for images), then layers joined by "
+        "'-': N a dense layer, NCk a k x k convolution of N channels (stride 1, size-keeping "
+        "padding; NCkpP pads P), MPk max pooling; the class count last. Default: digits "
+        f"{DEFAULT_ARCH['digits']}, mnist {DEFAULT_ARCH['mnist']}, cifar10 the paper's "
+        f"{DEFAULT_ARCH['cifar10']}, svhn the same with half the convolution widths, an "
+        f"archive INPUTS-{hidden}-CLASSES. A CNN on mnist: 1x28x28-32C3-MP2-64C3-MP2-512-10",
     )
     parser.add_argument(
         "--binarization",
@@ -51,26 +56,25 @@ def add_parser(commands) -> None:
         "--epochs",
         type=positive_int,
         help=f"epochs (default: digits {DEFAULT_EPOCHS['digits']}, mnist "
-        f"{DEFAULT_EPOCHS['mnist']}, an archive {ARCHIVE_EPOCHS})",
+        f"{DEFAULT_EPOCHS['mnist']}, cifar10 {DEFAULT_EPOCHS['cifar10']}, svhn "
+        f"{DEFAULT_EPOCHS['svhn']}, an archive {ARCHIVE_EPOCHS})",
     )
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=defaults.batch_size,
-        help="minibatch size (default: %(default)s)",
+        help=f"minibatch size (default: {defaults.batch_size}; {_paper('batch_size')})",
     )
     parser.add_argument(
         "--lr-start",
         type=float,
-        default=defaults.lr_start,
-        help="learning rate of the first epoch (default: %(default)s)",
+        help=f"learning rate of the first epoch (default: {defaults.lr_start}; "
+        f"{_paper('lr_start')})",
     )
     parser.add_argument(
         "--lr-end",
         type=float,
-        default=defaults.lr_end,
         help="learning rate the exponential decay reaches after the last epoch "
-        "(default: %(default)s)",
+        f"(default: {defaults.lr_end}; {_paper('lr_end')})",
     )
     parser.add_argument(
         "--loss",
@@ -102,8 +106,8 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--bn-momentum",
         type=float,
-        default=defaults.bn_momentum,
-        help="batch-norm running-average momentum (default: %(default)s)",
+        help="batch-norm running-average momentum (default: "
+        f"{defaults.bn_momentum}; {_paper('bn_momentum')})",
     )
     parser.add_argument(
         "--bn-eps",
@@ -117,21 +121,28 @@ def add_parser(commands) -> None:
     parser.set_defaults(handler=run)
 
 
+def _paper(name: str) -> str:
+    """The paper's value of an option for cifar10 and svhn, for --help."""
+    return ", ".join(f"{dataset} {values[name]}" for dataset, values in PAPER_RECIPES.items())
+
+
 def run(args: argparse.Namespace) -> int:
     from bchw.core.data import load_dataset
     from bchw.core.train import device_description, resolve_device, train
 
+    recipe = {**vars(TrainConfig()), **PAPER_RECIPES.get(args.dataset, {})}
+    given = lambda name: recipe[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     config = TrainConfig(
         dataset=args.dataset,
         arch=args.arch,
         binarization=args.binarization,
         epochs=args.epochs or 0,
-        batch_size=args.batch_size,
-        lr_start=args.lr_start,
-        lr_end=args.lr_end,
+        batch_size=given("batch_size"),
+        lr_start=given("lr_start"),
+        lr_end=given("lr_end"),
         loss=args.loss,
         seed=args.seed,
-        bn_momentum=args.bn_momentum,
+        bn_momentum=given("bn_momentum"),
         bn_eps=args.bn_eps,
         threads=args.threads or 0,
     )

@@ -1,8 +1,10 @@
-"""Datasets: scikit-learn's bundled 8x8 digits (the default), MNIST from IDX files, and the
-user's own data as Keras-style ``.npz`` archives.
+"""Datasets: scikit-learn's bundled 8x8 digits (the default), MNIST from IDX files, CIFAR-10
+from its binary version, SVHN from its MATLAB files, and the user's own data as Keras-style
+``.npz`` archives.
 
-Images are flattened (permutation-invariant) and kept as unsigned integers; the model scales
-them (``Dataset.input_scale``) so that the integer model can take the raw pixels.
+Images are flattened row by row with their channels innermost (``H x W x C``; an MLP sees a
+permutation-invariant vector, a CNN reshapes it) and kept as unsigned integers; the model
+scales them (``Dataset.input_scale``) so that the integer model can take the raw pixels.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV
+from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV, FOLDER_DATASETS
 from bchw.errors import BchwError
 
 DATASETS = BUILTIN_DATASETS
@@ -41,6 +43,15 @@ IDX_MAGIC_IMAGES = 0x00000803  # unsigned byte, 3 dimensions
 IDX_MAGIC_LABELS = 0x00000801  # unsigned byte, 1 dimension
 MNIST_SIDE = 28
 NUM_CLASSES = 10
+
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch.bin"
+CIFAR10_SUBFOLDER = "cifar-10-batches-bin"  # what cifar-10-binary.tar.gz unpacks to
+CIFAR10_SIDE = 32
+CIFAR10_RECORD = 1 + 3 * CIFAR10_SIDE * CIFAR10_SIDE  # label byte, then R, G, B planes
+CIFAR10_VALIDATION_SIZE = 5_000  # the last 5,000 training images, as in the paper's code
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
+SVHN_VALIDATION_SIZE = 6_000  # the last 6,000 images of train_32x32.mat
 MAX_CLASSES = 1 << 16
 
 
@@ -159,6 +170,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
         return load_digits()
     if name == "mnist":
         return load_mnist(resolve_data_dir(data_dir))
+    if name in FOLDER_DATASETS:
+        if not data_dir:
+            raise BchwError(f"the {name} dataset needs its folder: pass --data-dir DIR")
+        folder = Path(data_dir)
+        if not folder.is_dir():
+            raise BchwError(f"{name} data folder {folder} does not exist or is not a folder")
+        return load_cifar10(folder) if name == "cifar10" else load_svhn(folder)
     if not name.endswith(ARCHIVE_SUFFIX):
         raise BchwError(
             f"unknown dataset {name!r}: choose {', '.join(DATASETS)} or a .npz archive's path"
@@ -326,6 +344,132 @@ def _read_idx(path: Path) -> np.ndarray:
             f"file holds {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+# -- CIFAR-10 and SVHN in their distributed formats ---------------------------------------------
+
+
+def load_cifar10(data_dir: Path) -> Dataset:
+    """CIFAR-10 from its binary version: ``data_batch_1.bin`` .. ``data_batch_5.bin`` and
+    ``test_batch.bin`` in ``data_dir`` (or in its ``cifar-10-batches-bin`` subfolder).
+
+    Each record is a label byte (0..9) and 3,072 pixel bytes: the red, green and blue 32 x 32
+    planes, each row by row. Images become ``32 x 32 x 3`` (channels innermost), pixels 0..255
+    as they are (no whitening: the integer model takes raw pixels). Validation: the last 5,000
+    training images (a tenth, for files of 10,000 images or fewer).
+    """
+    folder = data_dir / CIFAR10_SUBFOLDER if (data_dir / CIFAR10_SUBFOLDER).is_dir() else data_dir
+    missing = [n for n in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE) if not (folder / n).is_file()]
+    if missing:
+        hint = ""
+        if (data_dir / "cifar-10-binary.tar.gz").is_file():
+            hint = " (unpack cifar-10-binary.tar.gz first)"
+        raise BchwError(f"CIFAR-10 file(s) {', '.join(missing)} missing from {folder}{hint}")
+    train = [_read_cifar10(folder / n) for n in CIFAR10_TRAIN_FILES]
+    train_x = np.concatenate([images for images, _ in train])
+    train_y = np.concatenate([labels for _, labels in train])
+    test_x, test_y = _read_cifar10(folder / CIFAR10_TEST_FILE)
+    n_val = (
+        CIFAR10_VALIDATION_SIZE
+        if len(train_y) > 2 * CIFAR10_VALIDATION_SIZE
+        else len(train_y) // 10
+    )
+    if n_val == 0:
+        raise BchwError(f"CIFAR-10 files in {folder} hold too few images to split off validation")
+    return Dataset(
+        name="cifar10",
+        train=Split(train_x[:-n_val], train_y[:-n_val]),
+        validation=Split(train_x[-n_val:], train_y[-n_val:]),
+        test=Split(test_x, test_y),
+        input_scale=1.0 / 255.0,
+        pixel_max=255,
+        image_shape=(CIFAR10_SIDE, CIFAR10_SIDE, 3),
+    )
+
+
+def _read_cifar10(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BchwError(f"cannot read {path}: {exc.strerror}") from None
+    if not raw or len(raw) % CIFAR10_RECORD:
+        raise BchwError(
+            f"{path}: {len(raw)} bytes is not a whole number of CIFAR-10 records of "
+            f"{CIFAR10_RECORD} bytes (truncated or not the binary version)"
+        )
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() >= NUM_CLASSES:
+        raise BchwError(f"{path}: label {int(labels.max())} is outside 0..9")
+    side = CIFAR10_SIDE
+    planes = records[:, 1:].reshape(-1, 3, side, side)
+    images = np.ascontiguousarray(planes.transpose(0, 2, 3, 1)).reshape(len(records), -1)
+    return images, labels
+
+
+def load_svhn(data_dir: Path) -> Dataset:
+    """SVHN (cropped digits) from ``train_32x32.mat`` and ``test_32x32.mat`` in ``data_dir``;
+    ``extra_32x32.mat``, where present, joins the training set (the paper trains on both).
+
+    Each file holds ``X``, uint8 ``32 x 32 x 3 x N``, and ``y``, ``N x 1`` labels 1..10 where 10
+    is the digit 0 (bchw's class 0). Images become ``32 x 32 x 3`` (channels innermost), pixels
+    0..255. Validation: the last 6,000 images of ``train_32x32.mat`` (a tenth of a smaller one).
+    """
+    for part in ("train", "test"):
+        if not (data_dir / SVHN_FILES[part]).is_file():
+            raise BchwError(f"SVHN file {SVHN_FILES[part]} is missing from {data_dir}")
+    train_x, train_y = _read_svhn(data_dir / SVHN_FILES["train"])
+    test_x, test_y = _read_svhn(data_dir / SVHN_FILES["test"])
+    n_val = SVHN_VALIDATION_SIZE if len(train_y) > 2 * SVHN_VALIDATION_SIZE else len(train_y) // 10
+    if n_val == 0:
+        raise BchwError(f"{SVHN_FILES['train']} holds too few images to split off validation")
+    fit_x, fit_y = train_x[:-n_val], train_y[:-n_val]
+    if (data_dir / SVHN_FILES["extra"]).is_file():
+        extra_x, extra_y = _read_svhn(data_dir / SVHN_FILES["extra"])
+        fit_x, fit_y = np.concatenate([fit_x, extra_x]), np.concatenate([fit_y, extra_y])
+    return Dataset(
+        name="svhn",
+        train=Split(fit_x, fit_y),
+        validation=Split(train_x[-n_val:], train_y[-n_val:]),
+        test=Split(test_x, test_y),
+        input_scale=1.0 / 255.0,
+        pixel_max=255,
+        image_shape=(32, 32, 3),
+    )
+
+
+def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.io import loadmat
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(128)
+    except OSError as exc:
+        raise BchwError(f"cannot read {path}: {exc.strerror}") from None
+    if b"MATLAB 7.3" in head:
+        raise BchwError(
+            f"{path} is a MATLAB 7.3 (HDF5) file; SVHN's files are MATLAB 5, as distributed"
+        )
+    try:
+        content = loadmat(path, variable_names=("X", "y"))
+    except Exception as exc:  # scipy raises many kinds for a truncated or foreign file
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise BchwError(f"{path} is not a readable MATLAB file ({reason})") from None
+    if "X" not in content or "y" not in content:
+        raise BchwError(f"{path} lacks X or y (SVHN's files hold both)")
+    images, labels = content["X"], content["y"]
+    if images.ndim != 4 or images.shape[:3] != (32, 32, 3) or images.dtype != np.uint8:
+        raise BchwError(
+            f"{path}: X is {images.dtype} of shape {list(images.shape)}, expected uint8 "
+            "32 x 32 x 3 x N"
+        )
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != images.shape[3]:
+        raise BchwError(f"{path}: X holds {images.shape[3]} images but y {len(labels)} labels")
+    if not np.issubdtype(labels.dtype, np.number) or not np.all(np.isin(labels, np.arange(1, 11))):
+        raise BchwError(f"{path}: y must hold the labels 1..10 (10 for the digit 0)")
+    flat = np.ascontiguousarray(images.transpose(3, 0, 1, 2)).reshape(images.shape[3], -1)
+    return flat, (labels.astype(np.int64) % 10)
 
 
 # -- Keras-style archives ------------------------------------------------------------------------

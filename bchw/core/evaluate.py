@@ -110,10 +110,10 @@ def float_accuracies(model: IntegerModel | None, checkpoint: Any, split: Split) 
 
 
 def _check_checkpoint(model: IntegerModel, checkpoint: Any) -> None:
-    if checkpoint.model.sizes != model.sizes:
+    if checkpoint.model.arch != model.arch():
         raise BchwError(
-            f"checkpoint architecture {'-'.join(map(str, checkpoint.model.sizes))} does not "
-            f"match the integer model's {model.arch()}"
+            f"checkpoint architecture {checkpoint.model.arch} does not match the integer "
+            f"model's {model.arch()}"
         )
     if model.provenance.get("checkpoint_sha256") not in (None, checkpoint.sha256):
         print(

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from bchw import __version__
+from bchw.core.arch import Conv, Pool
 from bchw.core.checkpoint import Checkpoint
-from bchw.core.intmodel import IntegerLayer, IntegerModel, output_range
-from bchw.core.nn import binarize_deterministic
+from bchw.core.intmodel import ConvLayer, IntegerLayer, IntegerModel, MaxPoolLayer, output_range
 from bchw.core.options import ExportOptions
 from bchw.errors import BchwError
 
@@ -156,14 +156,7 @@ def float_activations(draft: ExportDraft) -> list[np.ndarray]:
     model = copy.deepcopy(draft.float_model).double().eval()
     model.set_test_weights("binary")
     x = torch.from_numpy(draft.calibration.astype(np.float64) * draft.input_scale)
-    outputs = []
-    last = len(model.linears) - 1
-    for index, (linear, norm) in enumerate(zip(model.linears, model.norms, strict=True)):
-        x = norm(linear(x))
-        if index != last:
-            x = torch.relu(x)
-        outputs.append(x.numpy().copy())
-    return outputs
+    return [out.numpy().copy() for out in model.stage_outputs(x)]
 
 
 def approximate_spt(values: np.ndarray, terms: int, min_exp: int) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +271,7 @@ def draft_from_checkpoint(
         as64 = lambda t: t.detach().to(torch.float64).numpy().copy()  # noqa: E731
         layers.append(
             LayerDraft(
-                weights=binarize_deterministic(linear.weight.detach()).numpy().astype(np.int8),
+                weights=linear.binary_rows().numpy().astype(np.int8),
                 bias=as64(linear.bias),
                 bn_mean=as64(norm.running_mean),
                 bn_var=as64(norm.running_var),
@@ -298,7 +291,10 @@ def draft_from_checkpoint(
 
 
 def build_integer_model(draft: ExportDraft, provenance: dict) -> IntegerModel:
-    layers = []
+    """The integer model: each weighted layer's constants, with the pooling layers and the
+    convolutions' geometry from the float model's architecture."""
+    network = draft.float_model.network
+    weighted = []
     bits_in = draft.input_bits
     for index, layer in enumerate(draft.layers):
         assert layer.requant_shift is not None and layer.offset is not None
@@ -307,8 +303,8 @@ def build_integer_model(draft: ExportDraft, provenance: dict) -> IntegerModel:
         shifts = np.where(layer.scale_sign != 0, layer.scale_exp + layer.requant_shift, 0)
         out_bits = draft.output_bits(index)
         last = index == len(draft.layers) - 1
-        layers.append(
-            IntegerLayer(
+        weighted.append(
+            dict(
                 weights=layer.weights,
                 scale_sign=layer.scale_sign.astype(np.int8),
                 scale_shift=shifts.astype(np.int64),
@@ -321,12 +317,34 @@ def build_integer_model(draft: ExportDraft, provenance: dict) -> IntegerModel:
             )
         )
         bits_in = out_bits
+    layers: list = []
+    bits = draft.input_bits
+    constants = iter(weighted)
+    for spec, shape in zip(network.layers, network.shapes(), strict=False):
+        if isinstance(spec, Pool):
+            c, h, w = shape
+            layers.append(
+                MaxPoolLayer(channels=c, in_height=h, in_width=w, size=spec.size, bits=bits)
+            )
+            continue
+        fields = next(constants)
+        if isinstance(spec, Conv):
+            c, h, w = shape
+            layer = ConvLayer(
+                **fields, in_channels=c, in_height=h, in_width=w, kernel=spec.kernel,
+                padding=spec.padding,
+            )  # fmt: skip
+        else:
+            layer = IntegerLayer(**fields)
+        layers.append(layer)
+        bits = layer.output_bits
     return IntegerModel(
-        input_size=draft.layers[0].in_features,
+        input_size=network.input_features,
         input_bits=draft.input_bits,
         input_scale=draft.input_scale,
         layers=tuple(layers),
         provenance=provenance,
+        input_shape=network.input_shape,
     )
 
 

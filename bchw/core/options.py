@@ -15,10 +15,24 @@ from bchw.errors import BchwError
 if TYPE_CHECKING:
     from bchw.core.data import Dataset
 
-BUILTIN_DATASETS = ("digits", "mnist")
+BUILTIN_DATASETS = ("digits", "mnist", "cifar10", "svhn")
+FOLDER_DATASETS = ("cifar10", "svhn")  # read from --data-dir, in their standard formats
 DATA_DIR_ENV = "BCHW_DATA_DIR"  # the MNIST folder, when --data-dir is not given
-DEFAULT_ARCH = {"digits": "64-256-256-10", "mnist": "784-1024-1024-1024-10"}
-DEFAULT_EPOCHS = {"digits": 100, "mnist": 250}
+CIFAR10_ARCH = "3x32x32-128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-1024-1024-10"
+SVHN_ARCH = "3x32x32-64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-1024-1024-10"
+DEFAULT_ARCH = {
+    "digits": "64-256-256-10",
+    "mnist": "784-1024-1024-1024-10",
+    "cifar10": CIFAR10_ARCH,
+    "svhn": SVHN_ARCH,
+}
+DEFAULT_EPOCHS = {"digits": 100, "mnist": 250, "cifar10": 500, "svhn": 200}
+# The paper's CNN recipes (its cifar10.py and svhn.py): what bchw train uses for these data sets
+# where an option is not given. Every other data set takes TrainConfig's defaults (its MNIST's).
+PAPER_RECIPES = {
+    "cifar10": {"batch_size": 50, "lr_start": 3e-3, "lr_end": 2e-6, "bn_momentum": 0.1},
+    "svhn": {"batch_size": 50, "lr_start": 1e-2, "lr_end": 3e-6, "bn_momentum": 0.1},
+}
 # An archive's default: two hidden layers of this many units (its inputs and classes around).
 ARCHIVE_HIDDEN = (256, 256)
 ARCHIVE_EPOCHS = 100

@@ -200,3 +200,60 @@ def test_each_flow_step_fills_what_the_next_reads(short_checkpoint, digits):
     for a, b in zip(model.layers, exported.layers, strict=True):
         assert np.array_equal(a.offset, b.offset) and np.array_equal(a.weights, b.weights)
         assert np.array_equal(a.scale_shift, b.scale_shift) and a.requant_shift == b.requant_shift
+
+
+def test_cnn_layers_agree_with_float_layers_within_the_derived_bound(cnn_checkpoint, digits):
+    """The bound of docs/integer-model.md for every channel at every position of every
+    convolution and every unit of the dense layers, the float layers (PyTorch's convolution in
+    its own NCHW layout) fed the integer model's own inputs: the kernel order, the padding
+    and the flattening of the integer model are PyTorch's."""
+    from bchw.core.intmodel import ConvLayer, MaxPoolLayer
+
+    model = export_checkpoint(cnn_checkpoint, digits.train.images, ExportOptions())
+    assert model.arch() == cnn_checkpoint.model.arch
+    float_model = copy.deepcopy(cnn_checkpoint.model).double().eval()
+    x = digits.test.images.astype(np.int64).reshape(-1, 8, 8, 1)
+    s_in = digits.input_scale
+    weighted = iter(zip(float_model.linears, float_model.norms, strict=True))
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, MaxPoolLayer):
+            x, _ = reference.layer_forward(layer, x)
+            continue
+        linear, norm = next(weighted)
+        real = torch.from_numpy(x.astype(np.float64) * s_in)
+        with torch.no_grad():
+            if isinstance(layer, ConvLayer):
+                h = norm(linear(real.permute(0, 3, 1, 2))).permute(0, 2, 3, 1).numpy()
+                acc = reference.convolve(layer, x)
+            else:
+                flat = x.reshape(len(x), -1)
+                h = norm(linear(torch.from_numpy(flat.astype(np.float64) * s_in))).numpy()
+                acc = reference.accumulate(layer, flat)
+        out_unit = 2.0**layer.output_frac_bits
+        big_h = h * out_unit
+        gain = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach().numpy()
+        center = ((norm.running_mean - linear.bias) / s_in).detach().numpy()
+        exact_scale = gain * s_in * out_unit
+        approx_scale = (
+            layer.scale_sign * np.ldexp(1.0, layer.scale_shift - layer.requant_shift)
+        ).sum(1)
+        v = reference.requantize(layer, acc)
+        bound = (
+            0.5
+            + np.abs(exact_scale - approx_scale) * np.abs(acc - center)
+            + 2.0 ** -(layer.requant_shift + 1)
+        )
+        float_error = 1e-9 * (1 + np.abs(big_h))
+        assert np.all(np.abs(v - big_h) <= bound + float_error), f"layer {index}"
+        x, _ = reference.saturate(layer, v)
+        s_in = 2.0**-layer.output_frac_bits
+    assert np.array_equal(x, reference.run(model, digits.test.images).scores)
+
+
+def test_cnn_integer_accuracy_close_to_float(cnn_checkpoint, cnn_model, digits):
+    from bchw.core.train import error_rate
+
+    float_acc = 1 - error_rate(cnn_checkpoint.model, digits.test, digits.input_scale)
+    result = reference.run(cnn_model, digits.test.images)
+    assert float_acc > 0.5  # it learned
+    assert abs(np.mean(result.predicted == digits.test.labels) - float_acc) <= 0.03

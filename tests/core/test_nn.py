@@ -156,3 +156,48 @@ def test_bad_architectures_are_refused(arch):
 
 def test_parse_arch():
     assert parse_arch("784-1024-1024-1024-10") == [784, 1024, 1024, 1024, 10]
+
+
+def test_binary_convolution_binarizes_clips_and_scales_like_the_dense_layer():
+    from bchw.core.nn import BinaryConv2d
+
+    torch.manual_seed(0)
+    conv = BinaryConv2d(3, 5, 3, 1, "deterministic")
+    assert conv.weight.abs().max() <= 1
+    # Glorot with the kernel counted: fan_in = 3 * 9, fan_out = 5 * 9 (the paper's code).
+    assert conv.lr_scale == pytest.approx(1 / math.sqrt(1.5 / (27 + 45)))
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    out = conv(x)
+    expected = torch.nn.functional.conv2d(
+        x, torch.where(conv.weight >= 0, 1.0, -1.0), conv.bias, padding=1
+    )
+    assert torch.equal(out, expected)
+    out.sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0  # straight through
+    with torch.no_grad():
+        conv.weight.mul_(3)
+    conv.clip_()
+    assert conv.weight.abs().max() == 1
+    rows = conv.binary_rows()  # [out, ky, kx, c] flattened: the integer model's window order
+    assert rows.shape == (5, 27)
+    assert torch.equal(
+        rows.reshape(5, 3, 3, 3).permute(0, 3, 1, 2), torch.where(conv.weight >= 0, 1.0, -1.0)
+    )
+
+
+def test_a_cnn_takes_images_flattened_with_channels_innermost():
+    from bchw.core.nn import BinaryConnectNet
+
+    torch.manual_seed(1)
+    net = BinaryConnectNet("2x4x5-3C3-MP2-4").eval()
+    images = torch.rand(6, 2, 4, 5)  # N, C, H, W
+    flat = images.permute(0, 2, 3, 1).reshape(6, -1)  # H x W x C order
+    conv, norm = net.linears[0], net.norms[0]
+    x = torch.nn.functional.max_pool2d(torch.relu(norm(conv(images))), 2)
+    dense_in = x.permute(0, 2, 3, 1).reshape(6, -1)
+    expected = net.norms[1](net.linears[1](dense_in))
+    assert torch.allclose(net(flat), expected)
+    stages = net.stage_outputs(flat)
+    assert [tuple(s.shape) for s in stages] == [(6, 4 * 5 * 3), (6, 4)]
+    assert torch.allclose(stages[-1], expected)
+    assert net.linears[1].in_features == 2 * 2 * 3

@@ -177,3 +177,23 @@ def test_a_gpu_checkpoint_records_its_device_and_loads_on_the_cpu(tmp_path, shor
         strict=True,
     ):
         assert torch.equal(a, b)
+
+
+def test_a_cnn_trains_checkpoints_and_loads(cnn_checkpoint):
+    assert cnn_checkpoint.model.arch == "1x8x8-8C3-12C3p0-MP2-6C1-24-10"
+    assert cnn_checkpoint.config["arch"] == cnn_checkpoint.model.arch
+    assert len(cnn_checkpoint.model.linears) == 5
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ("1x28x28-8C3-10", "takes 1x28x28 images but digits images are 1x8x8"),
+        ("1x8x8-8C3-MP2-7", "ends in 7 outputs"),
+    ],
+)
+def test_cnn_architectures_must_fit_the_images(tmp_path, digits, arch, message):
+    config = TrainConfig(dataset="digits", arch=arch, epochs=1, threads=1)
+    with pytest.raises(BchwError, match=message):
+        train(config, digits, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
