@@ -203,8 +203,8 @@ def resolve_dataset(
         return load_dataset(recorded, data_dir)
     if not recorded.endswith(ARCHIVE_SUFFIX):
         raise BchwError(
-            f"{owner} records the data set {recorded[:200]!r}, neither "
-            f"{' nor '.join(DATASETS)} nor an .npz archive: pass --dataset"
+            f"{owner} records the data set {recorded[:200]!r}, neither a built-in one "
+            f"({', '.join(DATASETS)}) nor an .npz archive: pass --dataset"
         )
     if not Path(recorded).is_file():
         raise BchwError(

@@ -357,7 +357,7 @@ def test_a_model_naming_a_file_that_is_no_archive(tmp_path, shipped_digits):
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"PK broken")
     for recorded, fragment in (
-        (str(text), "neither digits nor mnist nor an .npz archive"),
+        (str(text), "neither a built-in one (digits, mnist, cifar10, svhn) nor an .npz archive"),
         (str(broken), f"names the archive it was trained on, but {broken} is not a readable"),
     ):
         provenance = dict(shipped_digits.provenance, dataset=recorded, dataset_sha256="")
