@@ -18,6 +18,14 @@ from amaranth.lib.wiring import In, Out
 from bchw.errors import BchwError
 
 
+def _refuse(block: wiring.Component, problem: str) -> None:
+    """Raise ``problem`` (if any) for a block that will never be elaborated, silencing
+    Amaranth's warning about an unused elaboratable for it."""
+    if problem:
+        block._MustUse__silence = True  # the block was refused, not forgotten
+        raise BchwError(problem)
+
+
 class SlidingWindow(wiring.Component):
     """Turn a stream of ``height x width`` pixels of ``channels`` values into the stream of
     ``k x k`` windows (stride 1, ``padding`` zeros each side) a convolution engine consumes.
@@ -40,12 +48,14 @@ class SlidingWindow(wiring.Component):
         self, channels: int, height: int, width: int, kernel: int, padding: int, bits: int,
         simd: int,
     ) -> None:  # fmt: skip
+        problem = ""
         if kernel % 2 == 0 or not 0 <= padding <= (kernel - 1) // 2:
-            raise BchwError(f"a {kernel}x{kernel} window cannot have padding {padding}")
-        if min(height, width) + 2 * padding - kernel + 1 < 1:
-            raise BchwError(f"a {kernel}x{kernel} window does not fit {height}x{width}")
-        if simd < 1:
-            raise BchwError(f"SIMD must be 1 or more, got {simd}")
+            problem = f"a {kernel}x{kernel} window cannot have padding {padding}"
+        elif min(height, width) + 2 * padding - kernel + 1 < 1:
+            problem = f"a {kernel}x{kernel} window does not fit {height}x{width}"
+        elif simd < 1:
+            problem = f"SIMD must be 1 or more, got {simd}"
+        _refuse(self, problem)
         self.channels, self.height, self.width = channels, height, width
         self.kernel, self.padding, self.bits, self.simd = kernel, padding, bits, simd
         self.out_height = height + 2 * padding - kernel + 1
@@ -118,6 +128,7 @@ class SlidingWindow(wiring.Component):
         window = Signal(data.ArrayLayout(unsigned(self.bits), self.beats * self.simd))
         ky = Signal(range(max(2, k)), name="ky")
         kx = Signal(range(max(2, k)), name="kx")
+        index = Signal(range(max(2, k * k)), name="index")  # ky * k + kx, counted (no multiplier)
         got = Signal(name="got")  # last cycle's read lands in the window now
         got_index = Signal(range(max(2, k * k)), name="got_index")
         got_pad = Signal(name="got_pad")
@@ -134,11 +145,11 @@ class SlidingWindow(wiring.Component):
             rd.en.eq(1),
         ]
         with m.If(got):
-            for index in range(k * k):
-                with m.If(got_index == index):
+            for position in range(k * k):
+                with m.If(got_index == position):
                     for ch in range(c):
                         value = rd.data[ch * self.bits : (ch + 1) * self.bits]
-                        m.d.sync += window[index * c + ch].eq(Mux(got_pad, 0, value))
+                        m.d.sync += window[position * c + ch].eq(Mux(got_pad, 0, value))
 
         m.d.comb += self.o.payload.eq(window.as_value().word_select(beat, self.simd * self.bits))
         image_done = Signal(name="image_done")
@@ -146,10 +157,20 @@ class SlidingWindow(wiring.Component):
             with m.State("WAIT"):
                 with m.If(window_there):
                     # Row out_y - p's slot: p slots back (mod the buffer), may be padding.
-                    m.d.sync += [ky.eq(0), kx.eq(0), read_base.eq(wrap(out_base, depth - p * w))]
+                    m.d.sync += [
+                        ky.eq(0),
+                        kx.eq(0),
+                        index.eq(0),
+                        read_base.eq(wrap(out_base, depth - p * w)),
+                    ]
                     m.next = "READ"
             with m.State("READ"):
-                m.d.sync += [got.eq(1), got_index.eq(ky * k + kx), got_pad.eq(~inside)]
+                m.d.sync += [
+                    got.eq(1),
+                    got_index.eq(index),
+                    got_pad.eq(~inside),
+                    index.eq(index + 1),
+                ]
                 with m.If(kx == k - 1):
                     m.d.sync += [kx.eq(0), read_base.eq(wrap(read_base, w))]
                     with m.If(ky == k - 1):
@@ -198,7 +219,7 @@ class MaxPool(wiring.Component):
 
     def __init__(self, channels: int, height: int, width: int, size: int, bits: int) -> None:
         if not 2 <= size <= min(height, width):
-            raise BchwError(f"pooling of {size}x{size} does not fit {height}x{width}")
+            _refuse(self, f"pooling of {size}x{size} does not fit {height}x{width}")
         self.channels, self.height, self.width, self.size, self.bits = (
             channels, height, width, size, bits,
         )  # fmt: skip

@@ -73,8 +73,6 @@ def test_max_pool_takes_each_blocks_largest_and_drops_partial_blocks(
     assert [[int(v) for v in beat] for beat in outs] == pixel_beats(expected)
 
 
-# A refused block is created (Amaranth counts it) but never elaborated: not a bug here.
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_blocks_refuse_impossible_shapes():
     with pytest.raises(BchwError, match="padding"):
         SlidingWindow(1, 5, 5, 3, 2, 8, 1)
@@ -82,3 +80,33 @@ def test_blocks_refuse_impossible_shapes():
         SlidingWindow(1, 2, 5, 5, 0, 8, 1)
     with pytest.raises(BchwError, match="does not fit"):
         MaxPool(1, 3, 5, 4, 8)
+
+
+CNNS = [
+    # arch, folding (pe, simd) per convolution and dense layer
+    ("1x6x7-3C3-MP2-4-3", [(3, 9), (2, 9), (3, 2)]),
+    ("2x7x6-3C3-MP2-4C1-5-3", [(2, 5), (4, 3), (5, 12), (1, 5)]),
+    ("3x5x5-4C5p0-3", [(1, 75), (3, 4)]),
+    ("1x8x8-2C3p0-MP3-3C3-4", [(1, 4), (3, 18), (2, 3)]),
+]
+
+
+@pytest.mark.parametrize("gap, stall", [(0.0, 0.0), (0.3, 0.5)])
+@pytest.mark.parametrize("arch, folding", CNNS)
+def test_a_whole_cnn_matches_the_reference_bit_for_bit(arch, folding, gap, stall):
+    from bchw.core import intmodel
+    from bchw.core.synthetic import random_network
+    from rtl_gen.cnn import ConvNetwork
+    from rtl_gen.plan import LayerFolding
+
+    model = intmodel.from_bytes(intmodel.to_bytes(random_network(arch, seed=5, act_bits=4)))
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(4, model.input_size))
+    dut = ConvNetwork(model, [LayerFolding(pe, simd) for pe, simd in folding], pipeline_every=1)
+    c = model.input_shape[0]
+    beats = [[int(v) for v in pixel] for pixel in images.reshape(-1, c)]
+    outs, _, _ = simulate(dut, beats, len(images), gap=gap, stall=stall)
+    result = reference.run(model, images)
+    assert [int(o["index"]) for o in outs] == result.predicted.tolist()
+    scores = [[int(v) for v in o["scores"]] for o in outs]
+    assert scores == result.scores.tolist()
