@@ -102,6 +102,10 @@ def _load_model(options: DemoOptions):
                 "an archive needs --model: a .bchw file, or digits or mnist for a shipped model"
             )
         name = options.dataset
+        if name not in SHIPPED:
+            raise BchwError(
+                f"bchw ships no model for {name} (only {', '.join(SHIPPED)}): pass --model FILE"
+            )
     if name in SHIPPED:
         return load_shipped(name), shipped_file(name), name
     return intmodel.load(name), name, None
@@ -130,6 +134,7 @@ def run_demo(
     from sim.runner import choose_simulator
 
     model, model_name, shipped = _load_model(options)
+    intmodel.require_mlp(model, "bchw demo")
     dataset = load_dataset(options.dataset, options.data_dir)
     dataset.check_model(model)
     # Yosys on the larger designs takes far longer than a demo should (MNIST's 2.9 Mbit of

@@ -69,7 +69,10 @@ class ConvNetwork(wiring.Component):
                 h, w = layer.out_height, layer.out_width
                 continue
             f = next(folds)
-            plan = plan_layer(layer, f.pe, f.simd, pipeline_every)
+            try:
+                plan = plan_layer(layer, f.pe, f.simd, pipeline_every)
+            except ValueError as exc:
+                raise BchwError(f"layer {layer.token()}: {exc}") from None
             engine = LayerEngine(plan)
             if isinstance(layer, ConvLayer):
                 self.chain.append(SlidingWindow(c, h, w, layer.kernel, layer.padding, bits, f.simd))

@@ -24,9 +24,12 @@ MAX_LAYER_WIDTH = 1 << 16  # units of a dense layer, channels of a convolution, 
 MAX_SIDE = 1 << 12  # image height and width
 MAX_KERNEL = 15
 
-_CONV = re.compile(r"^(\d+)C(\d+)(?:p(\d+))?$", re.IGNORECASE)
-_POOL = re.compile(r"^MP(\d+)$", re.IGNORECASE)
-_IMAGE = re.compile(r"^(\d+)x(\d+)x(\d+)$", re.IGNORECASE)
+# ASCII digits only: str.isdigit takes superscripts that int() refuses.
+_NUMBER = r"([0-9]+)"
+_CONV = re.compile(rf"{_NUMBER}C{_NUMBER}(?:p{_NUMBER})?", re.IGNORECASE)
+_POOL = re.compile(rf"MP{_NUMBER}", re.IGNORECASE)
+_IMAGE = re.compile(rf"{_NUMBER}x{_NUMBER}x{_NUMBER}", re.IGNORECASE)
+_DENSE = re.compile(_NUMBER)
 EXAMPLES = "784-1024-1024-1024-10 or 1x28x28-32C3-MP2-64C3-MP2-512-10"
 
 
@@ -125,6 +128,23 @@ class Network:
 
 def parse_network(arch: str) -> Network:
     """Parse an architecture string; one-line errors naming the token at fault."""
+    if len(arch) > 80:  # errors quote the string: a long one is shown by its start
+        shown = arch[:60] + "..."
+        try:
+            return _parse(arch)
+        except BchwError as exc:
+            raise BchwError(str(exc).replace(repr(arch), repr(shown))) from None
+    return _parse(arch)
+
+
+def _int(arch: str, digits: str) -> int:
+    """A number of the architecture string (no more than 9 digits: larger is no size)."""
+    if len(digits) > 9:
+        raise BchwError(f"architecture {arch!r}: the number {digits[:12]}... is too large")
+    return int(digits)
+
+
+def _parse(arch: str) -> Network:
     text = arch.replace(" ", "")
     tokens = text.split("-")
     if len(tokens) < 2 or not all(tokens):
@@ -142,9 +162,9 @@ def parse_network(arch: str) -> Network:
 
 
 def _parse_input(arch: str, token: str) -> tuple[int, ...]:
-    image = _IMAGE.match(token)
+    image = _IMAGE.fullmatch(token)
     if image:
-        shape = tuple(int(g) for g in image.groups())
+        shape = tuple(_int(arch, g) for g in image.groups())
         c, h, w = shape
         if not (1 <= c <= MAX_LAYER_WIDTH and 1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
             raise BchwError(
@@ -152,30 +172,31 @@ def _parse_input(arch: str, token: str) -> tuple[int, ...]:
                 f"and sides of 1..{MAX_SIDE}"
             )
         return shape
-    if token.isdigit():
-        features = int(token)
+    if _DENSE.fullmatch(token):
+        features = _int(arch, token)
         if not 1 <= features <= MAX_LAYER_WIDTH:
             raise BchwError(
                 f"architecture {arch!r}: input size {token} is outside 1..{MAX_LAYER_WIDTH}"
             )
         return (features,)
+    shown = token if len(token) <= 24 else token[:20] + "..."
     raise BchwError(
-        f"architecture {arch!r}: the input {token!r} is neither a size (784) nor CxHxW "
+        f"architecture {arch!r}: the input {shown!r} is neither a size (784) nor CxHxW "
         f"(1x28x28); examples: {EXAMPLES}"
     )
 
 
 def _parse_layer(arch: str, token: str) -> Layer:
-    if token.isdigit():
-        return Dense(int(token))
-    conv = _CONV.match(token)
+    if _DENSE.fullmatch(token):
+        return Dense(_int(arch, token))
+    conv = _CONV.fullmatch(token)
     if conv:
-        channels, kernel = int(conv.group(1)), int(conv.group(2))
+        channels, kernel = _int(arch, conv.group(1)), _int(arch, conv.group(2))
         if kernel % 2 == 0 or not 1 <= kernel <= MAX_KERNEL:
             raise BchwError(
                 f"architecture {arch!r}: {token}: the kernel size must be odd, 1..{MAX_KERNEL}"
             )
-        padding = (kernel - 1) // 2 if conv.group(3) is None else int(conv.group(3))
+        padding = (kernel - 1) // 2 if conv.group(3) is None else _int(arch, conv.group(3))
         if padding > (kernel - 1) // 2:
             raise BchwError(
                 f"architecture {arch!r}: {token}: padding {padding} exceeds "
@@ -183,11 +204,12 @@ def _parse_layer(arch: str, token: str) -> Layer:
                 "convolution's size"
             )
         return Conv(channels, kernel, padding)
-    pool = _POOL.match(token)
+    pool = _POOL.fullmatch(token)
     if pool:
-        return Pool(int(pool.group(1)))
+        return Pool(_int(arch, pool.group(1)))
+    shown = token if len(token) <= 24 else token[:20] + "..."
     raise BchwError(
-        f"architecture {arch!r}: {token!r} is not a layer: use N (dense), NCk (convolution, "
+        f"architecture {arch!r}: {shown!r} is not a layer: use N (dense), NCk (convolution, "
         "such as 32C3, or 32C5p0 without padding) or MPk (max pooling, such as MP2)"
     )
 

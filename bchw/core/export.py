@@ -36,6 +36,7 @@ CALIBRATION_SEED = 0
 MAX_SCALE_SHIFT = 30
 FRAC_SEARCH = range(-16, 33)
 CALIBRATION_VALUES = 1 << 18
+CALIBRATION_BATCH_VALUES = 1 << 23  # float64 activations per calibration batch (64 MiB a layer)
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,44 @@ def calibrate_formats(draft: ExportDraft) -> ExportDraft:
 @torch.no_grad()
 def float_activations(draft: ExportDraft) -> list[np.ndarray]:
     """Per layer, the float model's outputs on the calibration images (after ReLU on hidden
-    layers), in float64."""
+    layers), in float64. An MLP's come whole; a CNN's, whose feature maps would take tens of
+    GiB over 10,000 images, come in batches, each layer's kept at the evenly spaced positions
+    :func:`best_frac_bits` reads (the positions it would pick from the whole)."""
     model = copy.deepcopy(draft.float_model).double().eval()
     model.set_test_weights("binary")
-    x = torch.from_numpy(draft.calibration.astype(np.float64) * draft.input_scale)
-    return [out.numpy().copy() for out in model.stage_outputs(x)]
+    images = draft.calibration
+    scale = draft.input_scale
+    if model.network.is_mlp:
+        x = torch.from_numpy(images.astype(np.float64) * scale)
+        return [out.numpy().copy() for out in model.stage_outputs(x)]
+    per_image = [math.prod(shape) for shape in _weighted_output_shapes(model.network)]
+    n = len(images)
+    picks = [
+        np.linspace(0, n * v - 1, CALIBRATION_VALUES).astype(np.int64)
+        if n * v > CALIBRATION_VALUES
+        else np.arange(n * v)
+        for v in per_image
+    ]
+    kept: list[list[np.ndarray]] = [[] for _ in per_image]
+    batch = max(1, CALIBRATION_BATCH_VALUES // max(per_image))
+    for start in range(0, n, batch):
+        x = torch.from_numpy(images[start : start + batch].astype(np.float64) * scale)
+        for layer, (out, v, pick) in enumerate(
+            zip(model.stage_outputs(x), per_image, picks, strict=True)
+        ):
+            lo, hi = start * v, (start + len(x)) * v
+            inside = pick[(pick >= lo) & (pick < hi)] - lo
+            kept[layer].append(out.numpy().reshape(-1)[inside].copy())
+    return [np.concatenate(parts) for parts in kept]
+
+
+def _weighted_output_shapes(network) -> list[tuple[int, ...]]:
+    """The output shape of each convolution and dense layer (before any pooling after it)."""
+    return [
+        shape
+        for layer, shape in zip(network.layers, network.shapes()[1:], strict=True)
+        if not isinstance(layer, Pool)
+    ]
 
 
 def approximate_spt(values: np.ndarray, terms: int, min_exp: int) -> tuple[np.ndarray, np.ndarray]:

@@ -645,20 +645,17 @@ def _parse(data: bytes) -> IntegerModel:
         sha256=hashlib.sha256(data).hexdigest(),
         input_shape=input_shape,
     )
-    if version == 2 and model.is_mlp:
-        raise _Invalid("an MLP on a flat input is written as version 1, not 2")
     return model
 
 
 def _input_shape(inp: dict) -> tuple[int, ...]:
+    """Version 2's input: an image (a flat input is version 1's)."""
     shape = _get(inp, "shape", list, "input")
-    if len(shape) == 1 and type(shape[0]) is int and 1 <= shape[0] <= MAX_FEATURES:
-        return (shape[0],)
     ok = len(shape) == 3 and all(type(d) is int for d in shape)
     if not ok or not (1 <= shape[0] <= MAX_FEATURES and all(1 <= d <= MAX_SIDE for d in shape[1:])):
         raise _Invalid(
-            f"input: shape {shape} must be [features] (1..{MAX_FEATURES}) or [channels, height, "
-            f"width] (channels 1..{MAX_FEATURES}, sides 1..{MAX_SIDE})"
+            f"input: shape {str(shape)[:80]} must be [channels, height, width] (channels "
+            f"1..{MAX_FEATURES}, sides 1..{MAX_SIDE})"
         )
     return tuple(shape)
 

@@ -14,6 +14,7 @@ order (row by row, channels innermost).
 
 from __future__ import annotations
 
+import os
 import weakref
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from bchw.errors import BchwError
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
 CHUNK = 4096
-WINDOW_VALUES = 1 << 24  # im2col values per chunk of images (64 MiB in float32)
+CHUNK_BYTES = 1 << 27  # a CNN's widest step per chunk of images (128 MiB)
 
 _weight_cache: weakref.WeakKeyDictionary[IntegerLayer, np.ndarray] = weakref.WeakKeyDictionary()
 
@@ -207,17 +208,43 @@ def _conv_pool_float(
     return y, LayerSaturation(high, 0, int(acc.size))
 
 
+def image_bytes(model: IntegerModel) -> int:
+    """Bytes one image takes at the widest step of :func:`run`: a convolution's float32
+    windows and accumulators and the float64 requantization beside them, or a dense layer's."""
+    largest = 8 * model.input_size
+    for layer in model.layers:
+        if isinstance(layer, ConvLayer):
+            positions = layer.out_height * layer.out_width
+            need = positions * (4 * layer.in_features + 20 * layer.out_channels)
+        elif isinstance(layer, MaxPoolLayer):
+            need = 8 * layer.channels * layer.in_height * layer.in_width
+        else:
+            need = 8 * layer.in_features + 20 * layer.out_features
+        largest = max(largest, need)
+    return largest
+
+
 def chunk_images(model: IntegerModel) -> int:
-    """Images per chunk: a convolution's windows of one chunk stay near WINDOW_VALUES."""
-    largest = max(
-        (
-            layer.out_height * layer.out_width * layer.in_features
-            for layer in model.layers
-            if isinstance(layer, ConvLayer)
-        ),
-        default=0,
-    )
-    return max(1, min(CHUNK, WINDOW_VALUES // largest)) if largest else CHUNK
+    """Images per chunk: the widest step of a chunk stays near CHUNK_BYTES (the whole chunk of
+    an MLP's images)."""
+    if model.is_mlp:
+        return CHUNK
+    per_image = image_bytes(model)
+    memory = _physical_memory()
+    if memory and per_image > memory // 2:
+        raise BchwError(
+            f"one image of the model {model.arch()} takes {per_image / 2**30:,.1f} GiB in the "
+            f"reference, more than half this machine's {memory / 2**30:,.1f} GiB"
+        )
+    return max(1, min(CHUNK, CHUNK_BYTES // per_image))
+
+
+def _physical_memory() -> int:
+    """This machine's memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def argmax_lowest(scores: np.ndarray) -> np.ndarray:

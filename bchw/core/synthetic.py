@@ -10,6 +10,7 @@ import numpy as np
 
 from bchw.core.intmodel import MAX_SHIFT as MAX_REQUANT_SHIFT
 from bchw.core.intmodel import ConvLayer, IntegerLayer, IntegerModel, MaxPoolLayer
+from bchw.errors import BchwError
 
 
 def random_layer(n_in, n_out, in_bits, out_bits, last, seed, terms=2, max_shift=6):
@@ -75,6 +76,8 @@ def random_network(
     from bchw.core.arch import Conv, Dense, parse_network
 
     network = parse_network(arch)
+    if not 0 <= seed < 1 << 63:
+        raise BchwError(f"the seed must be a whole number from 0 to 2^63 - 1, got {seed}")
     out_bits = act_bits if out_bits is None else out_bits
     rng = np.random.default_rng(seed)
     probe = rng.integers(0, 1 << input_bits, size=(PROBE_IMAGES, network.input_features))

@@ -260,3 +260,15 @@ def test_commands_for_mlps_refuse_a_cnn_in_one_line(tmp_path):
         result = cli(command, str(path), "-o", str(tmp_path / command))
         assert_one_line_error(result, "handles MLP models only")
         assert not (tmp_path / command).exists()
+
+
+def test_demo_names_what_it_cannot_run(tmp_path):
+    result = cli(
+        "demo", "--dataset", "cifar10", "--data-dir", str(tmp_path), "-o", str(tmp_path / "d")
+    )
+    assert_one_line_error(result, "bchw ships no model for cifar10", "pass --model FILE")
+    cnn = tmp_path / "cnn.bchw"
+    assert cli("random", "1x8x8-4C3-MP2-10", "-o", str(cnn)).returncode == 0
+    result = cli("demo", "--model", str(cnn), "-o", str(tmp_path / "d"))
+    assert_one_line_error(result, "bchw demo handles MLP models only")
+    assert not (tmp_path / "d").exists()

@@ -58,13 +58,17 @@ def test_architectures_parse_to_their_shapes(arch, canonical, shapes):
         ("3x256x256-128C3-10", "more than 65536"),
         ("1x28x28", "needs an input and a class count"),
         ("1x28x28--10", "needs an input and a class count"),
+        ("784-10²", "'10²' is not a layer"),  # a superscript is a digit to str.isdigit
+        ("784-" + "9" * 5000 + "-10", "is too large"),
+        ("784-1000000000-10", "the number 1000000000... is too large"),
+        ("1x28x28-" + "x" * 300 + "-10", "'xxxxxxxxxxxxxxxxxxxx...' is not a layer"),
     ],
 )
 def test_bad_architectures_are_refused_in_one_line(arch, problem):
     with pytest.raises(BchwError) as info:
         parse_network(arch)
     assert problem in str(info.value)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
 
 
 def test_a_cnn_is_written_as_version_2_and_an_mlp_as_version_1():
@@ -198,7 +202,7 @@ def test_malformed_convolution_fields_are_refused(edit, problem):
     assert "\n" not in str(info.value)
 
 
-def test_an_mlp_in_version_2_is_refused():
+def test_a_flat_input_in_version_2_is_refused():
     mlp = intmodel.to_bytes(random_network("20-7-3", seed=1))
 
     def to_v2(header):
@@ -207,7 +211,7 @@ def test_an_mlp_in_version_2_is_refused():
         for layer in header["layers"]:
             layer["kind"] = "dense"
 
-    with pytest.raises(BchwError, match="written as version 1"):
+    with pytest.raises(BchwError, match=r"must be \[channels, height, width\]"):
         intmodel.from_bytes(rewrite(mlp, to_v2))
 
 
@@ -216,3 +220,15 @@ def test_commands_that_take_mlps_only_refuse_a_cnn_in_one_line(tmp_path):
 
     with pytest.raises(BchwError, match="MLP models only"):
         default_folding(random_network(CNN, seed=1))
+
+
+def test_the_reference_refuses_a_model_whose_one_image_exceeds_the_memory(monkeypatch):
+    model = random_network("1x12x12-16C3-MP2-10", seed=0)
+    monkeypatch.setattr(reference, "_physical_memory", lambda: reference.image_bytes(model))
+    with pytest.raises(BchwError, match="more than half this machine's"):
+        reference.run(model, np.zeros((1, 144), dtype=np.uint8))
+
+
+def test_random_refuses_a_negative_seed():
+    with pytest.raises(BchwError, match="seed must be a whole number"):
+        random_network("20-3", seed=-1)
