@@ -7,6 +7,7 @@ import argparse
 
 from bchw.cli.common import (
     EPILOG,
+    Progress,
     add_data_options,
     add_json,
     add_model_argument,
@@ -64,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
         from bchw.core.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(args.checkpoint)
-    report, result = evaluate(
-        model,
-        split,
-        dataset=dataset.name,
-        split_name=args.split,
-        checkpoint=checkpoint,
-    )
+    with Progress() as progress:
+        report, result = evaluate(
+            model,
+            split,
+            dataset=dataset.name,
+            split_name=args.split,
+            checkpoint=checkpoint,
+            progress=lambda done, total: progress.update("eval", done, total, "img"),
+        )
     if args.dump:
         write_dump(args.dump, model, result, split.labels)
     print(f"model     {args.model} (sha256 {model.sha256[:16]}...), {model.arch()}")

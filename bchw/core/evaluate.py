@@ -6,6 +6,7 @@ import io
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +67,12 @@ def evaluate(
     dataset: str,
     split_name: str,
     checkpoint: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[EvalReport, reference.ReferenceResult]:
-    """Run the reference on ``split``; with a checkpoint, the float model too."""
+    """Run the reference on ``split``; with a checkpoint, the float model too. ``progress``:
+    the reference's ``(done, total)`` images, after each chunk."""
     start = time.perf_counter()
-    result = reference.run(model, split.images)
+    result = reference.run(model, split.images, progress)
     seconds = time.perf_counter() - start
     floats: dict[str, float] = {}
     if checkpoint is not None:

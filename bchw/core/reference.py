@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -271,9 +272,12 @@ def check_images(model: IntegerModel, images: np.ndarray) -> np.ndarray:
     return images
 
 
-def run(model: IntegerModel, images: np.ndarray) -> ReferenceResult:
+def run(
+    model: IntegerModel, images: np.ndarray, progress: Callable[[int, int], None] | None = None
+) -> ReferenceResult:
     """Run ``images`` (``[N, input_size]`` unsigned integers, an image flattened row by row with
-    its channels innermost) through the integer model."""
+    its channels innermost) through the integer model. ``progress(done, total)`` is called
+    after each chunk of images (a large CNN takes minutes on a CPU)."""
     x_all = check_images(model, images)
     high = [0] * len(model.layers)
     low = [0] * len(model.layers)
@@ -304,6 +308,8 @@ def run(model: IntegerModel, images: np.ndarray) -> ReferenceResult:
             outputs[index] += counts.outputs
             index += 2 if pooled else 1
         scores.append(x.astype(np.int64))
+        if progress is not None:
+            progress(min(start + chunk, len(x_all)), len(x_all))
     all_scores = (
         np.concatenate(scores) if scores else np.zeros((0, model.num_classes), dtype=np.int64)
     )
