@@ -12,7 +12,7 @@ from importlib import resources
 from bchw.core import intmodel
 from bchw.errors import BchwError
 
-SHIPPED = ("digits", "mnist")
+SHIPPED = ("digits", "mnist", "mnist-cnn")
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,17 @@ class Recipe:
     seed: int
     threads: int  # torch threads: float training is bit for bit only at the same count
     machine: str  # the CPU kind it was trained on
+    dataset: str  # what it was trained on
 
 
 RECIPES = {
-    "digits": Recipe(epochs=100, seed=0, threads=2, machine="Intel x86-64 with AVX-512"),
-    "mnist": Recipe(epochs=250, seed=0, threads=2, machine="Intel x86-64 with AVX-512"),
+    "digits": Recipe(
+        epochs=100, seed=0, threads=2, machine="Intel x86-64 with AVX-512", dataset="digits"
+    ),
+    "mnist": Recipe(
+        epochs=250, seed=0, threads=2, machine="Intel x86-64 with AVX-512", dataset="mnist"
+    ),
+    "mnist-cnn": Recipe(epochs=40, seed=0, threads=1, machine="AMD EPYC (AVX2)", dataset="mnist"),
 }
 
 
@@ -37,7 +43,7 @@ def shipped_file(name: str) -> str:
 
 
 def load_shipped(name: str) -> intmodel.IntegerModel:
-    """The shipped model ``name`` (digits or mnist), read and validated."""
+    """The shipped model ``name`` (digits, mnist or mnist-cnn), read and validated."""
     if name not in SHIPPED:
         raise BchwError(f"no shipped model {name!r}: bchw ships {', '.join(SHIPPED)}")
     resource = resources.files(__name__).joinpath(f"{name}.bchw")

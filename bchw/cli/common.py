@@ -276,8 +276,8 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
-        help="integer model file written by bchw export, or digits or mnist for a shipped "
-        "model (where no file has that name)",
+        help="integer model file written by bchw export, or digits, mnist or mnist-cnn for a "
+        "shipped model (where no file has that name)",
     )
 
 

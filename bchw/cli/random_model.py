@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bchw.cli.common import EPILOG, add_json, emit_json, layer_lines, layer_summaries
+from bchw.cli.common import add_json, emit_json, layer_lines, layer_summaries
 from bchw.core.options import DEFAULT_ACT_BITS, DEFAULT_INPUT_BITS, DEFAULT_SCALE_TERMS
 
 
@@ -17,9 +17,9 @@ def add_parser(commands) -> None:
             "Write a valid integer model of the architecture ARCH with random +1/-1 weights "
             "and requantization constants set from the accumulators random pixels give (so "
             "that activations spread over their range, as a trained model's do). Its accuracy "
-            "means nothing; its arithmetic is as exact as a trained model's, so generate, "
-            "cosim and estimate size and verify hardware before any training. The same "
-            "arguments give the same file."
+            "means nothing; its arithmetic is as exact as a trained model's, so eval, generate, "
+            "cosim and estimate size and verify hardware before any training (generate, cosim "
+            "and estimate take MLPs so far). The same arguments give the same file."
         ),
         epilog=(
             "ARCH: the input (CxHxW for images, or a number of features), then layers joined "
@@ -27,7 +27,8 @@ def add_parser(commands) -> None:
             "padding that keeps the size; NCkpP pads P), MPk max pooling, N a dense layer; the "
             "class count last. Examples: 784-1024-1024-1024-10, "
             "1x28x28-32C3-MP2-64C3-MP2-512-10, "
-            "3x32x32-128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-1024-1024-10. " + EPILOG
+            "3x32x32-128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-1024-1024-10. Errors print "
+            "one line and exit with status 2 (set BCHW_DEBUG=1 for a traceback)."
         ),
     )
     parser.add_argument("arch", metavar="ARCH", help="the architecture (see below)")
