@@ -117,7 +117,8 @@ class Network:
 
     def sizes(self) -> list[int]:
         """An MLP's layer sizes, input first (``[784, 1024, 10]``)."""
-        assert self.is_mlp
+        if not self.is_mlp:
+            raise BchwError(f"the architecture {self.text()} is not an MLP: it has no sizes list")
         return [self.input_shape[0]] + [layer.units for layer in self.layers]  # type: ignore[union-attr]
 
     def text(self) -> str:

@@ -249,13 +249,20 @@ class BinaryConnectNet(nn.Module):
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of every weighted layer (after ReLU on hidden layers, before pooling),
         each flattened to ``[N, H*W*C]`` or ``[N, units]``, and the last one the scores."""
+        return self._run(x, collect=True)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, collect=False)[0]
+
+    def _run(self, x: torch.Tensor, collect: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The layers in order (for an MLP exactly the operations of earlier releases, so that
+        its training stays bit for bit); with ``collect``, each weighted layer's output too."""
         outputs = []
         last = len(self.linears) - 1
-        spatial = False
-        if self.network.is_image:
+        spatial = self.network.is_image and not isinstance(self.network.layers[0], Dense)
+        if spatial:  # rows, columns, channels innermost -> PyTorch's N, C, H, W
             c, h, w = self.network.input_shape
             x = x.reshape(x.shape[0], h, w, c).permute(0, 3, 1, 2)
-            spatial = True
         for kind, value in self._stages:
             if kind == "pool":
                 x = nn.functional.max_pool2d(x, value)
@@ -267,34 +274,9 @@ class BinaryConnectNet(nn.Module):
             x = norm(linear(x))
             if value != last:
                 x = torch.relu(x)
-            outputs.append(x.permute(0, 2, 3, 1).flatten(1) if spatial else x)
-        return outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.linears) - 1
-        if self.network.is_mlp:  # the MLP's own loop: its training stays bit for bit
-            for index, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
-                x = norm(linear(x))
-                if index != last:
-                    x = torch.relu(x)
-            return x
-        c, h, w = self.network.input_shape if self.network.is_image else (0, 0, 0)
-        spatial = False
-        if self.network.is_image and not isinstance(self.network.layers[0], Dense):
-            x = x.reshape(x.shape[0], h, w, c).permute(0, 3, 1, 2)
-            spatial = True
-        for kind, value in self._stages:
-            if kind == "pool":
-                x = nn.functional.max_pool2d(x, value)
-                continue
-            linear = self.linears[value]
-            if spatial and isinstance(linear, BinaryLinear):
-                x = x.permute(0, 2, 3, 1).flatten(1)
-                spatial = False
-            x = self.norms[value](linear(x))
-            if value != last:
-                x = torch.relu(x)
-        return x
+            if collect:
+                outputs.append(x.permute(0, 2, 3, 1).flatten(1) if spatial else x)
+        return x, outputs
 
     def set_test_weights(self, mode: TestWeights) -> None:
         """Evaluate with ``"binary"`` or ``"real"`` weights (stochastic models offer both)."""
