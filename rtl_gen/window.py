@@ -140,7 +140,9 @@ class SlidingWindow(wiring.Component):
         m.d.comb += [
             row.eq(out_y - p + ky),
             col.eq(out_x - p + kx),
-            inside.eq((row >= 0) & (row < h) & (col >= 0) & (col < w)),
+            # Without padding every window lies inside the image (and the test would be
+            # a constant comparison, which lint rightly flags).
+            inside.eq((row >= 0) & (row < h) & (col >= 0) & (col < w) if p else 1),
             rd.addr.eq(Mux(inside, read_base + col.as_unsigned(), 0)),
             rd.en.eq(1),
         ]
@@ -151,7 +153,12 @@ class SlidingWindow(wiring.Component):
                         value = rd.data[ch * self.bits : (ch + 1) * self.bits]
                         m.d.sync += window[position * c + ch].eq(Mux(got_pad, 0, value))
 
-        m.d.comb += self.o.payload.eq(window.as_value().word_select(beat, self.simd * self.bits))
+        # A case per beat, not word_select: a variable part-select multiplies its index.
+        word = self.simd * self.bits
+        with m.Switch(beat):
+            for b in range(self.beats):
+                with m.Default() if b == self.beats - 1 else m.Case(b):
+                    m.d.comb += self.o.payload.eq(window.as_value()[b * word : (b + 1) * word])
         image_done = Signal(name="image_done")
         with m.FSM(name="window_fsm"):
             with m.State("WAIT"):

@@ -86,3 +86,33 @@ def test_lint_checker_catches_a_defect(tmp_path):
     bad.write_text("module bad(input a, output y);\n  wire [-1:0] w;\n  assign y = a;\nendmodule\n")
     result = lint(bad, "bad")
     assert result.returncode != 0 and "ASCRANGE" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def cnn_verilog(tmp_path_factory):
+    """A small CNN top (windows, conv engines, gathers, pooling, flatten, dense) as Verilog."""
+    from amaranth.back import verilog
+
+    from bchw.core.synthetic import random_network
+    from rtl_gen.cnn import ConvNetwork
+    from rtl_gen.plan import LayerFolding
+
+    model = random_network("2x7x6-3C3-MP2-4C1-5-3", seed=5, act_bits=4)
+    folding = [LayerFolding(pe, simd) for pe, simd in [(2, 5), (4, 3), (5, 12), (1, 5)]]
+    path = tmp_path_factory.mktemp("cnn") / "cnn.v"
+    path.write_text(verilog.convert(ConvNetwork(model, folding), name=TOP_NAME, emit_src=False))
+    return path
+
+
+@pytest.mark.parametrize("flow", sorted(FLOWS))
+def test_no_multiplier_in_a_cnn(cnn_verilog, flow):
+    """The sliding window counts its addresses, the pooling compares: no multiplier anywhere."""
+    stat = synthesize(cnn_verilog, TOP_NAME, flow)
+    for cell in MULTIPLIER_CELLS[flow]:
+        assert cell not in stat, f"{cell} in the {flow} netlist of the CNN"
+
+
+def test_lint_clean_cnn(cnn_verilog):
+    result = lint(cnn_verilog, TOP_NAME)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "%Warning" not in result.stderr + result.stdout
