@@ -33,10 +33,11 @@ class SlidingWindow(wiring.Component):
     A line buffer of ``k + 1`` rows of pixels (one memory, one write and one read port) holds
     the rows the current windows need and the row being written, so the input runs up to one
     row ahead of the windows. Each window is read pixel by pixel (``k * k`` reads, zero where
-    the window leaves the image: the padding costs no memory), then sent as
-    ``ceil(k * k * channels / simd)`` beats of ``simd`` values, the last padded with zeros.
-    Input and output proceed at once; a new image's rows enter as soon as the previous image's
-    windows no longer need the rows they overwrite.
+    the window leaves the image: the padding costs no memory) into one of two window
+    registers, and sent from the other as ``ceil(k * k * channels / simd)`` beats of ``simd``
+    values, the last padded with zeros: a window every ``max(k * k + 2, beats)`` cycles when
+    nothing stalls. Input and output proceed at once; a new image's rows enter as soon as the
+    windows still to be read no longer need the rows they overwrite.
 
     Ports
     -----
@@ -125,11 +126,17 @@ class SlidingWindow(wiring.Component):
         # Address of the start of input row out_y's slot (row out_y of the output image).
         out_base = Signal(range(max(2, depth)), name="out_base")
         read_base = Signal(range(max(2, depth)), name="read_base")  # slot of row out_y - p + ky
-        window = Signal(data.ArrayLayout(unsigned(self.bits), self.beats * self.simd))
+        # Two window registers: the reader fills one while the sender drains the other.
+        banks = [
+            Signal(data.ArrayLayout(unsigned(self.bits), self.beats * self.simd), name=f"bank{i}")
+            for i in (0, 1)
+        ]
+        full = [Signal(name=f"full{i}") for i in (0, 1)]
+        fill, drain = Signal(name="fill"), Signal(name="drain")
         ky = Signal(range(max(2, k)), name="ky")
         kx = Signal(range(max(2, k)), name="kx")
         index = Signal(range(max(2, k * k)), name="index")  # ky * k + kx, counted (no multiplier)
-        got = Signal(name="got")  # last cycle's read lands in the window now
+        got = Signal(name="got")  # last cycle's read lands in the filling bank now
         got_index = Signal(range(max(2, k * k)), name="got_index")
         got_pad = Signal(name="got_pad")
         beat = Signal(range(max(2, self.beats)), name="beat")
@@ -150,19 +157,38 @@ class SlidingWindow(wiring.Component):
             for position in range(k * k):
                 with m.If(got_index == position):
                     for ch in range(c):
-                        value = rd.data[ch * self.bits : (ch + 1) * self.bits]
-                        m.d.sync += window[position * c + ch].eq(Mux(got_pad, 0, value))
+                        value = Mux(got_pad, 0, rd.data[ch * self.bits : (ch + 1) * self.bits])
+                        for i in (0, 1):
+                            with m.If(fill == i):
+                                m.d.sync += banks[i][position * c + ch].eq(value)
 
-        # A case per beat, not word_select: a variable part-select multiplies its index.
+        # -- the sender: the draining bank's beats. A case per beat, not word_select: a
+        # variable part-select multiplies its index.
         word = self.simd * self.bits
         with m.Switch(beat):
             for b in range(self.beats):
                 with m.Default() if b == self.beats - 1 else m.Case(b):
-                    m.d.comb += self.o.payload.eq(window.as_value()[b * word : (b + 1) * word])
+                    m.d.comb += self.o.payload.eq(
+                        Mux(drain, banks[1].as_value(), banks[0].as_value())[
+                            b * word : (b + 1) * word
+                        ]
+                    )
+        m.d.comb += self.o.valid.eq(Mux(drain, full[1], full[0]))
+        sent = Signal(name="sent")  # the draining bank's last beat leaves
+        m.d.comb += sent.eq(self.o.valid & self.o.ready & (beat == self.beats - 1))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += beat.eq(Mux(beat == self.beats - 1, 0, beat + 1))
+        with m.If(sent):
+            m.d.sync += drain.eq(~drain)
+
+        # -- the reader: window (out_y, out_x) from the line buffer into the filling bank.
         image_done = Signal(name="image_done")
+        read_done = Signal(name="read_done")  # the filling bank's last value lands now
+        fill_free = Signal(name="fill_free")
+        m.d.comb += fill_free.eq(~Mux(fill, full[1], full[0]))
         with m.FSM(name="window_fsm"):
             with m.State("WAIT"):
-                with m.If(window_there):
+                with m.If(window_there & fill_free):
                     # Row out_y - p's slot: p slots back (mod the buffer), may be padding.
                     m.d.sync += [
                         ky.eq(0),
@@ -186,24 +212,30 @@ class SlidingWindow(wiring.Component):
                         m.d.sync += ky.eq(ky + 1)
                 with m.Else():
                     m.d.sync += kx.eq(kx + 1)
-            with m.State("LAST"):  # the last read lands in the window this cycle
-                m.d.sync += got.eq(0)
-                m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += self.o.valid.eq(1)
-                with m.If(self.o.ready):
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == self.beats - 1):
-                        m.d.sync += [beat.eq(0), out_x.eq(Mux(out_x == wo - 1, 0, out_x + 1))]
-                        m.next = "WAIT"
-                        with m.If(out_x == wo - 1):
-                            m.d.sync += out_y.eq(Mux(out_y == ho - 1, 0, out_y + 1))
-                            with m.If(out_y == ho - 1):
-                                # The next image's row 0 follows this image's row h - 1.
-                                m.d.comb += image_done.eq(1)
-                                m.d.sync += out_base.eq(wrap(out_base, ((h - ho + 1) % rows) * w))
-                            with m.Else():
-                                m.d.sync += out_base.eq(wrap(out_base, w))
+            with m.State("LAST"):  # the last read lands in the bank this cycle
+                m.d.comb += read_done.eq(1)
+                m.d.sync += [
+                    got.eq(0),
+                    fill.eq(~fill),
+                    out_x.eq(Mux(out_x == wo - 1, 0, out_x + 1)),
+                ]
+                m.next = "WAIT"
+                with m.If(out_x == wo - 1):
+                    m.d.sync += out_y.eq(Mux(out_y == ho - 1, 0, out_y + 1))
+                    with m.If(out_y == ho - 1):
+                        # The next image's row 0 follows this image's row h - 1.
+                        m.d.comb += image_done.eq(1)
+                        m.d.sync += out_base.eq(wrap(out_base, ((h - ho + 1) % rows) * w))
+                    with m.Else():
+                        m.d.sync += out_base.eq(wrap(out_base, w))
+        for i in (
+            0,
+            1,
+        ):  # a bank fills when its last value lands, empties when its last beat leaves
+            with m.If(read_done & (fill == i)):
+                m.d.sync += full[i].eq(1)
+            with m.If(sent & (drain == i)):
+                m.d.sync += full[i].eq(0)
         # The input's row counter relative to the output image: +1 per row in, -h per image out.
         m.d.sync += ahead.eq(ahead + row_done - Mux(image_done, h, 0))
         return m
