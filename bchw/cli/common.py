@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV
+from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV, ExportOptions
 from bchw.errors import BchwError
 from rtl_gen import ADDER_TREES, DEFAULT_PIPELINE_EVERY, DEFAULT_SYNAPSES_PER_CYCLE
 
@@ -128,6 +128,45 @@ def add_data_options(
     )
 
 
+def add_width_options(parser: argparse.ArgumentParser) -> None:
+    """The integer model's widths: ``--act-bits``, ``--out-bits``, ``--input-bits`` and
+    ``--scale-terms`` (bchw export, bchw random)."""
+    defaults = ExportOptions()
+    parser.add_argument(
+        "--act-bits",
+        type=int,
+        default=defaults.act_bits,
+        help="bits of hidden activations, unsigned after ReLU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out-bits", type=int, help="bits of the signed output scores (default: --act-bits)"
+    )
+    parser.add_argument(
+        "--input-bits",
+        type=int,
+        default=defaults.input_bits,
+        help="bits of the unsigned input pixels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scale-terms",
+        "-K",
+        type=int,
+        default=defaults.scale_terms,
+        help="signed powers of two per neuron's or channel's scale (default: %(default)s)",
+    )
+
+
+def width_options(args: argparse.Namespace, **more: Any) -> ExportOptions:
+    """The :class:`ExportOptions` of :func:`add_width_options`' arguments (and ``more``)."""
+    return ExportOptions(
+        act_bits=args.act_bits,
+        out_bits=args.out_bits,
+        input_bits=args.input_bits,
+        scale_terms=args.scale_terms,
+        **more,
+    )
+
+
 def add_folding_options(parser: argparse.ArgumentParser) -> None:
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--unroll", action="store_true", help="fully unroll every layer")
@@ -218,24 +257,38 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 def layer_lines(model) -> list[str]:
     """A table of the model's layers: shapes, widths, requantization (bchw export, random)."""
-    lines = ["layer  kind         in -> out                input  acc  requant   R  output"]
+    lines = ["layer  kind          in -> out                input  acc  requant   R  output"]
     shape = model.input_shape
     for index, layer in enumerate(model.layers):
         shapes = f"{_shape_text(shape)} -> {_shape_text(layer.output_shape)}"
+        kind = f"{layer.kind} {layer.token()}" if layer.kind == "conv" else layer.kind
         if layer.kind == "maxpool":
             lines.append(
-                f"{index:>5}  {layer.token():<11}  {shapes:<23}  u{layer.input_bits:<4}"
+                f"{index:>5}  {kind:<12}  {shapes:<23}  u{layer.input_bits:<4}"
                 f"{'':>23}u{layer.output_bits} (max of {layer.size}x{layer.size})"
             )
         else:
-            kind = "signed" if layer.output_signed else "relu"
+            sign = "signed" if layer.output_signed else "relu"
             lines.append(
-                f"{index:>5}  {layer.token():<11}  {shapes:<23}  u{layer.input_bits:<4}"
+                f"{index:>5}  {kind:<12}  {shapes:<23}  u{layer.input_bits:<4}"
                 f"{layer.acc_bits:>4}  {layer.requant_bits:>7}  {layer.requant_shift:>2}  "
-                f"{kind} {layer.output_bits} bits, {layer.output_frac_bits} fractional"
+                f"{sign} {layer.output_bits} bits, {layer.output_frac_bits} fractional"
             )
         shape = layer.output_shape
     return lines
+
+
+def save_and_describe(args: argparse.Namespace, model, output: Path, what: str) -> None:
+    """Write ``model`` to ``output``, print its hash and layer table, and the ``--json``
+    summary (bchw export, bchw random)."""
+    from bchw.core import intmodel
+
+    digest = intmodel.save(model, output)
+    print(f"{what} {output} (sha256 {digest}), {model.arch()}")
+    for line in layer_lines(model):
+        print(line)
+    summary = {"model": str(output), "sha256": digest, "arch": model.arch()}
+    emit_json(args, {**summary, "layers": layer_summaries(model)})
 
 
 def layer_summaries(model) -> list[dict[str, Any]]:

@@ -8,12 +8,12 @@ from bchw.cli.common import (
     EPILOG,
     add_data_options,
     add_json,
+    add_width_options,
     checkpoint_dataset,
-    emit_json,
     int_list,
-    layer_lines,
-    layer_summaries,
     positive_int,
+    save_and_describe,
+    width_options,
 )
 from bchw.core.options import ExportOptions
 
@@ -41,28 +41,7 @@ def add_parser(commands) -> None:
         metavar="FILE",
         help="integer model file to write (conventionally *.bchw)",
     )
-    parser.add_argument(
-        "--act-bits",
-        type=int,
-        default=defaults.act_bits,
-        help="bits of hidden activations, unsigned after ReLU (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out-bits", type=int, help="bits of the signed output scores (default: --act-bits)"
-    )
-    parser.add_argument(
-        "--input-bits",
-        type=int,
-        default=defaults.input_bits,
-        help="bits of the unsigned input pixels (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--scale-terms",
-        "-K",
-        type=int,
-        default=defaults.scale_terms,
-        help="signed powers of two per neuron scale (default: %(default)s)",
-    )
+    add_width_options(parser)
     parser.add_argument(
         "--frac-bits",
         type=int_list,
@@ -84,20 +63,14 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bchw.core import intmodel
     from bchw.core.checkpoint import load_checkpoint
     from bchw.core.export import export_checkpoint
     from bchw.outputs import check_output_file
 
     output = check_output_file(args.output)
     checkpoint = load_checkpoint(args.checkpoint)
-    options = ExportOptions(
-        act_bits=args.act_bits,
-        out_bits=args.out_bits,
-        input_bits=args.input_bits,
-        scale_terms=args.scale_terms,
-        frac_bits=args.frac_bits,
-        calibration_images=args.calibration_images,
+    options = width_options(
+        args, frac_bits=args.frac_bits, calibration_images=args.calibration_images
     )
     options.check(len(checkpoint.model.linears))
     if args.frac_bits is not None and args.dataset is None:
@@ -107,17 +80,5 @@ def run(args: argparse.Namespace) -> int:
         dataset = checkpoint_dataset(args, checkpoint, args.checkpoint)
         calibration = dataset.train.images
     model = export_checkpoint(checkpoint, calibration, options)
-    digest = intmodel.save(model, output)
-    print(f"integer model {output} (sha256 {digest})")
-    for line in layer_lines(model):
-        print(line)
-    emit_json(
-        args,
-        {
-            "model": str(output),
-            "sha256": digest,
-            "arch": model.arch(),
-            "layers": layer_summaries(model),
-        },
-    )
+    save_and_describe(args, model, output, "integer model")
     return 0

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from bchw.cli.common import add_json, emit_json, layer_lines, layer_summaries
-from bchw.core.options import DEFAULT_ACT_BITS, DEFAULT_INPUT_BITS, DEFAULT_SCALE_TERMS
+from bchw.cli.common import (
+    add_json,
+    add_width_options,
+    save_and_describe,
+    width_options,
+)
 
 
 def add_parser(commands) -> None:
@@ -36,48 +40,20 @@ def add_parser(commands) -> None:
         "--output", "-o", required=True, metavar="FILE", help="integer model file to write"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--input-bits",
-        type=int,
-        default=DEFAULT_INPUT_BITS,
-        help="bits of the unsigned input pixels (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--act-bits",
-        type=int,
-        default=DEFAULT_ACT_BITS,
-        help="bits of hidden activations, unsigned after ReLU (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out-bits", type=int, help="bits of the signed output scores (default: --act-bits)"
-    )
-    parser.add_argument(
-        "--scale-terms",
-        "-K",
-        type=int,
-        default=DEFAULT_SCALE_TERMS,
-        help="signed powers of two per channel scale (default: %(default)s)",
-    )
+    add_width_options(parser)
     add_json(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bchw import __version__
-    from bchw.core import intmodel
     from bchw.core.arch import parse_network
-    from bchw.core.options import ExportOptions
     from bchw.core.synthetic import random_network
     from bchw.outputs import check_output_file
 
     output = check_output_file(args.output)
     network = parse_network(args.arch)
-    options = ExportOptions(
-        act_bits=args.act_bits,
-        out_bits=args.out_bits,
-        input_bits=args.input_bits,
-        scale_terms=args.scale_terms,
-    )
+    options = width_options(args)
     options.check(1)
     provenance = {
         "bchw_version": __version__,
@@ -99,17 +75,5 @@ def run(args: argparse.Namespace) -> int:
         scale_terms=options.scale_terms,
         provenance=provenance,
     )
-    digest = intmodel.save(model, output)
-    print(f"random integer model {output} (sha256 {digest}), {model.arch()}")
-    for line in layer_lines(model):
-        print(line)
-    emit_json(
-        args,
-        {
-            "model": str(output),
-            "sha256": digest,
-            "arch": model.arch(),
-            "layers": layer_summaries(model),
-        },
-    )
+    save_and_describe(args, model, output, "random integer model")
     return 0

@@ -36,6 +36,32 @@ def _layer_inputs(model, images):
     return inputs
 
 
+def assert_within_the_bound(layer, linear, norm, acc, h, s_in, where):
+    """docs/integer-model.md's bound between the integer layer's ``v`` (and ``y``) and the
+    float layer's output ``h`` on the same inputs, in output units, for every output; returns
+    the integer outputs ``y``."""
+    out_unit = 2.0**layer.output_frac_bits
+    big_h = h * out_unit
+    gain = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach().numpy()
+    center = ((norm.running_mean - linear.bias) / s_in).detach().numpy()
+    exact_scale = gain * s_in * out_unit
+    approx_scale = (layer.scale_sign * np.ldexp(1.0, layer.scale_shift - layer.requant_shift)).sum(
+        1
+    )
+    v = reference.requantize(layer, acc)
+    bound = (
+        0.5
+        + np.abs(exact_scale - approx_scale) * np.abs(acc - center)
+        + 2.0 ** -(layer.requant_shift + 1)
+    )
+    float_error = 1e-9 * (1 + np.abs(big_h))  # float64 evaluation of H, not of the model
+    assert np.all(np.abs(v - big_h) <= bound + float_error), where
+    lo, hi = output_range(layer.output_bits, layer.output_signed)
+    y, _ = reference.saturate(layer, v)
+    assert np.all(np.abs(y - np.clip(big_h, lo, hi)) <= bound + float_error), where
+    return y
+
+
 @pytest.mark.parametrize("scale_terms", [1, 2, 3])
 def test_integer_layers_agree_with_float_layers_within_the_derived_bound(
     short_checkpoint, digits, scale_terms
@@ -55,28 +81,10 @@ def test_integer_layers_agree_with_float_layers_within_the_derived_bound(
         zip(model.layers, _layer_inputs(model, images), strict=True)
     ):
         linear, norm = float_model.linears[index], float_model.norms[index]
-        out_unit = 2.0**layer.output_frac_bits
         with torch.no_grad():
             h = norm(linear(torch.from_numpy(x.astype(np.float64) * s_in))).numpy()
-        big_h = h * out_unit
-        gain = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach().numpy()
-        center = ((norm.running_mean - linear.bias) / s_in).detach().numpy()
-        exact_scale = gain * s_in * out_unit
-        approx_scale = (
-            layer.scale_sign * np.ldexp(1.0, layer.scale_shift - layer.requant_shift)
-        ).sum(1)
         acc = reference.accumulate(layer, x)
-        v = reference.requantize(layer, acc)
-        bound = (
-            0.5
-            + np.abs(exact_scale - approx_scale) * np.abs(acc - center)
-            + 2.0 ** -(layer.requant_shift + 1)
-        )
-        float_error = 1e-9 * (1 + np.abs(big_h))  # float64 evaluation of H, not of the model
-        assert np.all(np.abs(v - big_h) <= bound + float_error), f"layer {index}"
-        lo, hi = output_range(layer.output_bits, layer.output_signed)
-        y, _ = reference.saturate(layer, v)
-        assert np.all(np.abs(y - np.clip(big_h, lo, hi)) <= bound + float_error)
+        assert_within_the_bound(layer, linear, norm, acc, h, s_in, f"layer {index}")
         s_in = 2.0**-layer.output_frac_bits
 
 
@@ -229,23 +237,7 @@ def test_cnn_layers_agree_with_float_layers_within_the_derived_bound(cnn_checkpo
                 flat = x.reshape(len(x), -1)
                 h = norm(linear(torch.from_numpy(flat.astype(np.float64) * s_in))).numpy()
                 acc = reference.accumulate(layer, flat)
-        out_unit = 2.0**layer.output_frac_bits
-        big_h = h * out_unit
-        gain = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach().numpy()
-        center = ((norm.running_mean - linear.bias) / s_in).detach().numpy()
-        exact_scale = gain * s_in * out_unit
-        approx_scale = (
-            layer.scale_sign * np.ldexp(1.0, layer.scale_shift - layer.requant_shift)
-        ).sum(1)
-        v = reference.requantize(layer, acc)
-        bound = (
-            0.5
-            + np.abs(exact_scale - approx_scale) * np.abs(acc - center)
-            + 2.0 ** -(layer.requant_shift + 1)
-        )
-        float_error = 1e-9 * (1 + np.abs(big_h))
-        assert np.all(np.abs(v - big_h) <= bound + float_error), f"layer {index}"
-        x, _ = reference.saturate(layer, v)
+        x = assert_within_the_bound(layer, linear, norm, acc, h, s_in, f"layer {index}")
         s_in = 2.0**-layer.output_frac_bits
     assert np.array_equal(x, reference.run(model, digits.test.images).scores)
 
