@@ -36,8 +36,8 @@ class SlidingWindow(wiring.Component):
     the window leaves the image: the padding costs no memory) into one of two window
     registers, and sent from the other as ``ceil(k * k * channels / simd)`` beats of ``simd``
     values, the last padded with zeros: a window every ``max(k * k + 2, beats)`` cycles when
-    nothing stalls. Input and output proceed at once; a new image's rows enter as soon as the
-    windows still to be read no longer need the rows they overwrite.
+    its pixels are there and nothing stalls. Input and output proceed at once; a new image's
+    rows enter as soon as the windows still to be read no longer need the rows they overwrite.
 
     Ports
     -----

@@ -265,7 +265,7 @@ def layer_lines(model) -> list[str]:
         if layer.kind == "maxpool":
             lines.append(
                 f"{index:>5}  {kind:<12}  {shapes:<23}  u{layer.input_bits:<4}"
-                f"{'':>23}u{layer.output_bits} (max of {layer.size}x{layer.size})"
+                f"{'':>19}u{layer.output_bits} (max of {layer.size}x{layer.size})"
             )
         else:
             sign = "signed" if layer.output_signed else "relu"

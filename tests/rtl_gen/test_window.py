@@ -42,6 +42,7 @@ def pixel_beats(images):
         (1, 3, 3, 3, 1, 1),  # one value per beat, image as small as the kernel
         (4, 5, 9, 3, 0, 36),  # a whole window per beat
         (1, 9, 5, 5, 1, 3),  # padding below the size-keeping one
+        (8, 4, 5, 3, 1, 2),  # 36 beats: the reader waits for a free window register
     ],
 )
 def test_sliding_window_gives_every_window_in_order(
@@ -52,8 +53,13 @@ def test_sliding_window_gives_every_window_in_order(
     dut = SlidingWindow(channels, height, width, kernel, padding, bits=5, simd=simd)
     windows = expected_windows(images, kernel, padding)
     expected = beats_of(windows, simd, fill=0)
-    outs, _, _ = simulate(dut, pixel_beats(images), len(expected), gap=gap, stall=stall)
+    outs, out_cycles, _ = simulate(dut, pixel_beats(images), len(expected), gap=gap, stall=stall)
     assert [[int(v) for v in beat] for beat in outs] == expected
+    if gap == 0 and stall == 0:
+        # docs/hardware.md: a window every max(k*k + 2, beats) cycles once its pixels are there
+        # (longer only where it waits for the input, at most one pixel per cycle here).
+        starts = np.diff(out_cycles[:: dut.beats])
+        assert min(starts.tolist()) == max(kernel * kernel + 2, dut.beats)
 
 
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)
