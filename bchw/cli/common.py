@@ -377,19 +377,7 @@ def checkpoint_dataset(args: argparse.Namespace, checkpoint, checkpoint_path):
         f"the checkpoint {checkpoint_path}",
         checkpoint.dataset_sha256,
     )
-    network = checkpoint.model.network
-    if network.is_image and dataset.chw != network.input_shape:
-        held = "x".join(map(str, dataset.chw)) if dataset.chw else "flat vectors"
-        raise BchwError(
-            f"{dataset.name} images are {held} but the checkpoint takes "
-            f"{'x'.join(map(str, network.input_shape))} images (channels x height x width)"
-        )
-    inputs = network.input_features
-    if dataset.num_features != inputs:
-        raise BchwError(
-            f"{dataset.name} images have {dataset.num_features} pixels but the checkpoint "
-            f"takes {inputs} inputs"
-        )
+    dataset.check_input(checkpoint.model.network.input_shape, "the checkpoint")
     dataset.check_pixel_scale(checkpoint.pixel_max, "the checkpoint")
     return dataset
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bchw.core.machine import physical_memory
 from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV, FOLDER_DATASETS
 from bchw.errors import BchwError
 
@@ -113,20 +115,7 @@ class Dataset:
 
     def check_model(self, model) -> None:
         """Refuse, in one line, images or labels that an integer model cannot take."""
-        if len(model.input_shape) == 3 and self.chw != model.input_shape:
-            held = (
-                "x".join(map(str, self.chw)) if self.chw else f"flat vectors of {self.num_features}"
-            )
-            raise BchwError(
-                f"{self.name} images are {held} (channels x height x width) but the model "
-                f"takes {'x'.join(map(str, model.input_shape))} images"
-            )
-        if self.num_features != model.input_size:
-            shape = "x".join(map(str, self.image_shape)) or str(self.num_features)
-            raise BchwError(
-                f"{self.name} images have {self.num_features} pixels ({shape}) but the model "
-                f"takes {model.input_size} inputs"
-            )
+        self.check_input(model.input_shape, "the model")
         top = (1 << model.input_bits) - 1
         if self.pixel_max > top:
             raise BchwError(
@@ -140,6 +129,29 @@ class Dataset:
             )
         if model.provenance.get("dataset"):  # a trained model: its data had a pixel scale
             self.check_pixel_scale(1 / model.input_scale, "the model")
+
+    def check_input(self, shape: tuple[int, ...], owner: str) -> None:
+        """Refuse, in one line, images that do not fit ``owner``'s input (a network, a model,
+        a checkpoint): ``shape`` is ``(C, H, W)`` for images or ``(features,)``."""
+        wanted = "x".join(map(str, shape))
+        if len(shape) == 3:
+            if self.chw is None:
+                raise BchwError(
+                    f"{owner} takes {wanted} images, but {self.name} holds flat vectors of "
+                    f"{self.num_features} values: give an archive of N x H x W (x C) images"
+                )
+            if self.chw != shape:
+                raise BchwError(
+                    f"{owner} takes {wanted} images but {self.name} images are "
+                    f"{'x'.join(map(str, self.chw))} (channels x height x width)"
+                )
+        features = math.prod(shape)
+        if self.num_features != features:
+            held = "x".join(map(str, self.image_shape)) or str(self.num_features)
+            raise BchwError(
+                f"{self.name} images have {self.num_features} pixels ({held}) but {owner} "
+                f"takes {features} inputs"
+            )
 
     def check_pixel_scale(self, trained_pixel_max: float, owner: str) -> None:
         """Refuse pixels on another scale than ``owner`` was trained on (pixels of 0 up to
@@ -581,7 +593,7 @@ def _read_archive(path: Path, raw: bytes) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             needed = sum(_check_member(path, archive, info) for info in archive.infolist())
-        memory = _physical_memory()
+        memory = physical_memory()
         if memory and needed > memory:  # a compressed archive can promise anything
             raise BchwError(
                 f"{path}: its arrays take {needed / 2**30:,.1f} GiB, more than this machine's "
@@ -599,14 +611,6 @@ def _read_archive(path: Path, raw: bytes) -> dict[str, np.ndarray]:
             reason = "it holds Python objects, not plain arrays"
         raise BchwError(f"{path} is not a readable .npz archive ({reason})") from None
     return arrays  # every member is .npy data (_check_member), so every value an array
-
-
-def _physical_memory() -> int:
-    """This machine's memory in bytes (0 where the system does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 0
 
 
 def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:

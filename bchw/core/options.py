@@ -133,32 +133,13 @@ class TrainConfig:
             raise BchwError("batch-norm momentum must lie in (0, 1] and epsilon be positive")
         arch = self.resolved_arch(dataset)
         network = parse_network(arch)
-        if network.is_image:
-            if dataset.chw is None:
-                raise BchwError(
-                    f"architecture {arch} takes images, but {dataset.name} holds flat vectors "
-                    f"of {dataset.num_features} values: give an archive of N x H x W (x C) images"
-                )
-            if network.input_shape != dataset.chw:
-                raise BchwError(
-                    f"architecture {arch} takes {_shape(network.input_shape)} images but "
-                    f"{dataset.name} images are {_shape(dataset.chw)} (channels x height x width)"
-                )
-        elif network.input_features != dataset.num_features:
-            raise BchwError(
-                f"architecture {arch} takes {network.input_features} inputs but {dataset.name} "
-                f"images have {dataset.num_features} pixels"
-            )
+        dataset.check_input(network.input_shape, f"architecture {arch}")
         if network.num_classes != dataset.num_classes:
             raise BchwError(
                 f"architecture {arch} ends in {network.num_classes} outputs but {dataset.name} "
                 f"has {dataset.num_classes} classes"
             )
         return network
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
 
 
 @dataclass(frozen=True)

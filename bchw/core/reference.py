@@ -14,7 +14,6 @@ order (row by row, channels innermost).
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bchw.core.intmodel import ConvLayer, IntegerLayer, IntegerModel, MaxPoolLayer, output_range
+from bchw.core.machine import physical_memory
 from bchw.errors import BchwError
 
 FLOAT32_EXACT = 1 << 24
@@ -139,30 +139,77 @@ def layer_forward(layer, x: np.ndarray) -> tuple[np.ndarray, LayerSaturation]:
     return saturate(layer, requantize(layer, accumulate(layer, x)))
 
 
-def _forward_float(
-    layer, x: np.ndarray, acc: np.ndarray | None = None
-) -> tuple[np.ndarray, LayerSaturation]:
+@dataclass(frozen=True)
+class _RequantConstants:
+    """A layer's requantization constants for the float path, computed once per layer (the
+    exact Python-integer arithmetic behind them is slow to repeat for every chunk)."""
+
+    exact: bool  # every intermediate value an integer below 2^53: float64 computes it exactly
+    gain: np.ndarray  # float64 [out]: sum_k s_k 2^h_k
+    base: np.ndarray  # float64 [out]: offset + rounding
+    signs: np.ndarray  # float64 [out]: -1 where the gain is negative, else +1
+    limits: np.ndarray  # float64 [out]: v > max exactly where acc * sign >= limit
+
+
+_constant_cache: weakref.WeakKeyDictionary[IntegerLayer, _RequantConstants] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _constants(layer: IntegerLayer) -> _RequantConstants:
+    cached = _constant_cache.get(layer)
+    if cached is None:
+        gains = layer.gains()
+        bases = (layer.offset + layer.rounding).tolist()
+        hi = output_range(layer.output_bits, layer.output_signed)[1]
+        bound = layer.acc_bound
+        limits = []
+        for g, base in zip(gains, bases, strict=True):
+            c = ((hi + 1) << layer.requant_shift) - base  # v > hi  <=>  acc * g >= c
+            if g > 0:
+                limit = -(-c // g)  # acc >= ceil(c / g)
+            elif g < 0:
+                limit = -(c // g)  # acc <= floor(c / g)  <=>  -acc >= -floor(c / g)
+            else:
+                limit = -bound if c <= 0 else bound + 1  # always or never
+            limits.append(min(max(limit, -bound - 1), bound + 1))
+        cached = _RequantConstants(
+            exact=layer.partial_sum_bound() < FLOAT64_EXACT,
+            gain=np.array([float(g) for g in gains]),
+            base=np.array([float(b) for b in bases]),
+            signs=np.array([-1.0 if g < 0 else 1.0 for g in gains]),
+            limits=np.array([float(v) for v in limits]),
+        )
+        _constant_cache[layer] = cached
+    return cached
+
+
+def _forward_float(layer, x: np.ndarray) -> tuple[np.ndarray, LayerSaturation]:
     """:func:`layer_forward` on activations held as floats (exact integers), the fast path of
-    :func:`run`: one conversion per layer instead of one per step. ``acc``: the accumulators,
-    when the caller has them."""
+    :func:`run`: one conversion per layer instead of one per step."""
     if isinstance(layer, MaxPoolLayer):
         pooled = max_pool(layer, x)
         return pooled, LayerSaturation(0, 0, int(pooled.size))
-    if acc is not None:
-        pass
-    elif isinstance(layer, ConvLayer):
+    if isinstance(layer, ConvLayer):
         acc = _convolve_float(layer, x)
     else:
         wt = _transposed_weights(layer)
         acc = x.reshape(len(x), -1).astype(wt.dtype, copy=False) @ wt
-    if layer.partial_sum_bound() >= FLOAT64_EXACT:  # huge shifts: the int64 path
+    return _requantize_float(layer, acc)
+
+
+def _requantize_float(layer: IntegerLayer, acc: np.ndarray) -> tuple[np.ndarray, LayerSaturation]:
+    """Requantize and saturate accumulators held as floats; activations as float32 (hidden
+    layers, at most 16 bits: exact) or float64 (the scores)."""
+    constants = _constants(layer)
+    if not constants.exact:  # huge shifts: the int64 path
         y, counts = saturate(layer, requantize(layer, acc.astype(np.int64)))
         return y.astype(np.float64), counts
-    # Every product, sum and result below is an integer under 2^53 (the bound above): float64
+    # Every product, sum and result below is an integer under 2^53 (checked above): float64
     # holds each exactly, and scaling by 2^-R then flooring is the exact arithmetic shift.
     t = acc.astype(np.float64)
-    t *= np.asarray(layer.gains(), dtype=np.float64)
-    t += (layer.offset + layer.rounding).astype(np.float64)
+    t *= constants.gain
+    t += constants.base
     t *= 2.0**-layer.requant_shift
     np.floor(t, out=t)
     lo, hi = output_range(layer.output_bits, layer.output_signed)
@@ -172,7 +219,6 @@ def _forward_float(
         outputs=int(t.size),
     )
     np.clip(t, lo, hi, out=t)
-    # Hidden activations have at most 16 bits: float32 holds them exactly, at half the memory.
     return (t if layer.output_signed else t.astype(np.float32)), counts
 
 
@@ -187,25 +233,13 @@ def _conv_pool_float(
     saturation count is still over every convolution output: ``v > max`` exactly where
     ``acc * sign(gain)`` reaches a per-channel integer threshold. A quarter of the
     requantization work for 2x2 pooling."""
+    constants = _constants(conv)
     acc = _convolve_float(conv, x)
-    gains = conv.gains()
-    hi = output_range(conv.output_bits, conv.output_signed)[1]
-    signs = np.array([-1.0 if g < 0 else 1.0 for g in gains], dtype=acc.dtype)
-    limits = []
-    for g, base in zip(gains, (conv.offset + conv.rounding).tolist(), strict=True):
-        c = ((hi + 1) << conv.requant_shift) - base  # v > hi  <=>  acc * g >= c
-        if g > 0:
-            limit = -(-c // g)  # acc >= ceil(c / g)
-        elif g < 0:
-            limit = -(c // g)  # acc <= floor(c / g)  <=>  -acc >= -floor(c / g)
-        else:
-            limit = -conv.acc_bound if c <= 0 else conv.acc_bound + 1  # always or never
-        limits.append(min(max(limit, -conv.acc_bound - 1), conv.acc_bound + 1))
-    acc *= signs
-    high = int(np.count_nonzero(acc >= np.array(limits, dtype=acc.dtype)))
+    acc *= constants.signs.astype(acc.dtype)
+    high = int(np.count_nonzero(acc >= constants.limits.astype(acc.dtype)))
     pooled = max_pool(pool, acc)
-    pooled *= signs
-    y, _ = _forward_float(conv, pooled, acc=pooled)
+    pooled *= constants.signs.astype(acc.dtype)
+    y, _ = _requantize_float(conv, pooled)
     return y, LayerSaturation(high, 0, int(acc.size))
 
 
@@ -231,21 +265,13 @@ def chunk_images(model: IntegerModel) -> int:
     if model.is_mlp:
         return CHUNK
     per_image = image_bytes(model)
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory and per_image > memory // 2:
         raise BchwError(
             f"one image of the model {model.arch()} takes {per_image / 2**30:,.1f} GiB in the "
             f"reference, more than half this machine's {memory / 2**30:,.1f} GiB"
         )
     return max(1, min(CHUNK, CHUNK_BYTES // per_image))
-
-
-def _physical_memory() -> int:
-    """This machine's memory in bytes (0 where the system does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 0
 
 
 def argmax_lowest(scores: np.ndarray) -> np.ndarray:
@@ -296,7 +322,7 @@ def run(
             pooled = (
                 isinstance(layer, ConvLayer)
                 and isinstance(after, MaxPoolLayer)
-                and layer.partial_sum_bound() < FLOAT64_EXACT
+                and _constants(layer).exact
             )
             if pooled:
                 x, counts = _conv_pool_float(layer, after, x)

@@ -6,6 +6,8 @@ model has; their accuracy means nothing, their arithmetic is as exact as a train
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from bchw.core.intmodel import MAX_SHIFT as MAX_REQUANT_SHIFT
@@ -125,17 +127,8 @@ def random_network(
         sign, shifts, offset, shift = _random_requantization(
             rng, acc, layer_bits, scale_terms, centred=last
         )
-        built = cls(
-            weights=weights,
-            scale_sign=sign,
-            scale_shift=shifts,
-            offset=offset,
-            requant_shift=shift,
-            input_bits=bits,
-            output_bits=layer_bits,
-            activation="none" if last else "relu",
-            output_frac_bits=0,
-            **geometry,
+        built = replace(
+            draft, scale_sign=sign, scale_shift=shifts, offset=offset, requant_shift=shift
         )
         layers.append(built)
         probe, _ = reference.layer_forward(built, probe)

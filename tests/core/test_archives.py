@@ -309,7 +309,7 @@ def test_an_empty_file_and_arrays_larger_than_memory(tmp_path, monkeypatch):
     assert_one_line_error(cli("eval", DIGITS, "--dataset", empty), "is empty, not an .npz")
     # A compressed archive can promise more than the machine holds: refused before reading.
     path = write_archive(tmp_path / "good.npz", **good())
-    monkeypatch.setattr(data, "_physical_memory", lambda: 500)  # the arrays take 864 bytes
+    monkeypatch.setattr(data, "physical_memory", lambda: 500)  # the arrays take 864 bytes
     with pytest.raises(BchwError, match="more than this machine's"):
         load_archive(path)
 

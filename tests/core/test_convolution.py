@@ -224,7 +224,7 @@ def test_commands_that_take_mlps_only_refuse_a_cnn_in_one_line(tmp_path):
 
 def test_the_reference_refuses_a_model_whose_one_image_exceeds_the_memory(monkeypatch):
     model = random_network("1x12x12-16C3-MP2-10", seed=0)
-    monkeypatch.setattr(reference, "_physical_memory", lambda: reference.image_bytes(model))
+    monkeypatch.setattr(reference, "physical_memory", lambda: reference.image_bytes(model))
     with pytest.raises(BchwError, match="more than half this machine's"):
         reference.run(model, np.zeros((1, 144), dtype=np.uint8))
 

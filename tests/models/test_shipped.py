@@ -49,33 +49,30 @@ def test_digits_model_accuracy():
     assert documented_accuracy("digits.bchw") == round(accuracy, 4)
 
 
+def assert_mnist_accuracy(mnist_dir, name: str, arch: str, floor: float) -> None:
+    """The shipped model ``name`` has ``arch``, reaches ``floor`` on all 10,000 MNIST test
+    images, and its measured accuracy is the documented one."""
+    from bchw.core.data import load_mnist
+
+    model = intmodel.load(MODELS / name)
+    assert model.arch() == arch
+    test = load_mnist(mnist_dir).test
+    result = reference.run(model, test.images)
+    accuracy = float(np.mean(result.predicted == test.labels))
+    assert len(test) == 10_000 and accuracy >= floor
+    assert documented_accuracy(name) == round(accuracy, 4)
+
+
 def test_mnist_model_accuracy(mnist_dir):
     # The hardware model of the MNIST reproduction: the paper's 784-1024-1024-1024-10 MLP. The
     # floor is 1.5 % test error (the paper's deterministic 1.29 +- 0.08 % plus about three
     # standard deviations); the measured figure must be the documented one.
-    from bchw.core.data import load_mnist
-
-    model = intmodel.load(MODELS / "mnist.bchw")
-    assert model.arch() == "784-1024-1024-1024-10"
-    test = load_mnist(mnist_dir).test
-    result = reference.run(model, test.images)
-    accuracy = float(np.mean(result.predicted == test.labels))
-    assert len(test) == 10_000 and accuracy >= 0.985
-    assert documented_accuracy("mnist.bchw") == round(accuracy, 4)
+    assert_mnist_accuracy(mnist_dir, "mnist.bchw", "784-1024-1024-1024-10", 0.985)
 
 
 def test_mnist_cnn_model_accuracy(mnist_dir):
-    # The binary-weight CNN of issue 16: integer test error at most 0.7 % on all 10,000 MNIST
-    # test images; the measured figure must be the documented one.
-    from bchw.core.data import load_mnist
-
-    model = intmodel.load(MODELS / "mnist-cnn.bchw")
-    assert model.arch() == "1x28x28-32C3-MP2-64C3-MP2-512-10"
-    test = load_mnist(mnist_dir).test
-    result = reference.run(model, test.images)
-    accuracy = float(np.mean(result.predicted == test.labels))
-    assert len(test) == 10_000 and accuracy >= 0.993
-    assert documented_accuracy("mnist-cnn.bchw") == round(accuracy, 4)
+    # The binary-weight CNN of issue 16: integer test error at most 0.7 %.
+    assert_mnist_accuracy(mnist_dir, "mnist-cnn.bchw", "1x28x28-32C3-MP2-64C3-MP2-512-10", 0.993)
 
 
 def test_shipped_models_are_package_data_and_their_recipes_match():
