@@ -24,9 +24,10 @@ from bchw.core.intmodel import ConvLayer, IntegerModel, MaxPoolLayer
 from bchw.errors import BchwError
 from rtl_gen import DEFAULT_PIPELINE_EVERY
 from rtl_gen.argmax import Argmax
-from rtl_gen.buffers import BeatFIFO, VectorBuffer
+from rtl_gen.buffers import VectorBuffer
 from rtl_gen.layer_engine import LayerEngine
-from rtl_gen.plan import LayerFolding, plan_layer
+from rtl_gen.network import link_component
+from rtl_gen.plan import LayerFolding, link_between, plan_layer
 from rtl_gen.window import MaxPool, SlidingWindow
 
 
@@ -89,7 +90,8 @@ class ConvNetwork(wiring.Component):
                     self.chain.append(VectorBuffer(c * h * w, unsigned(bits), c, f.simd))
                     spatial = False
                 elif previous_engine is not None:
-                    self.chain.append(_dense_link(previous_engine, engine))
+                    link = link_between(previous_engine.plan, plan)
+                    self.chain.append(link_component(link, previous_engine))
                 self.chain.append(engine)
                 previous_engine = engine
             bits = layer.output_bits
@@ -117,11 +119,3 @@ class ConvNetwork(wiring.Component):
             wiring.connect(m, a.o, b.i)
         wiring.connect(m, self.chain[-1].o, wiring.flipped(self.o))
         return m
-
-
-def _dense_link(a: LayerEngine, b: LayerEngine) -> wiring.Component:
-    """Between two dense engines, as in the MLP: a FIFO where the beats match, else a vector
-    buffer that re-beats."""
-    if a.pe == b.simd:
-        return BeatFIFO(data.ArrayLayout(a.output_shape, a.pe), depth=a.nf + 2)
-    return VectorBuffer(a.layer.out_features, a.output_shape, a.pe, b.simd)

@@ -9,7 +9,15 @@ from amaranth.lib.wiring import In, Out
 from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.layer_engine import LayerEngine
-from rtl_gen.plan import DesignPlan, FifoLink
+from rtl_gen.plan import DesignPlan, FifoLink, VectorBufferLink
+
+
+def link_component(link: FifoLink | VectorBufferLink, engine: LayerEngine) -> wiring.Component:
+    """The block a link of the plan names, after ``engine``: a FIFO of its beats or a vector
+    buffer that re-beats its outputs."""
+    if isinstance(link, FifoLink):
+        return BeatFIFO(data.ArrayLayout(engine.output_shape, engine.pe), depth=link.depth)
+    return VectorBuffer(link.n, engine.output_shape, link.in_lanes, link.out_lanes)
 
 
 class Network(wiring.Component):
@@ -34,15 +42,10 @@ class Network(wiring.Component):
         self.plan = plan
         model = plan.model
         self.engines = [LayerEngine(layer) for layer in plan.layers]
-        self.links: list[wiring.Component] = []
-        for link, engine in zip(plan.links, self.engines, strict=False):
-            layout = data.ArrayLayout(engine.output_shape, engine.pe)
-            if isinstance(link, FifoLink):
-                self.links.append(BeatFIFO(layout, depth=link.depth))
-            else:
-                self.links.append(
-                    VectorBuffer(link.n, engine.output_shape, link.in_lanes, link.out_lanes)
-                )
+        self.links = [
+            link_component(link, engine)
+            for link, engine in zip(plan.links, self.engines, strict=False)
+        ]
         last, collect = self.engines[-1], plan.collector
         self.collector = (
             None

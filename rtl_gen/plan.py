@@ -410,6 +410,14 @@ class DesignPlan:
         return sum(f.pe * f.simd for f in self.folding)
 
 
+def link_between(a: LayerPlan, b: LayerPlan) -> FifoLink | VectorBufferLink:
+    """The link from dense layer engine ``a`` to ``b``: a FIFO of one vector plus two beats
+    where the beats match (``pe_a == simd_b``), else a vector buffer that re-beats."""
+    if a.pe == b.simd:
+        return FifoLink(a.pe, a.neuron_folds + 2, a.neuron_folds)
+    return VectorBufferLink(a.layer.out_features, a.pe, b.simd)
+
+
 def plan_design(
     model: IntegerModel,
     folding: list[LayerFolding],
@@ -429,12 +437,7 @@ def plan_design(
         plan_layer(layer, f.pe, f.simd, pipeline_every, requant_registered, unit)
         for layer, f in zip(model.layers, folding, strict=True)
     )
-    links: list[FifoLink | VectorBufferLink] = []
-    for a, b in zip(layers, layers[1:], strict=False):
-        if a.pe == b.simd:
-            links.append(FifoLink(a.pe, a.neuron_folds + 2, a.neuron_folds))
-        else:
-            links.append(VectorBufferLink(a.layer.out_features, a.pe, b.simd))
+    links = [link_between(a, b) for a, b in zip(layers, layers[1:], strict=False)]
     classes = model.num_classes
     last = layers[-1]
     collector = None if last.pe == classes else VectorBufferLink(classes, last.pe, classes)
