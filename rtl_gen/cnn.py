@@ -10,8 +10,8 @@ one beat), in raster order, image after image. Before the first dense layer a ve
 re-beats the flattened feature map (row by row, channels innermost: the integer model's order)
 into the engine's SIMD beats. The dense layers are linked as in the MLP's :class:`Network`.
 
-Not yet in the plan, the manifest, generate, cosim or estimate: this top is simulated in
-amaranth.sim by the tests, bit-exact against the reference.
+The stages and their order are the plan's (:mod:`rtl_gen.conv_plan`); so are the latency and
+the initiation interval, from the cycle model.
 """
 
 from __future__ import annotations
@@ -20,22 +20,17 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bchw.core.intmodel import ConvLayer, IntegerModel, MaxPoolLayer
-from bchw.errors import BchwError
-from rtl_gen import DEFAULT_PIPELINE_EVERY
 from rtl_gen.argmax import Argmax
-from rtl_gen.buffers import VectorBuffer
+from rtl_gen.buffers import BeatFIFO, VectorBuffer
+from rtl_gen.conv_plan import ArgmaxStage, ConvDesignPlan, PoolStage, WindowStage
 from rtl_gen.layer_engine import LayerEngine
-from rtl_gen.network import link_component
-from rtl_gen.plan import LayerFolding, link_between, plan_layer
+from rtl_gen.plan import FifoLink, LayerPlan, VectorBufferLink
 from rtl_gen.window import MaxPool, SlidingWindow
 
 
 class ConvNetwork(wiring.Component):
-    """A whole convolutional integer model: pixels in, class index and scores out.
-
-    ``folding`` gives ``(pe, simd)`` for each convolution and dense layer, in order (pooling
-    has none). A convolution's SIMD is over its window of ``k * k * C`` values.
+    """A whole convolutional integer model, built as its
+    :class:`~rtl_gen.conv_plan.ConvDesignPlan` says: pixels in, class index and scores out.
 
     Ports
     -----
@@ -43,69 +38,39 @@ class ConvNetwork(wiring.Component):
     o : stream of ``{"index", "scores"}``, one beat per image.
     """
 
-    def __init__(
-        self,
-        model: IntegerModel,
-        folding: list[LayerFolding],
-        pipeline_every: int = DEFAULT_PIPELINE_EVERY,
-    ) -> None:
-        if len(model.input_shape) != 3 or model.layers[0].kind == "dense":
-            raise BchwError("ConvNetwork takes a model that starts with convolution or pooling")
-        weighted = model.weighted_layers()
-        if len(folding) != len(weighted):
-            raise BchwError(
-                f"the folding names {len(folding)} layers; the model has {len(weighted)} "
-                "convolution and dense layers"
-            )
-        self.model = model
+    def __init__(self, plan: ConvDesignPlan) -> None:
+        self.plan = plan
+        model = plan.model
         self.chain: list[wiring.Component] = []
-        folds = iter(folding)
-        spatial = True  # the stream carries whole pixels
-        previous_engine: LayerEngine | None = None
-        c, h, w = model.input_shape
-        bits = model.input_bits
-        for layer in model.layers:
-            if isinstance(layer, MaxPoolLayer):
-                self.chain.append(MaxPool(c, h, w, layer.size, bits))
-                h, w = layer.out_height, layer.out_width
-                continue
-            f = next(folds)
-            try:
-                plan = plan_layer(layer, f.pe, f.simd, pipeline_every)
-            except ValueError as exc:
-                raise BchwError(f"layer {layer.token()}: {exc}") from None
-            engine = LayerEngine(plan)
-            if isinstance(layer, ConvLayer):
-                self.chain.append(SlidingWindow(c, h, w, layer.kernel, layer.padding, bits, f.simd))
-                self.chain.append(engine)
-                if f.pe != layer.out_channels:  # gather the output beats into one pixel
-                    self.chain.append(
-                        VectorBuffer(
-                            layer.out_channels, engine.output_shape, f.pe, layer.out_channels
-                        )  # fmt: skip
-                    )
-                c, h, w = layer.out_channels, layer.out_height, layer.out_width
+        previous: LayerEngine | None = None
+        shape = unsigned(model.input_bits)  # of the values the stream carries now
+        lanes = model.input_shape[0]
+        for stage in plan.stages:
+            if isinstance(stage, WindowStage):
+                block = SlidingWindow(
+                    stage.channels, stage.height, stage.width, stage.kernel, stage.padding,
+                    stage.bits, stage.simd,
+                )  # fmt: skip
+            elif isinstance(stage, PoolStage):
+                block = MaxPool(stage.channels, stage.height, stage.width, stage.size, stage.bits)
+            elif isinstance(stage, LayerPlan):
+                block = previous = LayerEngine(stage)
+                shape, lanes = previous.output_shape, previous.pe
+            elif isinstance(stage, FifoLink):
+                block = BeatFIFO(data.ArrayLayout(shape, stage.lanes), stage.depth)
+            elif isinstance(stage, VectorBufferLink):
+                block = VectorBuffer(stage.n, shape, stage.in_lanes, stage.out_lanes)
+                lanes = stage.out_lanes
             else:
-                if spatial:  # flatten: the feature map's pixels into SIMD beats
-                    self.chain.append(VectorBuffer(c * h * w, unsigned(bits), c, f.simd))
-                    spatial = False
-                elif previous_engine is not None:
-                    link = link_between(previous_engine.plan, plan)
-                    self.chain.append(link_component(link, previous_engine))
-                self.chain.append(engine)
-                previous_engine = engine
-            bits = layer.output_bits
-        last = previous_engine
-        assert last is not None
-        classes = model.num_classes
-        if last.pe != classes:
-            self.chain.append(VectorBuffer(classes, last.output_shape, last.pe, classes))
-        self.argmax = Argmax(classes, last.output_shape, pipeline_every)
-        self.chain.append(self.argmax)
-        c0 = model.input_shape[0]
+                assert isinstance(stage, ArgmaxStage) and previous is not None
+                block = self.argmax = Argmax(stage.classes, shape, plan.pipeline_every)
+                assert block.latency == stage.latency
+            self.chain.append(block)
+        assert lanes == model.num_classes
+        channels = model.input_shape[0]
         super().__init__(
             {
-                "i": In(stream.Signature(data.ArrayLayout(unsigned(model.input_bits), c0))),
+                "i": In(stream.Signature(data.ArrayLayout(unsigned(model.input_bits), channels))),
                 "o": Out(stream.Signature(self.argmax.o.payload.shape())),
             }
         )

@@ -14,6 +14,8 @@ from amaranth.back import verilog
 from bchw import __version__
 from bchw.errors import BchwError, first_line
 from bchw.outputs import make_output_dir, write_bytes_atomic
+from rtl_gen.cnn import ConvNetwork
+from rtl_gen.conv_plan import ConvDesignPlan
 from rtl_gen.faults import Fault, faulty_network
 from rtl_gen.manifest import MANIFEST_NAME, TOP_NAME, VERILOG_NAME, Manifest
 from rtl_gen.network import Network
@@ -46,14 +48,21 @@ def tool_versions() -> dict[str, str]:
     }
 
 
-def generate(plan: DesignPlan, out_dir: str | Path, fault: Fault | None = None) -> GeneratedDesign:
+def generate(
+    plan: DesignPlan | ConvDesignPlan, out_dir: str | Path, fault: Fault | None = None
+) -> GeneratedDesign:
     """Write ``bchw_network.v`` and ``manifest.json`` for ``plan`` to ``out_dir``.
 
     ``fault`` builds one deliberate bug into the design (for the cosimulation self-check); the
     manifest then names it under ``"fault"`` and still describes the plan. The same plan gives
     byte-identical files (no source locations in the Verilog).
     """
-    net = Network(plan) if fault is None else faulty_network(plan, fault)
+    if fault is not None:
+        net = faulty_network(plan, fault)
+    elif isinstance(plan, ConvDesignPlan):
+        net = ConvNetwork(plan)
+    else:
+        net = Network(plan)
     manifest = Manifest.from_plan(plan, tool_versions())
     if fault is not None:
         manifest = manifest.with_fault(fault.describe())
@@ -74,13 +83,14 @@ def generate(plan: DesignPlan, out_dir: str | Path, fault: Fault | None = None) 
     return GeneratedDesign(out, verilog_path, manifest.write(out), manifest)
 
 
-def _recipe(plan: DesignPlan) -> str:
+def _recipe(plan: DesignPlan | ConvDesignPlan) -> str:
     """What a generated folder depends on: the model, the plan's choices and the generator."""
     generator = hashlib.sha256()
     for source in sorted(Path(__file__).parent.glob("*.py")):
         generator.update(source.read_bytes())
     weights = hashlib.sha256()
-    for layer in plan.model.layers:  # a MAC model's hash is empty: its weights identify it
+    # A MAC model's hash is empty: its weights identify it.
+    for layer in plan.model.weighted_layers():
         weights.update(layer.weights.tobytes())
     return json.dumps(
         [
@@ -96,7 +106,9 @@ def _recipe(plan: DesignPlan) -> str:
     )
 
 
-def generate_cached(plan: DesignPlan, out_dir: str | Path) -> tuple[GeneratedDesign, bool]:
+def generate_cached(
+    plan: DesignPlan | ConvDesignPlan, out_dir: str | Path
+) -> tuple[GeneratedDesign, bool]:
     """:func:`generate` into ``out_dir`` unless the same plan and generator sources already
     wrote it there (a stamp file records them). Returns the design and whether it was reused."""
     out = Path(out_dir)

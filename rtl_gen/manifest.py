@@ -20,10 +20,14 @@ from bchw import jsondoc
 from bchw.errors import BchwError
 from bchw.outputs import write_bytes_atomic
 from rtl_gen import ADDER_TREES
-from rtl_gen.plan import DesignPlan, LayerFolding
+from rtl_gen.conv_plan import ConvDesignPlan, PoolStage, WindowStage
+from rtl_gen.plan import DesignPlan, FifoLink, LayerFolding, LayerPlan, VectorBufferLink
 
 FORMAT = "bchw-hardware-manifest"
+# Version 1 describes an MLP; version 2 a convolutional network (an input shape, the layers'
+# kinds and the chain of stages). An MLP's manifest is still written as version 1.
 VERSION = 1
+CONV_VERSION = 2
 TOP_NAME = "bchw_network"
 VERILOG_NAME = f"{TOP_NAME}.v"
 MANIFEST_NAME = "manifest.json"
@@ -33,6 +37,7 @@ PACKING = (
 )
 STREAM_PORTS = ("i__payload", "i__valid", "i__ready", "o__payload", "o__valid", "o__ready")
 LINK_KINDS = ("fifo", "vector_buffer")
+STAGE_KINDS = ("window", "engine", "vector_buffer", "fifo", "maxpool", "argmax")
 MAX_JSON_BYTES = 1 << 26
 
 
@@ -90,6 +95,26 @@ class LayerInfo:
     output_signed: bool
     weight_bits: int
     weight_memory_bits: int
+    # Version 2 only: a convolution is a dense layer over each of ``positions`` windows.
+    kind: str = "dense"
+    kernel: int = 0
+    padding: int = 0
+    positions: int = 1
+
+
+CONV_LAYER_FIELDS = ("kind", "kernel", "padding", "positions")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One block of a convolutional design's chain, in stream order: its kind and the numbers
+    that size it (``layer`` for an engine)."""
+
+    kind: str
+    sizes: tuple[tuple[str, int], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dict(self.sizes)}
 
 
 @dataclass(frozen=True)
@@ -122,6 +147,12 @@ class Manifest:
     initiation_interval_cycles: int
     tools: dict[str, str] = field(default_factory=dict)
     fault: str | None = None  # a deliberate bug (the cosimulation self-check), else None
+    input_shape: tuple[int, ...] = ()  # version 2: (C, H, W); version 1: empty
+    stages: tuple[Stage, ...] = ()  # version 2 only
+
+    @property
+    def version(self) -> int:
+        return CONV_VERSION if self.input_shape else VERSION
 
     # -- derived -------------------------------------------------------------------------------
 
@@ -138,6 +169,10 @@ class Manifest:
 
     @property
     def input_size(self) -> int:
+        """Values per image: a flat input's size, or C x H x W."""
+        if self.input_shape:
+            c, h, w = self.input_shape
+            return c * h * w
         return self.layers[0].in_features
 
     @property
@@ -155,9 +190,10 @@ class Manifest:
     # -- writing -------------------------------------------------------------------------------
 
     @classmethod
-    def from_plan(cls, plan: DesignPlan, tools: dict[str, str]) -> Manifest:
+    def from_plan(cls, plan: DesignPlan | ConvDesignPlan, tools: dict[str, str]) -> Manifest:
         """What the generator promises for ``plan``."""
         model = plan.model
+        conv = isinstance(plan, ConvDesignPlan)
         in_width = plan.input_lanes * model.input_bits
         last = model.layers[-1]
         assert last.output_signed  # the validator's rule: scores are signed
@@ -188,7 +224,7 @@ class Manifest:
                 neuron_folds=lp.neuron_folds,
                 synapse_folds=lp.synapse_folds,
                 unrolled=lp.unrolled,
-                cycles_per_image=lp.cycles_per_vector,
+                cycles_per_image=lp.cycles_per_vector * _positions(lp),
                 pipeline_depth=lp.pipeline_depth,
                 input_bits=lp.layer.input_bits,
                 acc_bits=lp.layer.acc_bits,
@@ -198,6 +234,7 @@ class Manifest:
                 output_signed=lp.layer.output_signed,
                 weight_bits=lp.unit.weight_bits,
                 weight_memory_bits=lp.weight_memory_bits,
+                **(_conv_layer_fields(lp) if conv else {}),
             )
             for index, lp in enumerate(plan.layers)
         )
@@ -218,19 +255,21 @@ class Manifest:
             ),
             output_fields=output_fields,
             layers=layers,
-            links=tuple(Link(k, link.kind) for k, link in enumerate(plan.links)),
+            links=() if conv else tuple(Link(k, link.kind) for k, link in enumerate(plan.links)),
             pipeline_every=plan.pipeline_every,
             adder_tree=plan.adder_tree,
             latency_cycles=plan.latency,
             initiation_interval_cycles=plan.initiation_interval,
             tools=dict(tools),
+            input_shape=tuple(model.input_shape) if conv else (),
+            stages=tuple(_stage(stage, plan) for stage in plan.stages) if conv else (),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The document, its keys in the order the file has always had."""
         document: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "top": self.top,
             "verilog": self.verilog,
             "model": {
@@ -267,7 +306,7 @@ class Manifest:
                     for f in self.output_fields
                 ],
             },
-            "layers": [dict(vars(layer)) for layer in self.layers],
+            "layers": [self._layer_json(layer) for layer in self.layers],
             "links": [{"after_layer": link.after_layer, "kind": link.kind} for link in self.links],
             "pipeline_every": self.pipeline_every,
             "adder_tree": self.adder_tree,
@@ -275,9 +314,19 @@ class Manifest:
             "initiation_interval_cycles": self.initiation_interval_cycles,
             "tools": dict(self.tools),
         }
+        if self.input_shape:
+            document["model"]["input_shape"] = list(self.input_shape)
+            document["stages"] = [stage.to_json() for stage in self.stages]
         if self.fault is not None:
             document["fault"] = self.fault
         return document
+
+    def _layer_json(self, layer: LayerInfo) -> dict[str, Any]:
+        fields = dict(vars(layer))
+        if not self.input_shape:  # version 1 has no layer kinds
+            for name in CONV_LAYER_FIELDS:
+                del fields[name]
+        return fields
 
     def to_bytes(self) -> bytes:
         return (json.dumps(self.to_json(), indent=2) + "\n").encode()
@@ -325,8 +374,12 @@ class Manifest:
         doc = _Reader(document, "the document")
         if doc.str("format") != FORMAT:
             raise _Invalid(f"not a bchw hardware manifest (format {doc.raw('format')!r})")
-        if doc.int("version", 0) != VERSION:
-            raise _Invalid(f"version {doc.raw('version')!r} is not supported (this bchw reads 1)")
+        version = doc.int("version", 0)
+        if version not in (VERSION, CONV_VERSION):
+            raise _Invalid(
+                f"version {doc.raw('version')!r} is not supported (this bchw reads 1 and 2)"
+            )
+        conv = version == CONV_VERSION
         model = doc.obj("model")
         ports = tuple(
             Port(p.str("name"), p.choice("direction", ("input", "output")), p.int("width", 1))
@@ -350,10 +403,33 @@ class Manifest:
                 **{
                     name: (entry.bool(name) if kind is bool else entry.int(name, 0))
                     for name, kind in _LAYER_FIELDS.items()
-                }
+                    if name not in CONV_LAYER_FIELDS
+                },
+                **(
+                    {
+                        "kind": entry.choice("kind", ("conv", "dense")),
+                        "kernel": entry.int("kernel", 0),
+                        "padding": entry.int("padding", 0),
+                        "positions": entry.int("positions", 1),
+                    }
+                    if conv
+                    else {}
+                ),
             )
             for entry in doc.list("layers")
         )
+        input_shape: tuple[int, ...] = ()
+        stages: tuple[Stage, ...] = ()
+        if conv:
+            shape = model.value.get("input_shape")
+            if (
+                not isinstance(shape, list)
+                or len(shape) != 3
+                or not all(type(v) is int and v >= 1 for v in shape)
+            ):
+                raise _Invalid("model: input_shape must be [C, H, W] of positive integers")
+            input_shape = tuple(shape)
+            stages = tuple(_read_stage(entry) for entry in doc.list("stages"))
         if not layers:
             raise _Invalid("layers: the design has no layers")
         links = tuple(
@@ -383,6 +459,8 @@ class Manifest:
             initiation_interval_cycles=doc.int("initiation_interval_cycles", 1),
             tools={} if tools is None else {k: str(v) for k, v in tools.value.items()},
             fault=doc.str("fault") if "fault" in doc.value else None,
+            input_shape=input_shape,
+            stages=stages,
         )
         manifest._check()
         return manifest
@@ -402,8 +480,57 @@ class Manifest:
                 raise _Invalid(
                     f"output field {f.name} lies outside the {self.output_width}-bit payload"
                 )
-        if len(self.links) != len(self.layers) - 1:
+        if self.input_shape:
+            if self.beats_per_image * self.lanes != self.input_size:
+                raise _Invalid(
+                    f"input: {self.beats_per_image} beats of {self.lanes} lanes do not carry "
+                    f"a {'x'.join(map(str, self.input_shape))} image"
+                )
+            engines = sum(stage.kind == "engine" for stage in self.stages)
+            if engines != len(self.layers):
+                raise _Invalid(f"{len(self.layers)} layers but {engines} engine stages")
+        elif len(self.links) != len(self.layers) - 1:
             raise _Invalid(f"{len(self.layers)} layers need {len(self.layers) - 1} links")
+
+
+def _positions(layer: LayerPlan) -> int:
+    """Output pixels per image of an engine: a convolution's windows, else 1."""
+    lay = layer.layer
+    return lay.out_height * lay.out_width if lay.kind == "conv" else 1
+
+
+def _conv_layer_fields(layer: LayerPlan) -> dict[str, Any]:
+    lay = layer.layer
+    if lay.kind != "conv":
+        return {"kind": "dense"}
+    return {
+        "kind": "conv",
+        "kernel": lay.kernel,
+        "padding": lay.padding,
+        "positions": _positions(layer),
+    }
+
+
+def _stage(stage: object, plan: ConvDesignPlan) -> Stage:
+    if isinstance(stage, LayerPlan):
+        return Stage("engine", (("layer", plan.layers.index(stage)),))
+    if isinstance(stage, WindowStage):
+        names = ("channels", "height", "width", "kernel", "padding", "simd", "beats")
+    elif isinstance(stage, PoolStage):
+        names = ("channels", "height", "width", "size")
+    elif isinstance(stage, VectorBufferLink):
+        names = ("n", "in_lanes", "out_lanes")
+    elif isinstance(stage, FifoLink):
+        names = ("lanes", "depth")
+    else:
+        names = ("classes", "latency")
+    return Stage(stage.kind, tuple((name, getattr(stage, name)) for name in names))
+
+
+def _read_stage(entry: _Reader) -> Stage:
+    kind = entry.choice("kind", STAGE_KINDS)
+    sizes = tuple((name, entry.int(name, 0)) for name in entry.value if name != "kind")
+    return Stage(kind, sizes)
 
 
 _LAYER_FIELDS = {

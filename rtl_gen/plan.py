@@ -566,16 +566,20 @@ def _independent_folding(model: IntegerModel, target: int) -> list[LayerFolding]
 
 
 def unrolled_folding(model: IntegerModel) -> list[LayerFolding]:
-    return [LayerFolding(layer.out_features, layer.in_features) for layer in model.layers]
+    """Every layer unrolled (a convolution: all its channels over a whole window per cycle)."""
+    return [
+        LayerFolding(layer.out_features, layer.in_features) for layer in model.weighted_layers()
+    ]
 
 
 def folding_from_lists(
     model: IntegerModel, pe: list[int], simd: list[int], source: str = "--pe/--simd"
 ) -> list[LayerFolding]:
-    n = len(model.layers)
+    n = len(model.weighted_layers())
+    what = "layers" if model.is_mlp else "convolution and dense layers"
     for name, values in (("PE", pe), ("SIMD", simd)):
         if len(values) != n:
-            raise BchwError(f"{source} gives {len(values)} {name} values; the model has {n} layers")
+            raise BchwError(f"{source} gives {len(values)} {name} values; the model has {n} {what}")
     return [LayerFolding(p, s) for p, s in zip(pe, simd, strict=True)]
 
 

@@ -30,7 +30,9 @@ FOLDING_EPILOG = (
     '49,16,16), or --folding FILE with {"layers": [{"pe": P, "simd": S}, ...]}, or '
     f"--unroll. Default: every layer folded to meet one common interval at about "
     f"{DEFAULT_SYNAPSES_PER_CYCLE} synapses per cycle in total, each layer's PE equal to the "
-    "next layer's SIMD where possible (FIFO links)."
+    "next layer's SIMD where possible (FIFO links). A CNN names its convolution and dense "
+    "layers (pooling has no folding); its default interval is never shorter than its slowest "
+    "sliding window's (k*k + 2 cycles per output pixel)."
 )
 
 
@@ -201,6 +203,7 @@ def has_folding(args: argparse.Namespace) -> bool:
 def folding_from_args(args: argparse.Namespace, model) -> list:
     """The folding the options name (the default folding without any), checked."""
     from rtl_gen import plan
+    from rtl_gen.conv_plan import network_folding
 
     if (args.pe is None) != (args.simd is None):
         raise BchwError("--pe and --simd go together: give one value per layer to each")
@@ -212,14 +215,15 @@ def folding_from_args(args: argparse.Namespace, model) -> list:
         return plan.folding_from_file(model, args.folding)
     if args.pe is not None:
         return plan.folding_from_lists(model, list(args.pe), list(args.simd))
-    return plan.default_folding(model)
+    return network_folding(model)
 
 
 def plan_from_args(args: argparse.Namespace, model):
-    """The binary design the folding options describe."""
-    from rtl_gen.plan import DotProduct, plan_design
+    """The binary design the folding options describe (an MLP's or a CNN's)."""
+    from rtl_gen.conv_plan import plan_network
+    from rtl_gen.plan import DotProduct
 
-    return plan_design(
+    return plan_network(
         model,
         folding_from_args(args, model),
         args.pipeline_every,

@@ -22,12 +22,16 @@ def add_parser(commands) -> None:
         help="Verilog for an integer model (multiplier-free datapath)",
         description=(
             "Generate one self-contained Verilog-2005 file (bchw_network.v) and manifest.json "
-            "for an integer model. Each layer computes PE neurons over SIMD inputs per cycle: "
-            "PE = out_features and SIMD = in_features unrolls it into constant add/subtract "
-            "trees; anything less folds it (weight bits in block RAM, one accumulator per PE). "
-            "Streams are valid/ready: pixels in (SIMD of layer 0 per beat), the class index and "
-            "all scores out. The manifest gives ports, payload packing, folding, latency and "
-            "initiation interval in cycles. The same inputs give byte-identical files. "
+            "for an integer model, an MLP or a CNN. Each layer computes PE neurons over SIMD "
+            "inputs per cycle: PE = out_features and SIMD = in_features unrolls it into constant "
+            "add/subtract trees; anything less folds it (weight bits in block RAM, one "
+            "accumulator per PE). A convolution is a dense layer over each k x k x C window "
+            "(PE over output channels, SIMD over the window), fed by a sliding window with line "
+            "buffers; max pooling streams. Streams are valid/ready: an MLP takes SIMD of layer "
+            "0 pixels per beat, a CNN one pixel (all channels) per beat; the class index and "
+            "all scores come out. The manifest gives ports, payload packing, folding, latency "
+            "and initiation interval in cycles (a CNN's from an exact cycle model). The same "
+            "inputs give byte-identical files. "
             "Architecture and integration: docs/hardware.md."
         ),
         epilog=FOLDING_EPILOG,
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from rtl_gen.plan import folding_text
 
     output = check_output_dir(args.output)
-    model = load_model(args.model, mlp_only="bchw generate")
+    model = load_model(args.model)
     plan = plan_from_args(args, model)
     print(f"generating {model.arch()}: {folding_text(plan.folding)}", flush=True)
     design = generate(plan, output)

@@ -256,10 +256,38 @@ def test_random_refuses_bad_arguments_in_one_line(tmp_path, args, problem):
 def test_commands_for_mlps_refuse_a_cnn_in_one_line(tmp_path):
     path = tmp_path / "cnn.bchw"
     assert cli("random", "1x8x8-4C3-MP2-10", "-o", str(path)).returncode == 0
-    for command in ("generate", "cosim", "estimate"):
+    for command in ("cosim", "estimate"):
         result = cli(command, str(path), "-o", str(tmp_path / command))
         assert_one_line_error(result, "handles MLP models only")
         assert not (tmp_path / command).exists()
+
+
+def test_generate_writes_a_cnn_and_its_manifest(tmp_path):
+    path = tmp_path / "cnn.bchw"
+    assert cli("random", "1x8x8-4C3-MP2-6-10", "-o", str(path)).returncode == 0
+    out = tmp_path / "design"
+    result = cli("generate", str(path), "-o", str(out), "--pe", "2,3,5", "--simd", "9,4,6")
+    assert result.returncode == 0, result.stderr
+    assert "layer 0 PE 2 SIMD 9, layer 1 PE 3 SIMD 4, layer 2 PE 5 SIMD 6" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["version"] == 2 and manifest["input"]["beats_per_image"] == 64
+    assert f"latency {manifest['latency_cycles']} cycles" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--pe", "2,3", "--simd", "9,4"], "the model has 3 convolution and dense layers"),
+        (["--pe", "5,3,5", "--simd", "9,4,6"], "layer 0 (4C3): PE 5 must lie in 1..4 (its output"),
+        (["--pe", "2,3,5", "--simd", "10,4,6"], "SIMD 10 must lie in 1..9 (its window values)"),
+    ],
+)
+def test_generate_refuses_a_cnn_folding_it_cannot_build(tmp_path, args, problem):
+    path = tmp_path / "cnn.bchw"
+    assert cli("random", "1x8x8-4C3-MP2-6-10", "-o", str(path)).returncode == 0
+    result = cli("generate", str(path), "-o", str(tmp_path / "d"), *args)
+    assert_one_line_error(result, problem)
+    assert not (tmp_path / "d").exists()
 
 
 def test_demo_names_what_it_cannot_run(tmp_path):

@@ -91,17 +91,15 @@ def test_lint_checker_catches_a_defect(tmp_path):
 @pytest.fixture(scope="module")
 def cnn_verilog(tmp_path_factory):
     """A small CNN top (windows, conv engines, gathers, pooling, flatten, dense) as Verilog."""
-    from amaranth.back import verilog
-
     from bchw.core.synthetic import random_network
-    from rtl_gen.cnn import ConvNetwork
+    from rtl_gen.conv_plan import plan_conv_design
+    from rtl_gen.generate import generate
     from rtl_gen.plan import LayerFolding
 
     model = random_network("2x7x6-3C3-MP2-4C1-5-3", seed=5, act_bits=4)
     folding = [LayerFolding(pe, simd) for pe, simd in [(2, 5), (4, 3), (5, 12), (1, 5)]]
-    path = tmp_path_factory.mktemp("cnn") / "cnn.v"
-    path.write_text(verilog.convert(ConvNetwork(model, folding), name=TOP_NAME, emit_src=False))
-    return path
+    folder = tmp_path_factory.mktemp("cnn")
+    return generate(plan_conv_design(model, folding), folder).verilog
 
 
 @pytest.mark.parametrize("flow", sorted(FLOWS))

@@ -103,12 +103,14 @@ def test_a_whole_cnn_matches_the_reference_bit_for_bit(arch, folding, gap, stall
     from bchw.core import intmodel
     from bchw.core.synthetic import random_network
     from rtl_gen.cnn import ConvNetwork
+    from rtl_gen.conv_plan import plan_conv_design
     from rtl_gen.plan import LayerFolding
 
     model = intmodel.from_bytes(intmodel.to_bytes(random_network(arch, seed=5, act_bits=4)))
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(4, model.input_size))
-    dut = ConvNetwork(model, [LayerFolding(pe, simd) for pe, simd in folding], pipeline_every=1)
+    plan = plan_conv_design(model, [LayerFolding(pe, simd) for pe, simd in folding], 1)
+    dut = ConvNetwork(plan)
     c = model.input_shape[0]
     beats = [[int(v) for v in pixel] for pixel in images.reshape(-1, c)]
     outs, _, _ = simulate(dut, beats, len(images), gap=gap, stall=stall)

@@ -1,0 +1,423 @@
+"""The cycle model: a design's valid/ready handshakes, cycle by cycle, in plain Python.
+
+A convolutional design's timing depends on back-pressure between its blocks (a window waits
+for rows, an engine holds its window, a line buffer fills), so a closed formula would be exact
+only for some foldings. This model is exact for all of them: each block below keeps the
+registers of its Amaranth counterpart that decide a handshake (counters, valid bits, bank
+flags; no data), and computes the same ``valid`` and ``ready`` from them. A chain of blocks is
+stepped cycle by cycle with the input always valid and the output always ready, which is how
+the manifest's latency and initiation interval are defined and how the cosimulation measures
+them without ``--stall``. The tests compare every block's handshakes with ``amaranth.sim`` and
+whole designs with the simulated circuit, to the cycle.
+
+Conventions (the Amaranth blocks'): no block's ``valid`` looks at its output's ``ready``; a
+``ready`` may look at the output's ``ready`` and at the block's own input ``valid``. So a
+cycle computes the valids from the input forward, the readies from the output backward, and
+then clocks every block with its two handshakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rtl_gen.plan import FifoLink, LayerPlan, VectorBufferLink
+
+
+class Block:
+    """One block's handshake state (the registers that decide ``valid`` and ``ready``)."""
+
+    def valid(self, v_in: bool) -> bool:
+        raise NotImplementedError
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        raise NotImplementedError
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        raise NotImplementedError
+
+
+class StallPipeline(Block):
+    """``rtl_gen.pipeline.stall_pipeline``: ``stages`` valid bits that move together; with no
+    stages, valid and ready pass straight through. ``tags`` travel with the valid bits (the
+    adder tree's first/last flags)."""
+
+    def __init__(self, stages: int) -> None:
+        self.stages = stages
+        self.valids = [False] * stages
+        self.tags: list[object] = [None] * stages
+        self.tag_in: object = None  # what enters with the next beat
+        self.advance = False
+
+    def valid(self, v_in: bool) -> bool:
+        return self.valids[-1] if self.stages else v_in
+
+    def tag_out(self) -> object:
+        return self.tags[-1] if self.stages else self.tag_in
+
+    def ready(self, r_out: bool, v_in: bool = False) -> bool:
+        return (not self.valids[-1] or r_out) if self.stages else r_out
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        if self.stages and r_in:  # r_in is ``advance``
+            self.valids = [v_in, *self.valids[:-1]]
+            self.tags = [self.tag_in, *self.tags[:-1]]
+
+
+class Engine(Block):
+    """``rtl_gen.layer_engine.LayerEngine`` with its tree and requantizer."""
+
+    def __init__(self, plan: LayerPlan) -> None:
+        self.plan = plan
+        self.nf, self.sf = plan.neuron_folds, plan.synapse_folds
+        self.tree = StallPipeline(plan.tree_latency)
+        static = plan.unrolled or plan.static_constants
+        # The requantizer: a stall pipeline (per-neuron constants are wiring), combinational
+        # with a constants ROM, or stepped over time-shared units.
+        if static:
+            self.requant_kind = "pipeline"
+        elif plan.requant_latency > 0:
+            self.requant_kind = "stepped"
+        else:
+            self.requant_kind = "rom"
+        self.rq = StallPipeline(plan.requant_latency if static else 0)
+        self.steps = plan.requant_steps
+        self.step = 0
+        self.o_valid = False
+        self.primed = False
+        # Issue stage of a folded engine.
+        self.fold = self.beat = 0
+        self.valid_r, self.tag_r = False, (False, False)
+        self.valid_a, self.tag_a = False, (False, False)
+        self.acc_valid = False  # the accumulators' hand-over register holds a result
+
+    # -- the requantizer: its input is the accumulators' hand-over (or the unrolled tree) --
+
+    def _rq_valid(self, v: bool) -> bool:
+        if self.requant_kind == "pipeline":
+            return self.rq.valid(v)
+        if self.requant_kind == "stepped":
+            return self.o_valid
+        return v and self.primed
+
+    def _rq_go(self, v: bool, r_out: bool) -> bool:
+        return v and self.primed and (self.step != 0 or not self.o_valid or r_out)
+
+    def _rq_ready(self, r_out: bool, v: bool) -> bool:
+        if self.requant_kind == "pipeline":
+            return self.rq.ready(r_out)
+        if self.requant_kind == "stepped":
+            return self._rq_go(v, r_out) and self.step == self.steps - 1
+        return r_out and self.primed
+
+    def _rq_tick(self, v: bool, r: bool, r_out: bool) -> None:
+        if self.requant_kind == "pipeline":
+            self.rq.tick(v, r, False, False)
+        elif self.requant_kind == "stepped":
+            go = self._rq_go(v, r_out)
+            if self.o_valid and r_out:
+                self.o_valid = False
+            if go:
+                if self.step == self.steps - 1:
+                    self.step, self.o_valid = 0, True
+                else:
+                    self.step += 1
+        self.primed = True  # the constants ROM's first word is read in the first cycle
+
+    # -- the engine ---------------------------------------------------------------------------
+
+    def _unrolled_parts(self, r_out: bool, v_in: bool) -> tuple[bool, bool, bool]:
+        tree_v = self.tree.valid(v_in)
+        rq_r = self._rq_ready(r_out, tree_v)
+        return tree_v, rq_r, self.tree.ready(rq_r)
+
+    def _folded_parts(self, r_out: bool) -> tuple[bool, bool, bool, bool]:
+        """(requantizer ready, tree output ready, tree input ready, advance)."""
+        rq_r = self._rq_ready(r_out, self.acc_valid)
+        self.tree.tag_in = self.tag_a
+        last = self.tree.tag_out()[1] if self.tree.valid(self.valid_a) else False
+        tree_o_r = not last or not self.acc_valid or rq_r
+        tree_i_r = self.tree.ready(tree_o_r)
+        return rq_r, tree_o_r, tree_i_r, (not self.valid_a) or tree_i_r
+
+    def valid(self, v_in: bool) -> bool:
+        if self.plan.unrolled:
+            return self._rq_valid(self.tree.valid(v_in))
+        return self._rq_valid(self.acc_valid)
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        if self.plan.unrolled:
+            return self._unrolled_parts(r_out, v_in)[2]
+        return self._folded_parts(r_out)[3] and self.fold == 0
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        if self.plan.unrolled:
+            tree_v, rq_r, tree_r = self._unrolled_parts(r_out, v_in)
+            self._rq_tick(tree_v, rq_r, r_out)
+            self.tree.tick(v_in, tree_r, False, False)
+            return
+        rq_r, tree_o_r, tree_i_r, advance = self._folded_parts(r_out)
+        tree_v = self.tree.valid(self.valid_a)
+        last = tree_v and self.tree.tag_out()[1]
+        self._rq_tick(self.acc_valid, rq_r, r_out)
+        if self.acc_valid and rq_r:
+            self.acc_valid = False
+        if tree_v and tree_o_r and last:
+            self.acc_valid = True
+        self.tree.tick(self.valid_a, tree_i_r, False, False)
+        fire = advance and (self.fold != 0 or v_in)
+        tag = (self.beat == 0, self.beat == self.sf - 1)
+        if advance:
+            if self.nf > 1:
+                self.valid_a, self.tag_a = self.valid_r, self.tag_r
+                self.valid_r, self.tag_r = fire, tag
+            else:
+                self.valid_a, self.tag_a = fire, tag
+        if fire:
+            if self.beat == self.sf - 1:
+                self.beat = 0
+                self.fold = 0 if self.fold == self.nf - 1 else self.fold + 1
+            else:
+                self.beat += 1
+
+
+class VectorBuffer(Block):
+    """``rtl_gen.buffers.VectorBuffer``: two banks, one filling while the other drains."""
+
+    def __init__(self, in_beats: int, out_beats: int) -> None:
+        self.in_beats, self.out_beats = in_beats, out_beats
+        self.full = [False, False]
+        self.w_bank = self.r_bank = 0
+        self.w_beat = self.r_beat = 0
+
+    def valid(self, v_in: bool) -> bool:
+        return self.full[self.r_bank]
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        return not self.full[self.w_bank]
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        if v_in and r_in:
+            if self.w_beat == self.in_beats - 1:
+                self.full[self.w_bank] = True
+                self.w_beat, self.w_bank = 0, 1 - self.w_bank
+            else:
+                self.w_beat += 1
+        if v_out and r_out:
+            if self.r_beat == self.out_beats - 1:
+                self.full[self.r_bank] = False
+                self.r_beat, self.r_bank = 0, 1 - self.r_bank
+            else:
+                self.r_beat += 1
+
+
+class Fifo(Block):
+    """``rtl_gen.buffers.BeatFIFO`` (Amaranth's ``SyncFIFOBuffered``: a memory of ``depth - 1``
+    beats and an output register)."""
+
+    def __init__(self, depth: int) -> None:
+        self.inner_depth = depth - 1
+        self.inner_level = 0
+        self.r_rdy = False
+
+    def valid(self, v_in: bool) -> bool:
+        return self.r_rdy
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        return self.inner_level != self.inner_depth
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        write = v_in and r_in
+        inner_read = self.inner_level != 0 and (not self.r_rdy or r_out)
+        self.inner_level += int(write) - int(inner_read)
+        if inner_read:
+            self.r_rdy = True
+        elif r_out:
+            self.r_rdy = False
+
+
+class Window(Block):
+    """``rtl_gen.window.SlidingWindow``: the line buffer's row count, the reader's state
+    machine (``k * k`` reads, a landing cycle, a wait) and the two window registers."""
+
+    def __init__(self, stage) -> None:
+        self.h, self.w, self.k, self.p = stage.height, stage.width, stage.kernel, stage.padding
+        self.ho, self.wo = stage.out_height, stage.out_width
+        self.rows, self.beats = stage.kernel + 1, stage.beats
+        self.in_x = self.ahead = self.out_y = self.out_x = 0
+        self.state, self.reads = "WAIT", 0
+        self.full = [False, False]
+        self.fill = self.drain = self.beat = 0
+
+    def valid(self, v_in: bool) -> bool:
+        return self.full[self.drain]
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        return self.ahead < self.rows + max(0, self.out_y - self.p)
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        k, p, h, w = self.k, self.p, self.h, self.w
+        last_row = min(self.out_y + k - 1 - p, h - 1)
+        last_col = min(self.out_x + k - 1 - p, w - 1)
+        there = self.ahead > last_row or (self.ahead == last_row and self.in_x > last_col)
+        take_in = v_in and r_in
+        row_done = take_in and self.in_x == w - 1
+        if take_in:
+            self.in_x = 0 if self.in_x == w - 1 else self.in_x + 1
+        sent = v_out and r_out and self.beat == self.beats - 1
+        if v_out and r_out:
+            self.beat = 0 if self.beat == self.beats - 1 else self.beat + 1
+        image_done = False
+        if self.state == "WAIT":
+            if there and not self.full[self.fill]:
+                self.state, self.reads = "READ", 0
+        elif self.state == "READ":
+            self.reads += 1
+            if self.reads == k * k:
+                self.state = "LAST"
+        else:  # LAST: the window lands in its register
+            self.full[self.fill] = True
+            self.fill = 1 - self.fill
+            self.state = "WAIT"
+            if self.out_x == self.wo - 1:
+                self.out_x = 0
+                image_done = self.out_y == self.ho - 1
+                self.out_y = 0 if image_done else self.out_y + 1
+            else:
+                self.out_x += 1
+        if sent:
+            self.full[self.drain] = False
+            self.drain = 1 - self.drain
+        self.ahead += int(row_done) - (h if image_done else 0)
+
+
+class MaxPool(Block):
+    """``rtl_gen.window.MaxPool``: a two-stage pipeline that holds a finished block until the
+    output takes it."""
+
+    def __init__(self, stage) -> None:
+        self.h, self.w, self.s = stage.height, stage.width, stage.size
+        self.wo, self.hb = stage.width // stage.size, stage.height // stage.size
+        self.x = self.y = self.bx = self.by = self.dx = self.dy = 0
+        self.valid2 = self.end2 = self.keep2 = False
+
+    def _out(self) -> bool:
+        return self.valid2 and self.keep2 and self.end2
+
+    def valid(self, v_in: bool) -> bool:
+        return self._out()
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        return not (self._out() and not r_out)
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        if not r_in:  # hold
+            return
+        s = self.s
+        self.valid2 = v_in
+        self.end2 = self.dx == s - 1 and self.dy == s - 1
+        self.keep2 = self.bx < self.wo and self.by < self.hb
+        if not v_in:
+            return
+        if self.x == self.w - 1:
+            self.x = self.bx = self.dx = 0
+            if self.y == self.h - 1:
+                self.y = self.by = self.dy = 0
+            else:
+                self.y += 1
+                if self.dy == s - 1:
+                    self.dy, self.by = 0, self.by + 1
+                else:
+                    self.dy += 1
+        else:
+            self.x += 1
+            if self.dx == s - 1:
+                self.dx, self.bx = 0, self.bx + 1
+            else:
+                self.dx += 1
+
+
+def block_model(stage) -> Block:
+    """The handshake model of one stage of a design plan."""
+    if isinstance(stage, LayerPlan):
+        return Engine(stage)
+    if isinstance(stage, VectorBufferLink):
+        return VectorBuffer(stage.in_beats, stage.out_beats)
+    if isinstance(stage, FifoLink):
+        return Fifo(stage.depth)
+    kind = getattr(stage, "kind", None)
+    if kind == "window":
+        return Window(stage)
+    if kind == "maxpool":
+        return MaxPool(stage)
+    if kind == "argmax":
+        return StallPipeline(stage.latency)
+    raise TypeError(f"no cycle model for {stage!r}")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Cycles of a run: when each input beat was taken and each result left."""
+
+    beats_per_image: int
+    beat_cycles: tuple[int, ...]
+    out_cycles: tuple[int, ...]
+
+    @property
+    def in_cycles(self) -> tuple[int, ...]:
+        """When each image's first beat was taken."""
+        return self.beat_cycles[:: self.beats_per_image]
+
+    @property
+    def latency(self) -> int:
+        return self.out_cycles[0] - self.beat_cycles[0]
+
+    @property
+    def gaps(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.out_cycles, self.out_cycles[1:], strict=False))
+
+
+def run(
+    stages: Sequence[object],
+    beats_per_image: int,
+    images: int,
+    max_cycles: int,
+    progress: Callable[[int], None] | None = None,
+    offer: Callable[[], bool] | None = None,
+    accept: Callable[[], bool] | None = None,
+) -> Timing:
+    """Step the chain of ``stages`` with ``images`` images on its input until every result has
+    left: by default the input is always valid and the output always ready; ``offer`` and
+    ``accept``, asked once per cycle in that order (``offer`` only while beats remain), can
+    withhold them, as a testbench does.
+
+    ``max_cycles`` bounds the run (``RuntimeError`` past it: a design that never finishes is a
+    generator bug, not a user's mistake); ``progress`` is told the cycle every 65,536 cycles.
+    """
+    blocks = [block_model(stage) for stage in stages]
+    n = len(blocks)
+    total = images * beats_per_image
+    beat_cycles: list[int] = []
+    out_cycles: list[int] = []
+    v = [False] * (n + 1)
+    r = [True] * (n + 1)
+    cycle = 0
+    while len(out_cycles) < images:
+        if cycle >= max_cycles:
+            raise RuntimeError(f"the cycle model ran {max_cycles} cycles without finishing")
+        v[0] = len(beat_cycles) < total and (offer is None or offer())
+        r[n] = accept is None or accept()
+        for k, block in enumerate(blocks):
+            v[k + 1] = block.valid(v[k])
+        for k in range(n - 1, -1, -1):
+            r[k] = blocks[k].ready(r[k + 1], v[k])
+        for k, block in enumerate(blocks):
+            block.tick(v[k], r[k], v[k + 1], r[k + 1])
+        if v[0] and r[0]:
+            beat_cycles.append(cycle)
+        if v[n] and r[n]:
+            out_cycles.append(cycle)
+        cycle += 1
+        if progress is not None and cycle % 65536 == 0:
+            progress(cycle)
+    return Timing(beats_per_image, tuple(beat_cycles), tuple(out_cycles))
