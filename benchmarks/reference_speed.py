@@ -32,15 +32,19 @@ def main() -> None:
         result = reference.run(model, split.images)
         times.append(time.perf_counter() - start)
     accuracy = float((result.predicted == split.labels).mean())
-    print(json.dumps({
-        "model": model.arch(),
-        "images": len(split),
-        "accuracy": accuracy,
-        "best_s": round(min(times), 4),
-        "median_s": round(statistics.median(times), 4),
-        "repeat": args.repeat,
-        "cpus": os.cpu_count(),
-    }))
+    print(
+        json.dumps(
+            {
+                "model": model.arch(),
+                "images": len(split),
+                "accuracy": accuracy,
+                "best_s": round(min(times), 4),
+                "median_s": round(statistics.median(times), 4),
+                "repeat": args.repeat,
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bchw.core.intmodel import IntegerLayer, IntegerModel
+from bchw.core.intmodel import ConvLayer, IntegerLayer, IntegerModel, MaxPoolLayer
 from bchw.errors import BchwError
 from rtl_gen import DEFAULT_MAC_WEIGHT_BITS as DEFAULT_WEIGHT_BITS
 from rtl_gen import MAC_WEIGHT_BITS as WEIGHT_BITS
@@ -44,6 +44,21 @@ class MacLayer(IntegerLayer):
         return self.in_features * self.input_max * self.weight_max
 
 
+@dataclass(frozen=True, eq=False)
+class MacConvLayer(ConvLayer):
+    """A :class:`ConvLayer` whose weights are signed ``weight_bits``-bit integers."""
+
+    weight_bits: int = DEFAULT_WEIGHT_BITS
+
+    @property
+    def weight_max(self) -> int:
+        return signed_max(self.weight_bits)
+
+    @property
+    def acc_bound(self) -> int:
+        return self.in_features * self.input_max * self.weight_max
+
+
 def mac_model(model: IntegerModel, weight_bits: int = DEFAULT_WEIGHT_BITS) -> IntegerModel:
     """The MAC baseline of ``model``: same shapes and formats, ``weight_bits``-bit weights."""
     if weight_bits not in WEIGHT_BITS:
@@ -55,12 +70,17 @@ def mac_model(model: IntegerModel, weight_bits: int = DEFAULT_WEIGHT_BITS) -> In
     extra = weight_bits - 1
     layers = []
     for layer in model.layers:
+        if isinstance(layer, MaxPoolLayer):  # no weights: the same pooling
+            layers.append(layer)
+            continue
         magnitude = rng.integers(1, signed_max(weight_bits) + 1, size=layer.weights.shape)
-        fields = {f.name: getattr(layer, f.name) for f in dataclasses.fields(IntegerLayer)}
+        kind = MacConvLayer if isinstance(layer, ConvLayer) else MacLayer
+        base = ConvLayer if isinstance(layer, ConvLayer) else IntegerLayer
+        fields = {f.name: getattr(layer, f.name) for f in dataclasses.fields(base)}
         fields.update(
             weights=(layer.weights.astype(np.int64) * magnitude).astype(np.int32),
             offset=layer.offset.astype(np.int64) << extra,
             requant_shift=layer.requant_shift + extra,
         )
-        layers.append(MacLayer(**fields, weight_bits=weight_bits))
+        layers.append(kind(**fields, weight_bits=weight_bits))
     return dataclasses.replace(model, layers=tuple(layers), sha256="")

@@ -67,6 +67,11 @@ class ConvNetwork(wiring.Component):
                 assert block.latency == stage.latency
             self.chain.append(block)
         assert lanes == model.num_classes
+        self.engines = [block for block in self.chain if isinstance(block, LayerEngine)]
+        self.windows = [block for block in self.chain if isinstance(block, SlidingWindow)]
+        # A deliberate bug for the cosimulation self-check (rtl_gen/faults.py): the stream
+        # after the first engine loses this beat (counted from 0).
+        self.fault_drop_beat: int | None = None
         channels = model.input_shape[0]
         super().__init__(
             {
@@ -77,10 +82,18 @@ class ConvNetwork(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        for index, stage in enumerate(self.chain):
+        chain = list(self.chain)
+        for index, stage in enumerate(chain):
             m.submodules[f"stage{index}_{type(stage).__name__.lower()}"] = stage
-        wiring.connect(m, wiring.flipped(self.i), self.chain[0].i)
-        for a, b in zip(self.chain, self.chain[1:], strict=False):
+        if self.fault_drop_beat is not None:
+            from rtl_gen.faults import DropBeat
+
+            first = chain.index(self.engines[0])
+            dropper = DropBeat(self.engines[0].o.payload.shape(), self.fault_drop_beat)
+            m.submodules.fault_drop_beat = dropper
+            chain.insert(first + 1, dropper)
+        wiring.connect(m, wiring.flipped(self.i), chain[0].i)
+        for a, b in zip(chain, chain[1:], strict=False):
             wiring.connect(m, a.o, b.i)
-        wiring.connect(m, self.chain[-1].o, wiring.flipped(self.o))
+        wiring.connect(m, chain[-1].o, wiring.flipped(self.o))
         return m

@@ -181,12 +181,13 @@ def check_conv_design(
     """Refuse, in one line, a folding the generator cannot build for a convolutional model."""
     if pipeline_every < 0:
         raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
-    if unit.kind != "binary":
-        raise BchwError("the MAC baseline is built for MLPs only; a CNN's is estimated")
     layers = weighted_layers(model)
     for index, layer in enumerate(layers):
-        if layer.weight_bits != 1:
-            raise BchwError(f"layer {index} has {layer.weight_bits}-bit weights, not binary")
+        if layer.weight_bits != unit.weight_bits:
+            raise BchwError(
+                f"layer {index} has {layer.weight_bits}-bit weights; the {unit.kind} unit "
+                f"takes {unit.weight_bits}-bit weights"
+            )
     if len(folding) != len(layers):
         raise BchwError(
             f"the folding names {len(folding)} layers; the model has {len(layers)} "
@@ -218,6 +219,7 @@ def conv_stages(
     folding: list[LayerFolding],
     pipeline_every: int = DEFAULT_PIPELINE_EVERY,
     requant_registered: bool = True,
+    unit: DotProduct = BINARY,
 ) -> tuple[tuple[LayerPlan, ...], tuple[Stage, ...]]:
     """The engines and the whole chain of stages (the folding already checked)."""
     stages: list[Stage] = []
@@ -232,7 +234,7 @@ def conv_stages(
             h, w = layer.out_height, layer.out_width
             continue
         f = next(folds)
-        plan = plan_layer(layer, f.pe, f.simd, pipeline_every, requant_registered)
+        plan = plan_layer(layer, f.pe, f.simd, pipeline_every, requant_registered, unit)
         if isinstance(layer, ConvLayer):
             stages.append(WindowStage(c, h, w, layer.kernel, layer.padding, bits, f.simd))
             stages.append(plan)
@@ -320,7 +322,7 @@ def plan_conv_design(
     """The plan of a convolutional network (the folding checked by :func:`check_conv_design`);
     ``progress`` is told the cycle model's cycle now and then."""
     check_conv_design(model, folding, pipeline_every, unit)
-    engines, stages = conv_stages(model, folding, pipeline_every, requant_registered)
+    engines, stages = conv_stages(model, folding, pipeline_every, requant_registered, unit)
     latency, interval = measure_timing(stages, math.prod(model.input_shape[1:]), progress)
     return ConvDesignPlan(
         model=model,

@@ -7,7 +7,12 @@ per fault below, each with exactly one bug, and expects the cosimulation to repo
 - ``rounding-shift``: a requantizer shifts right by ``R + 1`` instead of ``R``;
 - ``no-saturation``: a requantizer wraps instead of clamping at the top of its output range;
 - ``argmax-ties``: the argmax gives a tie to the highest index instead of the lowest;
-- ``dropped-beat``: the link after the first layer loses one beat.
+- ``dropped-beat``: the link after the first layer loses one beat;
+
+and in a convolutional network, where windows can go wrong in ways a dense layer cannot:
+
+- ``window-shift``: the first convolution's windows read one pixel to the right;
+- ``window-padding``: a padded convolution's windows read the padding as all ones, not zeros.
 
 The hooks are attributes of the blocks (``fault_*``), left at their harmless defaults by
 :func:`rtl_gen.generate.generate` unless it is given a fault.
@@ -23,10 +28,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bchw.core.intmodel import IntegerModel
+from rtl_gen.cnn import ConvNetwork
+from rtl_gen.conv_plan import ConvDesignPlan, plan_network
 from rtl_gen.network import Network
-from rtl_gen.plan import DesignPlan, plan_design
+from rtl_gen.plan import DesignPlan
 
 FAULT_KINDS = ("weight-bit", "rounding-shift", "no-saturation", "argmax-ties", "dropped-beat")
+WINDOW_FAULT_KINDS = ("window-shift", "window-padding")
 
 
 class DropBeat(wiring.Component):
@@ -53,7 +61,8 @@ class DropBeat(wiring.Component):
 
 @dataclass(frozen=True)
 class Fault:
-    """One bug: its kind, the layer it sits in and, for ``weight-bit``, which weight."""
+    """One bug: its kind, the layer it sits in (an index into the model's layers, pooling
+    included) and, for ``weight-bit``, which weight."""
 
     kind: str
     layer: int = 0
@@ -74,6 +83,10 @@ class Fault:
             return "argmax tie rule reversed: ties go to the highest index"
         if self.kind == "dropped-beat":
             return f"dropped beat: the link after layer 0 loses beat {self.beat}"
+        if self.kind == "window-shift":
+            return f"window shifted: layer {self.layer}'s windows read one pixel to the right"
+        if self.kind == "window-padding":
+            return f"wrong padding: layer {self.layer}'s windows pad with all ones, not zeros"
         raise ValueError(self.kind)
 
 
@@ -87,16 +100,36 @@ def flip_weight(model: IntegerModel, layer: int, neuron: int, input_: int) -> In
     return dataclasses.replace(model, layers=tuple(layers))
 
 
-def faulty_network(plan: DesignPlan, fault: Fault) -> Network:
+def engine_index(model: IntegerModel, layer: int) -> int:
+    """Which engine computes ``model.layers[layer]`` (pooling layers have none)."""
+    return sum(1 for lay in model.layers[:layer] if lay.kind != "maxpool")
+
+
+def window_index(model: IntegerModel, layer: int) -> int:
+    """Which sliding window feeds the convolution ``model.layers[layer]``."""
+    return sum(1 for lay in model.layers[:layer] if lay.kind == "conv")
+
+
+def _network(plan: DesignPlan | ConvDesignPlan) -> Network | ConvNetwork:
+    return ConvNetwork(plan) if isinstance(plan, ConvDesignPlan) else Network(plan)
+
+
+def faulty_network(plan: DesignPlan | ConvDesignPlan, fault: Fault) -> Network | ConvNetwork:
     """The network of ``plan`` with ``fault`` built in (the manifest still describes ``plan``)."""
+    model = plan.model
     if fault.kind == "weight-bit":
-        flipped = flip_weight(plan.model, fault.layer, fault.neuron, fault.input)
-        return Network(plan_design(flipped, list(plan.folding), plan.pipeline_every, plan.unit))
-    net = Network(plan)
+        flipped = flip_weight(model, fault.layer, fault.neuron, fault.input)
+        return _network(plan_network(flipped, list(plan.folding), plan.pipeline_every, plan.unit))
+    net = _network(plan)
     if fault.kind == "rounding-shift":
-        net.engines[fault.layer].requantizer.fault_shift_error = 1
+        net.engines[engine_index(model, fault.layer)].requantizer.fault_shift_error = 1
     elif fault.kind == "no-saturation":
-        net.engines[fault.layer].requantizer.fault_no_saturation = True
+        net.engines[engine_index(model, fault.layer)].requantizer.fault_no_saturation = True
+    elif fault.kind == "window-shift":
+        net.windows[window_index(model, fault.layer)].fault_shift = 1
+    elif fault.kind == "window-padding":
+        window = net.windows[window_index(model, fault.layer)]
+        window.fault_pad_value = (1 << window.bits) - 1
     elif fault.kind == "argmax-ties":
         net.argmax.fault_ties_to_highest = True
     elif fault.kind == "dropped-beat":

@@ -64,6 +64,10 @@ class SlidingWindow(wiring.Component):
         self.window = kernel * kernel * channels
         self.beats = -(-self.window // simd)
         self.rows = kernel + 1  # line buffer rows
+        # Deliberate bugs for the cosimulation self-check (rtl_gen/faults.py): every window
+        # shifted this many pixels to the right; padding read as this value instead of 0.
+        self.fault_shift = 0
+        self.fault_pad_value = 0
         super().__init__(
             {
                 "i": In(stream.Signature(data.ArrayLayout(unsigned(bits), channels))),
@@ -146,7 +150,7 @@ class SlidingWindow(wiring.Component):
         inside = Signal(name="inside")
         m.d.comb += [
             row.eq(out_y - p + ky),
-            col.eq(out_x - p + kx),
+            col.eq(out_x - p + kx + self.fault_shift),
             # Without padding every window lies inside the image (and the test would be
             # a constant comparison, which lint rightly flags).
             inside.eq((row >= 0) & (row < h) & (col >= 0) & (col < w) if p else 1),
@@ -157,7 +161,11 @@ class SlidingWindow(wiring.Component):
             for position in range(k * k):
                 with m.If(got_index == position):
                     for ch in range(c):
-                        value = Mux(got_pad, 0, rd.data[ch * self.bits : (ch + 1) * self.bits])
+                        value = Mux(
+                            got_pad,
+                            self.fault_pad_value,
+                            rd.data[ch * self.bits : (ch + 1) * self.bits],
+                        )
                         for i in (0, 1):
                             with m.If(fill == i):
                                 m.d.sync += banks[i][position * c + ch].eq(value)

@@ -20,6 +20,7 @@ import numpy as np
 from bchw.core import reference
 from bchw.core.intmodel import IntegerModel
 from bchw.errors import BchwError
+from rtl_gen.conv_plan import ConvDesignPlan
 from rtl_gen.faults import FAULT_KINDS, Fault, flip_weight
 from rtl_gen.plan import DesignPlan
 from sim.cosim import CosimOptions, CosimReport, cosimulate, first_problem
@@ -44,19 +45,24 @@ class FaultResult:
         }
 
 
-def choose_faults(model: IntegerModel, images: np.ndarray, nf0: int, seed: int = 0) -> list[Fault]:
+def choose_faults(
+    model: IntegerModel, images: np.ndarray, beats0: int, seed: int = 0
+) -> list[Fault]:
     """One fault of each kind, placed where the stimulus can see it.
 
     The flipped weight is the first of a seeded random sequence that changes some reference
     output on ``images`` (a flip that changes none is invisible to any bit-exact check); the
     missing saturation goes to the layer the stimulus saturates most; the rounding shift to the
-    first layer; the dropped beat is the first beat of the second image after layer 0.
+    first layer; the dropped beat is the first beat of the second image after layer 0
+    (``beats0`` beats per image leave it). A CNN's first convolution gets its windows shifted,
+    its first padded convolution the wrong padding.
     """
     rng = np.random.default_rng(seed)
     clean = reference.run(model, images)
+    weighted = [k for k, layer in enumerate(model.layers) if layer.kind != "maxpool"]
     weight_fault = None
     for _ in range(WEIGHT_CANDIDATES):
-        layer = int(rng.integers(len(model.layers)))
+        layer = weighted[int(rng.integers(len(weighted)))]
         shape = model.layers[layer].weights.shape
         neuron, input_ = int(rng.integers(shape[0])), int(rng.integers(shape[1]))
         flipped = reference.run(flip_weight(model, layer, neuron, input_), images)
@@ -68,16 +74,23 @@ def choose_faults(model: IntegerModel, images: np.ndarray, nf0: int, seed: int =
     saturated = [s.high for s in clean.saturation]
     faults = {
         "weight-bit": weight_fault,
-        "rounding-shift": Fault("rounding-shift", layer=0),
+        "rounding-shift": Fault("rounding-shift", layer=weighted[0]),
         "no-saturation": Fault("no-saturation", layer=int(np.argmax(saturated))),
         "argmax-ties": Fault("argmax-ties"),
-        "dropped-beat": Fault("dropped-beat", beat=nf0 if len(images) > 1 else 0),
+        "dropped-beat": Fault("dropped-beat", beat=beats0 if len(images) > 1 else 0),
     }
-    return [faults[kind] for kind in FAULT_KINDS]
+    chosen = [faults[kind] for kind in FAULT_KINDS]
+    convolutions = [k for k, layer in enumerate(model.layers) if layer.kind == "conv"]
+    if convolutions:
+        chosen.append(Fault("window-shift", layer=convolutions[0]))
+        padded = [k for k in convolutions if model.layers[k].padding > 0]
+        if padded:
+            chosen.append(Fault("window-padding", layer=padded[0]))
+    return chosen
 
 
 def self_check(
-    plan: DesignPlan,
+    plan: DesignPlan | ConvDesignPlan,
     images: np.ndarray,
     names: list[str],
     work_dir: Path,
@@ -98,12 +111,14 @@ def self_check(
             + first_problem(clean_report)
         )
     model = plan.model
-    nf0 = plan.layers[0].neuron_folds
+    first = plan.layers[0]
+    positions = first.layer.out_height * first.layer.out_width if first.layer.kind == "conv" else 1
+    beats0 = first.neuron_folds * positions  # beats per image out of the first engine
     faulty_options = dataclasses.replace(
         options, waves=False, waves_on_mismatch=False, stop_at_first_mismatch=True
     )
     results = []
-    for fault in choose_faults(model, images, nf0):
+    for fault in choose_faults(model, images, beats0):
         announce(f"fault     {fault.describe()}: generating and simulating")
         start = time.perf_counter()
         folder = Path(work_dir) / "faults" / fault.kind

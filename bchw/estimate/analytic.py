@@ -49,6 +49,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from rtl_gen.conv_plan import ArgmaxStage, ConvDesignPlan, PoolStage, WindowStage
 from rtl_gen.plan import DesignPlan, FifoLink, LayerPlan, VectorBufferLink
 from rtl_gen.ranges import (
     constants_bits,
@@ -317,9 +318,94 @@ def argmax_counts(n: int, width: int, pipeline_every: int) -> Counts:
     return c
 
 
-def design_counts(plan: DesignPlan) -> list[dict[str, Any]]:
+def window_counts(stage: WindowStage) -> Counts:
+    """``SlidingWindow``: a line buffer of ``k + 1`` rows (a RAM of pixels; Yosys puts it in
+    block RAM once it is some 32 rows of pixels deep, else in LUT RAM or logic), two window
+    registers of ``k * k * C`` values (padded to whole beats), each bit loaded through a
+    multiplexer that also applies the padding's zero (about 2/3 of a LUT per register bit on
+    ECP5, measured on window blocks alone), the beat multiplexer that sends one, and the
+    reader's counters and address arithmetic."""
+    w, k, bits = stage.width, stage.kernel, stage.bits
+    depth = (k + 1) * w
+    window_bits = stage.beats * stage.simd * bits
+    addr = counter_bits(depth)
+    rows, cols = counter_bits(stage.height + k + 1), counter_bits(w + k + 1)
+    counters = (
+        2 * counter_bits(w) + addr + 2 * counter_bits(stage.out_height) + 3 * counter_bits(k * k)
+    )
+    return Counts(
+        add=counters + 4 * addr + 4 * rows + 4 * cols,  # counters, wraps, compares, row/col
+        mux=(4 * window_bits) // 3 + (stage.beats - 1) * stage.simd * bits // 2,
+        reg=2 * window_bits + counters,
+        memories=[(max(2, depth), stage.channels * bits, False, depth >= 32)],
+    )
+
+
+def pool_counts(stage: PoolStage) -> Counts:
+    """``MaxPool``: a RAM of one row of block maxima, read transparently (a forwarding
+    multiplexer per bit), a comparator and a multiplexer per channel, the arriving pixel's and
+    the read maxima's registers, and the counters (about 4.5 multiplexer bits per channel bit,
+    measured on pooling blocks alone)."""
+    c, bits = stage.channels, stage.bits
+    wo = stage.width // stage.size
+    counters = (
+        2 * counter_bits(stage.width)
+        + 2 * counter_bits(stage.height)
+        + 2 * counter_bits(stage.size)
+    )
+    return Counts(
+        add=c * bits + counters,
+        mux=(9 * c * bits) // 2,
+        reg=2 * c * bits + counters + counter_bits(wo) + 4,
+        memories=[(max(2, wo), c * bits, False, False)],
+    )
+
+
+def conv_design_counts(plan: ConvDesignPlan) -> list[dict[str, Any]]:
+    """Counts per part of a convolutional design: one entry per convolution or dense layer
+    (its window, its engine and the blocks after it up to the next layer's), then the output
+    (collector and argmax)."""
+    parts: list[dict[str, Any]] = []
+    current: Counts | None = None
+    pending = Counts()  # blocks before the first engine (a leading pool)
+    bits = plan.model.input_bits
+    for stage in plan.stages:
+        if isinstance(stage, ArgmaxStage):
+            break
+        if isinstance(stage, LayerPlan):
+            if current is not None:
+                parts.append({"part": f"layer {len(parts)}", **current.as_dict()})
+            current, pending = pending, Counts()
+            current += layer_counts(stage)
+            bits = stage.layer.output_bits
+            continue
+        if isinstance(stage, WindowStage):
+            c = window_counts(stage)
+            bits = stage.bits
+        elif isinstance(stage, PoolStage):
+            c = pool_counts(stage)
+        elif isinstance(stage, FifoLink):
+            c = fifo_counts(stage.lanes * bits, stage.depth)
+        else:
+            c = vector_buffer_counts(stage, bits)
+        if isinstance(stage, WindowStage) or current is None:
+            pending += c  # it feeds the next engine
+        else:
+            current += c
+    assert current is not None
+    # The collector, if any, was counted with the last layer; the output part is the argmax.
+    parts.append({"part": f"layer {len(parts)}", **current.as_dict()})
+    last = plan.model.layers[-1]
+    out = argmax_counts(plan.model.num_classes, last.output_bits, plan.pipeline_every)
+    parts.append({"part": "output", **out.as_dict()})
+    return parts
+
+
+def design_counts(plan: DesignPlan | ConvDesignPlan) -> list[dict[str, Any]]:
     """Counts per part of the whole design: one entry per layer (its engine and the link after
     it), then the output (collector and argmax)."""
+    if isinstance(plan, ConvDesignPlan):
+        return conv_design_counts(plan)
     parts = []
     for index, layer in enumerate(plan.layers):
         c = layer_counts(layer)

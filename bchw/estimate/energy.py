@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rtl_gen.conv_plan import ConvDesignPlan
 from rtl_gen.plan import DesignPlan
 
 SOURCE = (
@@ -45,7 +46,7 @@ def sram_read_pj(memory_bytes: int) -> float:
     return e1 + (e1 - e0) * math.log2(size / s1) / math.log2(s1 / s0)
 
 
-def energy_per_inference(plan: DesignPlan) -> dict[str, Any]:
+def energy_per_inference(plan: DesignPlan | ConvDesignPlan) -> dict[str, Any]:
     """Picojoules for one image of ``plan``'s design: the synapses' adds (and multiplies, for
     the MAC baseline's ``weight_bits``-bit weights), the requantization, and the weight reads
     of folded layers (unrolled layers keep their weights in logic and read nothing)."""
@@ -53,7 +54,9 @@ def energy_per_inference(plan: DesignPlan) -> dict[str, Any]:
     weight_bits = plan.unit.weight_bits
     for layer_plan in plan.layers:
         layer = layer_plan.layer
-        synapses = layer.in_features * layer.out_features
+        # A convolution computes its dense layer once per output pixel.
+        positions = layer.out_height * layer.out_width if layer.kind == "conv" else 1
+        synapses = layer.in_features * layer.out_features * positions
         # The width as charged since this model was written: the MAC layer's accumulator
         # (acc_bits already holds the weights' magnitude) plus weight_bits - 1 (see
         # docs/estimates.md, "Energy per inference").
@@ -62,9 +65,11 @@ def energy_per_inference(plan: DesignPlan) -> dict[str, Any]:
         if weight_bits > 1:
             arithmetic += synapses * multiply_pj(layer.input_bits, weight_bits)
         if not layer_plan.unrolled:
-            weight_bytes = math.ceil(synapses * weight_bits / 8)
+            weight_bytes = math.ceil(layer.in_features * layer.out_features * weight_bits / 8)
             memory += math.ceil(synapses * weight_bits / 64) * sram_read_pj(weight_bytes)
-        requant += layer.out_features * (layer.scale_terms + 3) * add_pj(layer.requant_bits)
+        requant += (
+            positions * layer.out_features * (layer.scale_terms + 3) * add_pj(layer.requant_bits)
+        )
     total = arithmetic + memory + requant
     return {
         "total_pj": round(total, 3),

@@ -23,7 +23,8 @@ from bchw.estimate.energy import SOURCE as ENERGY_SOURCE
 from bchw.estimate.energy import energy_per_inference
 from bchw.estimate.options import EstimateOptions
 from rtl_gen.baseline import mac_model
-from rtl_gen.plan import DesignPlan, DotProduct, LayerFolding, default_folding, plan_design
+from rtl_gen.conv_plan import ConvDesignPlan, plan_network
+from rtl_gen.plan import DesignPlan, DotProduct, LayerFolding, default_folding
 
 RESOURCE_KEYS = ("lut", "ff", "carry", "lutram", "bram", "dsp")
 SWEEP_BUDGETS = (32, 64, 128, 256, 512, 1024)  # synapses per cycle; 1024 is the default
@@ -61,14 +62,14 @@ def images_per_second(clock_mhz: float | None, interval: int) -> int | None:
 
 def design_plans(
     model: IntegerModel, folding: list[LayerFolding], pipeline_every: int, options: EstimateOptions
-) -> dict[str, DesignPlan]:
+) -> dict[str, DesignPlan | ConvDesignPlan]:
     """The binary design and its MAC baseline (the same folding and pipelining)."""
     mac_unit = DotProduct.mac(options.weight_bits)
     return {
-        "binary": plan_design(
+        "binary": plan_network(
             model, folding, pipeline_every, DotProduct.binary(options.adder_tree)
         ),
-        "mac": plan_design(
+        "mac": plan_network(
             mac_model(model, options.weight_bits), folding, pipeline_every, mac_unit
         ),
     }

@@ -253,13 +253,17 @@ def test_random_refuses_bad_arguments_in_one_line(tmp_path, args, problem):
     assert not path.exists()
 
 
-def test_commands_for_mlps_refuse_a_cnn_in_one_line(tmp_path):
+def test_estimate_takes_a_cnn_and_its_sweep_refuses_one_in_one_line(tmp_path):
     path = tmp_path / "cnn.bchw"
     assert cli("random", "1x8x8-4C3-MP2-10", "-o", str(path)).returncode == 0
-    for command in ("cosim", "estimate"):
-        result = cli(command, str(path), "-o", str(tmp_path / command))
-        assert_one_line_error(result, "handles MLP models only")
-        assert not (tmp_path / command).exists()
+    result = cli("estimate", str(path), "--analytic", "-o", str(tmp_path / "e"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["binary"]["ecp5"]["lut"] > 0 and report["mac"]["ecp5"]["dsp"] > 0
+    assert report["binary"]["ecp5"]["dsp"] == 0
+    result = cli("estimate", str(path), "--analytic", "--sweep", "-o", str(tmp_path / "s"))
+    assert_one_line_error(result, "--sweep handles MLP models only so far")
+    assert not (tmp_path / "s").exists()
 
 
 def test_generate_writes_a_cnn_and_its_manifest(tmp_path):

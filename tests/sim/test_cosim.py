@@ -15,6 +15,7 @@ import pytest
 
 from bchw.core import intmodel, reference
 from bchw.core.data import load_dataset
+from bchw.core.synthetic import random_network
 from bchw.errors import BchwError
 from rtl_gen.faults import FAULT_KINDS, Fault
 from rtl_gen.generate import generate
@@ -120,6 +121,50 @@ def test_odd_models_under_stalls_with_stress_vectors(tmp_path, sizes, folding):
         if stall == 0.0:
             assert report.latency_cycles == report.predicted_latency_cycles
             assert report.initiation_interval_cycles == report.predicted_initiation_interval_cycles
+
+
+CNN_DESIGNS = [
+    # odd sizes and channels, kernels 5 and 1, no padding, PE and SIMD that do not divide
+    ("3x9x7-5C5p0-MP2-4C1-6-3", [(2, 7), (3, 2), (4, 3), (3, 6)]),
+    # padding, two pooled convolutions, the flatten by a FIFO (SIMD = C), engines slower than
+    # their windows
+    ("2x8x8-4C3-MP2-3C3-MP2-5-4", [(1, 3), (2, 5), (2, 3), (4, 5)]),
+]
+
+
+@pytest.mark.parametrize("arch, folding", CNN_DESIGNS, ids=lambda v: str(v))
+def test_cnns_under_stalls_with_stress_vectors(tmp_path, arch, folding):
+    """A pixel per beat: every output bit-exact under stalls, latency and interval the
+    manifest's (the cycle model's) to the cycle."""
+    model = random_network(arch, seed=3, act_bits=4)
+    design = tmp_path / "design"
+    generate_design(model, folding, design)
+    vectors = stress_vectors(model, random_count=12, seed=1)
+    for stall in (0.0, 0.5):
+        report = cosimulate(
+            model, design, vectors.images, None, tmp_path, CosimOptions(stall=stall, seed=3)
+        )
+        assert report.passed, report.summary
+        assert report.outputs == len(vectors) and report.mismatches == 0
+        if stall == 0.0:
+            assert report.latency_cycles == report.predicted_latency_cycles
+            assert report.initiation_interval_cycles == report.predicted_initiation_interval_cycles
+
+
+def test_self_check_on_a_cnn_catches_convolution_faults(tmp_path):
+    """Every fault kind, the windows' shift and padding value too, is reported on a CNN."""
+    path = tmp_path / "cnn.bchw"
+    made = cli("random", "1x8x8-4C3-MP2-6-10", "-o", path, "--act-bits", "4")
+    assert made.returncode == 0, made.stderr
+    result = cli(
+        "cosim", path, "--dataset", "digits", "--limit", "30", "--pe", "2,3,5",
+        "--simd", "9,4,6", "-o", tmp_path / "out", "--self-check", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    check = _run_json(result)["self_check"]
+    kinds = [f["kind"] for f in check["faults"]]
+    assert kinds == [*FAULT_KINDS, "window-shift", "window-padding"]
+    assert check["detected"] == check["injected"] == 7 and check["kill_rate"] == 1.0
 
 
 def test_relative_adder_tree_design_is_bit_exact(tmp_path):
@@ -304,10 +349,19 @@ def test_mnist_slice(tmp_path, mnist_dir):
     assert np.isfinite(report.images_per_second)
 
 
+def test_choose_faults_on_a_cnn_places_window_faults_and_skips_pooling():
+    model = random_network("2x8x8-4C3p0-MP2-3C3-5-4", seed=2, act_bits=4)
+    faults = choose_faults(model, stress_vectors(model).images, beats0=36)
+    by_kind = {f.kind: f for f in faults}
+    assert model.layers[by_kind["weight-bit"].layer].kind != "maxpool"
+    assert by_kind["window-shift"].layer == 0  # the first convolution
+    assert by_kind["window-padding"].layer == 2  # the first padded one, after the pooling
+
+
 def test_choose_faults_places_each_kind_once():
     model = random_model((19, 12, 6), seed=5, input_bits=6, act_bits=4, out_bits=5)
     vectors = stress_vectors(model)
-    faults = choose_faults(model, vectors.images, nf0=3)
+    faults = choose_faults(model, vectors.images, beats0=3)
     assert [f.kind for f in faults] == list(FAULT_KINDS)
     weight = faults[0]
     assert 0 <= weight.layer < 2
