@@ -49,7 +49,8 @@ def main() -> None:
         model, [int(v) for v in args.pe.split(",")], [int(v) for v in args.simd.split(",")]
     )
     mac = mac_model(model, args.weight_bits)
-    chosen = [int(k) for k in args.layers.split(",")] if args.layers else range(len(model.layers))
+    weighted = model.weighted_layers()
+    chosen = [int(k) for k in args.layers.split(",")] if args.layers else range(len(weighted))
     work = Path(args.work)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +62,8 @@ def main() -> None:
                 "mac": (mac, DotProduct.mac(args.weight_bits)),
             }
             for name, (m, unit) in units.items():
-                layer = plan_layer(m.layers[index], f.pe, f.simd, DEFAULT_PIPELINE_EVERY, unit=unit)
+                lay = m.weighted_layers()[index]  # a convolution: its dense layer over a window
+                layer = plan_layer(lay, f.pe, f.simd, DEFAULT_PIPELINE_EVERY, unit=unit)
                 engine = LayerEngine(layer)
                 path = Path(tmp) / f"{name}{index}.v"
                 path.write_text(verilog.convert(engine, name=f"{name}{index}", emit_src=False))

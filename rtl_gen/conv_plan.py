@@ -302,13 +302,10 @@ def measure_timing(
     # A generous bound: every stage working alone, one after another, many times over.
     serial = beats_per_image + sum(stage_cycles(stage) for stage in stages)
     bound = 16 * MAX_TIMING_IMAGES * serial + 100_000
-    images = 3
-    while True:
-        timing = cycles.run(stages, beats_per_image, images, bound, progress)
-        gaps = timing.gaps
-        if gaps[-1] == gaps[-2] or images >= MAX_TIMING_IMAGES:
-            return timing.latency, gaps[-1]
-        images += 2
+    timing = cycles.run(
+        stages, beats_per_image, MAX_TIMING_IMAGES, bound, progress, until_steady=True
+    )
+    return timing.latency, timing.gaps[-1]
 
 
 def plan_conv_design(

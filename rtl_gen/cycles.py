@@ -69,6 +69,7 @@ class Engine(Block):
 
     def __init__(self, plan: LayerPlan) -> None:
         self.plan = plan
+        self.unrolled = plan.unrolled
         self.nf, self.sf = plan.neuron_folds, plan.synapse_folds
         self.tree = StallPipeline(plan.tree_latency)
         static = plan.unrolled or plan.static_constants
@@ -141,22 +142,24 @@ class Engine(Block):
         return rq_r, tree_o_r, tree_i_r, (not self.valid_a) or tree_i_r
 
     def valid(self, v_in: bool) -> bool:
-        if self.plan.unrolled:
+        if self.unrolled:
             return self._rq_valid(self.tree.valid(v_in))
         return self._rq_valid(self.acc_valid)
 
     def ready(self, r_out: bool, v_in: bool) -> bool:
-        if self.plan.unrolled:
+        if self.unrolled:
             return self._unrolled_parts(r_out, v_in)[2]
-        return self._folded_parts(r_out)[3] and self.fold == 0
+        # The chain asks for ready, then clocks the block with the same r_out: keep the parts.
+        self._parts = self._folded_parts(r_out)
+        return self._parts[3] and self.fold == 0
 
     def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
-        if self.plan.unrolled:
+        if self.unrolled:
             tree_v, rq_r, tree_r = self._unrolled_parts(r_out, v_in)
             self._rq_tick(tree_v, rq_r, r_out)
             self.tree.tick(v_in, tree_r, False, False)
             return
-        rq_r, tree_o_r, tree_i_r, advance = self._folded_parts(r_out)
+        rq_r, tree_o_r, tree_i_r, advance = self._parts
         tree_v = self.tree.valid(self.valid_a)
         last = tree_v and self.tree.tag_out()[1]
         self._rq_tick(self.acc_valid, rq_r, r_out)
@@ -385,14 +388,18 @@ def run(
     progress: Callable[[int], None] | None = None,
     offer: Callable[[], bool] | None = None,
     accept: Callable[[], bool] | None = None,
+    until_steady: bool = False,
 ) -> Timing:
     """Step the chain of ``stages`` with ``images`` images on its input until every result has
     left: by default the input is always valid and the output always ready; ``offer`` and
     ``accept``, asked once per cycle in that order (``offer`` only while beats remain), can
     withhold them, as a testbench does.
 
-    ``max_cycles`` bounds the run (``RuntimeError`` past it: a design that never finishes is a
-    generator bug, not a user's mistake); ``progress`` is told the cycle every 65,536 cycles.
+    ``until_steady`` ends the run early, once three results have left with the same spacing
+    twice in a row (later images cannot change the earlier ones' timing: a pipeline keeps
+    order). ``max_cycles`` bounds the run (``RuntimeError`` past it: a design that never
+    finishes is a generator bug, not a user's mistake); ``progress`` is told the cycle every
+    2^20 cycles.
     """
     blocks = [block_model(stage) for stage in stages]
     n = len(blocks)
@@ -401,23 +408,33 @@ def run(
     out_cycles: list[int] = []
     v = [False] * (n + 1)
     r = [True] * (n + 1)
+    valids = [block.valid for block in blocks]
+    readies = [block.ready for block in blocks]
+    ticks = [block.tick for block in blocks]
+    backward = list(range(n - 1, -1, -1))
     cycle = 0
     while len(out_cycles) < images:
         if cycle >= max_cycles:
             raise RuntimeError(f"the cycle model ran {max_cycles} cycles without finishing")
         v[0] = len(beat_cycles) < total and (offer is None or offer())
         r[n] = accept is None or accept()
-        for k, block in enumerate(blocks):
-            v[k + 1] = block.valid(v[k])
-        for k in range(n - 1, -1, -1):
-            r[k] = blocks[k].ready(r[k + 1], v[k])
-        for k, block in enumerate(blocks):
-            block.tick(v[k], r[k], v[k + 1], r[k + 1])
+        for k in range(n):
+            v[k + 1] = valids[k](v[k])
+        for k in backward:
+            r[k] = readies[k](r[k + 1], v[k])
+        for k in range(n):
+            ticks[k](v[k], r[k], v[k + 1], r[k + 1])
         if v[0] and r[0]:
             beat_cycles.append(cycle)
         if v[n] and r[n]:
             out_cycles.append(cycle)
+            if (
+                until_steady
+                and len(out_cycles) >= 3
+                and out_cycles[-1] - out_cycles[-2] == out_cycles[-2] - out_cycles[-3]
+            ):
+                break
         cycle += 1
-        if progress is not None and cycle % 65536 == 0:
+        if progress is not None and cycle % (1 << 20) == 0:
             progress(cycle)
     return Timing(beats_per_image, tuple(beat_cycles), tuple(out_cycles))

@@ -43,9 +43,7 @@ class StreamChecker:
     mark each image's first input beat, ``o CYCLE HEX`` lines each output beat.
     """
 
-    def __init__(
-        self, manifest: Manifest, expected: list[int], log_path: str | Path | None = None
-    ):
+    def __init__(self, manifest: Manifest, expected: list[int], log_path: str | Path | None = None):
         self.manifest = manifest
         self.expected = expected
         self.images = len(expected)

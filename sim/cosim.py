@@ -164,15 +164,23 @@ def cosimulate(
     waves_path = work_dir / "waves" / f"run{runner.WAVES_SUFFIX[options.sim]}"
     if options.waves:
         waves_path.parent.mkdir(parents=True, exist_ok=True)
-    stimulus = options.stimulus(
-        images,
-        expected,
-        waves=waves_path if options.waves else None,
-        stop_at_first_mismatch=options.stop_at_first_mismatch,
-    )
+    shares = share_images(len(images), 1 if options.waves else options.jobs)
+    stimuli = [
+        options.stimulus(
+            images[a:b],
+            expected[a:b],
+            waves=waves_path if options.waves else None,
+            stop_at_first_mismatch=options.stop_at_first_mismatch,
+        )
+        for a, b in shares
+    ]
     start = time.perf_counter()
-    result = runner.run(built, manifest, stimulus, work_dir / "run", progress)
+    if len(shares) == 1:
+        results = [runner.run(built, manifest, stimuli[0], work_dir / "run", progress)]
+    else:
+        results = _run_shares(built, manifest, stimuli, work_dir, progress)
     seconds = time.perf_counter() - start
+    result = merge_results(results, [a for a, _ in shares])
     classes = np.array([-2 if c is None else c for c in result["classes"]], dtype=np.int64)
     classes = np.concatenate([classes, np.full(len(images) - len(classes), -2, np.int64)])
     if labels is None:
@@ -217,10 +225,114 @@ def cosimulate(
     if not report.passed and options.waves_on_mismatch and not options.waves:
         if announce is not None:
             announce("replaying the run up to the first failure to write its waveform")
+        # The share that failed first, replayed alone: the same handshakes as in its run.
+        k = next(k for k, r in enumerate(results) if not r["passed"])
+        a, b = shares[k]
         report.waveform, report.waveform_note = _replay_with_waves(
-            verilog, manifest, images, expected, result, work_dir, options, announce
-        )
+            verilog, manifest, images[a:b], expected[a:b], results[k], work_dir, options,
+            announce, offset=a,
+        )  # fmt: skip
     return report
+
+
+def share_images(count: int, jobs: int) -> list[tuple[int, int]]:
+    """Contiguous ``[a, b)`` shares of ``count`` images for ``jobs`` simulator processes, at
+    least 8 images each (a pipeline fills and empties once per share)."""
+    shares = max(1, min(jobs, count // 8))
+    bounds = [count * k // shares for k in range(shares + 1)]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+def _run_shares(
+    built: runner.Build,
+    manifest: Manifest,
+    stimuli: list[runner.Stimulus],
+    work_dir: Path,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
+    """Run each share in its own simulator process, side by side; progress sums them."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+    states: list[dict[str, Any] | None] = [None] * len(stimuli)
+
+    def tell(k: int, state: dict[str, Any]) -> None:
+        with lock:
+            states[k] = state
+            known = [s for s in states if s is not None]
+            if progress is not None:
+                progress(
+                    {
+                        "outputs": sum(s["outputs"] for s in known),
+                        "images": sum(len(st.images) for st in stimuli),
+                        "mismatches": sum(s["mismatches"] for s in known),
+                        "cycle": sum(s["cycle"] for s in known),
+                    }
+                )
+
+    with ThreadPoolExecutor(len(stimuli)) as pool:
+        futures = [
+            pool.submit(
+                runner.run,
+                built,
+                manifest,
+                stimulus,
+                work_dir / "run" / f"share{k}",
+                lambda state, k=k: tell(k, state),
+            )  # fmt: skip
+            for k, stimulus in enumerate(stimuli)
+        ]
+        return [future.result() for future in futures]
+
+
+def merge_results(results: list[dict[str, Any]], offsets: list[int]) -> dict[str, Any]:
+    """One result document for shares run apart: counts summed, image numbers made global;
+    the latency is the first share's first image's (an empty pipeline), the interval the
+    median over the shares' medians, simulated cycles summed."""
+    if len(results) == 1:
+        return results[0]
+    first = None
+    for result, offset in zip(results, offsets, strict=True):
+        if result["first_mismatch"] is not None and first is None:
+            first = dict(result["first_mismatch"], image=result["first_mismatch"]["image"] + offset)
+    problems = [
+        f"share of images {offset}..: {r['summary']}"
+        for r, offset in zip(results, offsets, strict=True)
+        if not r["passed"]
+    ]
+    total = {key: sum(r[key] for r in results) for key in (
+        "images", "outputs", "mismatches", "missing_outputs", "extra_outputs", "cycles",
+        "beats_taken", "gap_cycles", "backpressure_cycles", "input_refused_cycles",
+    ) if all(key in r for r in results)}  # fmt: skip
+    intervals = sorted(
+        r["initiation_interval_cycles"] for r in results if r["initiation_interval_cycles"]
+    )
+    spans = [r["cycles_per_image"] * r["outputs"] for r in results if r["cycles_per_image"]]
+    return {
+        **total,
+        "passed": not problems,
+        "summary": "; ".join(problems) if problems else "all outputs match",
+        "mismatched_images": [
+            image + offset
+            for r, offset in zip(results, offsets, strict=True)
+            for image in r["mismatched_images"]
+        ],
+        "first_mismatch": first,
+        "stalled": any(r["stalled"] for r in results),
+        "classes": [c for r in results for c in r["classes"]],
+        "latency_cycles": results[0]["latency_cycles"],
+        "max_latency_cycles": max(
+            (r["max_latency_cycles"] for r in results if r["max_latency_cycles"] is not None),
+            default=None,
+        ),
+        "initiation_interval_cycles": intervals[len(intervals) // 2] if intervals else None,
+        "min_interval_cycles": min(
+            (r["min_interval_cycles"] for r in results if r.get("min_interval_cycles")),
+            default=None,
+        ),
+        "cycles_per_image": sum(spans) / total["outputs"] if total.get("outputs") else None,
+    }
 
 
 def _replay_with_waves(
@@ -232,6 +344,7 @@ def _replay_with_waves(
     work_dir: Path,
     options: CosimOptions,
     announce: Callable[[str], None] | None,
+    offset: int = 0,
 ) -> tuple[str, str | None]:
     """Rerun the same stimulus (same seed, so the same handshakes: a failure that depends on
     later images filling buffers comes back too) with tracing, dumping from 16 cycles before
@@ -248,7 +361,7 @@ def _replay_with_waves(
     built = runner.build(
         verilog, manifest, options.sim, work_dir / "builds", waves=True, announce=announce
     )
-    path = work_dir / "waves" / f"image{image}{runner.WAVES_SUFFIX[options.sim]}"
+    path = work_dir / "waves" / f"image{image + offset}{runner.WAVES_SUFFIX[options.sim]}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -24,6 +24,7 @@ class CosimOptions:
     waves: bool = False  # a waveform of the whole run
     waves_on_mismatch: bool = True  # replay up to the first mismatch with a waveform of it
     stop_at_first_mismatch: bool = False
+    jobs: int = 1  # simulator processes side by side, each on a contiguous share of the images
 
     @property
     def gap(self) -> float:

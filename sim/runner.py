@@ -90,18 +90,32 @@ def simulator_environment(sim: str) -> dict[str, str]:
 
 @contextmanager
 def _environment(sim: str):
-    """cocotb's runner reads ``os.environ``; set the simulator's variables around each call."""
-    updates = simulator_environment(sim)
-    saved = {key: os.environ.get(key) for key in updates}
-    os.environ.update(updates)
+    """cocotb's runner reads ``os.environ``; set the simulator's variables around each call.
+    Runs side by side (shards of one cosimulation) share one setting: the first sets it, the
+    last restores what was there."""
+    with _ENVIRONMENT_LOCK:
+        if _ENVIRONMENT_USERS[0] == 0:
+            updates = simulator_environment(sim)
+            _ENVIRONMENT_SAVED.clear()
+            _ENVIRONMENT_SAVED.update({key: os.environ.get(key) for key in updates})
+            os.environ.update(updates)
+        _ENVIRONMENT_USERS[0] += 1
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        with _ENVIRONMENT_LOCK:
+            _ENVIRONMENT_USERS[0] -= 1
+            if _ENVIRONMENT_USERS[0] == 0:
+                for key, value in _ENVIRONMENT_SAVED.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+
+_ENVIRONMENT_LOCK = threading.Lock()
+_ENVIRONMENT_USERS = [0]
+_ENVIRONMENT_SAVED: dict[str, str | None] = {}
 
 
 def _first_line_of(command: list[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -219,15 +220,20 @@ def folding_from_args(args: argparse.Namespace, model) -> list:
 
 
 def plan_from_args(args: argparse.Namespace, model):
-    """The binary design the folding options describe (an MLP's or a CNN's)."""
+    """The binary design the folding options describe (an MLP's or a CNN's). A large CNN's
+    cycle model takes a while: it says how far it has got on stderr."""
     from rtl_gen.conv_plan import plan_network
     from rtl_gen.plan import DotProduct
+
+    def progress(cycle: int) -> None:
+        print(f"timing    cycle model at {cycle:,} cycles", file=sys.stderr, flush=True)
 
     return plan_network(
         model,
         folding_from_args(args, model),
         args.pipeline_every,
         DotProduct.binary(args.adder_tree),
+        progress,
     )
 
 

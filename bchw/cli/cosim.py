@@ -11,6 +11,7 @@ from bchw.cli.common import (
     Progress,
     add_data_options,
     add_folding_options,
+    add_jobs,
     add_json,
     add_model_argument,
     check_output_dir,
@@ -114,6 +115,11 @@ def add_parser(commands) -> None:
         "(default: %(default)s)",
     )
     add_folding_options(parser)
+    add_jobs(
+        parser,
+        "simulator processes (each streams a contiguous share of the images, at least 8, "
+        "through one build; one with --waves)",
+    )
     add_json(parser)
     parser.set_defaults(handler=run)
 
@@ -167,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         burst=args.stall_burst,
         seed=args.seed,
         waves=args.waves,
+        jobs=args.jobs,
     )
     options.check()
     options = dataclasses.replace(options, sim=choose_simulator(args.sim))

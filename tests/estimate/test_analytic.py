@@ -181,3 +181,31 @@ def test_constants_bits_is_the_rom_layout(shipped_digits):
 
     for layer in shipped_digits.layers:
         assert constants_bits(layer) == constants_layout(layer).size
+
+
+def test_a_cnns_counts_hold_its_windows_pools_and_engines():
+    """One part per convolution and dense layer; the line buffers, pooling rows, engine buffers
+    and weights are the generated memories' shapes."""
+    from bchw.core.synthetic import random_network
+    from rtl_gen.cnn import ConvNetwork
+    from rtl_gen.conv_plan import plan_conv_design
+    from rtl_gen.plan import LayerFolding
+
+    model = random_network("2x9x9-4C3-MP2-3C3-6-5", seed=1, act_bits=4)
+    folding = [LayerFolding(*f) for f in [(2, 9), (3, 12), (2, 3), (5, 6)]]
+    plan = plan_conv_design(model, folding)
+    parts = analytic.design_counts(plan)
+    assert [p["part"] for p in parts] == ["layer 0", "layer 1", "layer 2", "layer 3", "output"]
+    net = elaborate(ConvNetwork(plan))
+    line_buffers = [((w.kernel + 1) * w.width, w.channels * w.bits) for w in net.windows]
+    counted = [tuple(m[:2]) for p in parts for m in p["memories"]]
+    for memory in line_buffers:
+        assert memory in counted
+    assert (9 // 2, 4 * 4) in counted  # the pooling's row of maxima: 4 blocks of 4 channels
+    # A convolution's energy is its dense layer's once per output pixel.
+    energy_pj = energy.energy_per_inference(plan)
+    per_pixel = sum(
+        lp.layer.in_features * lp.layer.out_features * (81 if k == 0 else 16)
+        for k, lp in enumerate(plan.layers[:2])
+    )
+    assert energy_pj["arithmetic_pj"] > per_pixel * 0.03  # every add at least an 8-bit add's

@@ -365,3 +365,34 @@ def test_choose_faults_places_each_kind_once():
     assert [f.kind for f in faults] == list(FAULT_KINDS)
     weight = faults[0]
     assert 0 <= weight.layer < 2
+
+
+def test_shares_run_side_by_side_give_the_same_report(tmp_path):
+    """--jobs splits the images into contiguous shares, one simulator each: the same classes,
+    the same first mismatch (a flipped weight: image by image) named by its global number."""
+    from sim.cosim import share_images
+
+    assert share_images(100, 3) == [(0, 33), (33, 66), (66, 100)]
+    assert share_images(15, 4) == [(0, 15)]  # at least 8 images a share
+    model = intmodel.load(DIGITS)
+    images = load_dataset("digits").test.images[:48].astype(np.int64)
+    plan = plan_design(model, [LayerFolding(*f) for f in [(16, 16), (16, 16), (2, 16)]])
+    weight_fault = choose_faults(model, images, beats0=16)[0]  # one that changes an output
+    faulty = generate(plan, tmp_path / "faulty", weight_fault)
+    reports = [
+        cosimulate(
+            model,
+            faulty.folder,
+            images,
+            None,
+            tmp_path / f"j{jobs}",
+            CosimOptions(stall=0.2, jobs=jobs, waves_on_mismatch=jobs == 2),
+        )  # fmt: skip
+        for jobs in (1, 2)
+    ]
+    one, two = reports
+    assert not one.passed and not two.passed
+    assert two.mismatches == one.mismatches > 0 and two.outputs == one.outputs == 48
+    assert two.first_mismatch["image"] == one.first_mismatch["image"]
+    assert two.first_mismatch["fields"] == one.first_mismatch["fields"]
+    assert two.waveform is not None and f"image{one.first_mismatch['image']}" in two.waveform
