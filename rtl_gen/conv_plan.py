@@ -19,9 +19,10 @@ causes between the stages.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bchw.core.intmodel import ConvLayer, IntegerLayer, IntegerModel, MaxPoolLayer
 from bchw.errors import BchwError
@@ -128,8 +129,23 @@ class ConvDesignPlan:
     unit: DotProduct
     layers: tuple[LayerPlan, ...]  # the convolution and dense engines, in order
     stages: tuple[Stage, ...]
-    latency: int
-    initiation_interval: int
+    progress: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def _timing(self) -> tuple[int, int]:
+        # Computed when first asked for: a large network's cycle model takes minutes, and an
+        # analytical estimate of its MAC baseline never needs it.
+        return measure_timing(self.stages, self.input_beats, self.progress)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an image's first beat to its result, the pipeline empty (cycle model)."""
+        return self._timing[0]
+
+    @property
+    def initiation_interval(self) -> int:
+        """Cycles between results when images follow each other (cycle model)."""
+        return self._timing[1]
 
     @property
     def adder_tree(self) -> str:
@@ -317,10 +333,10 @@ def plan_conv_design(
     progress: Callable[[int], None] | None = None,
 ) -> ConvDesignPlan:
     """The plan of a convolutional network (the folding checked by :func:`check_conv_design`);
-    ``progress`` is told the cycle model's cycle now and then."""
+    its timing is computed when first asked for, and ``progress`` is then told the cycle
+    model's cycle now and then."""
     check_conv_design(model, folding, pipeline_every, unit)
     engines, stages = conv_stages(model, folding, pipeline_every, requant_registered, unit)
-    latency, interval = measure_timing(stages, math.prod(model.input_shape[1:]), progress)
     return ConvDesignPlan(
         model=model,
         folding=tuple(folding),
@@ -328,8 +344,7 @@ def plan_conv_design(
         unit=unit,
         layers=engines,
         stages=stages,
-        latency=latency,
-        initiation_interval=interval,
+        progress=progress,
     )
 
 
