@@ -362,39 +362,42 @@ def pool_counts(stage: PoolStage) -> Counts:
 
 
 def conv_design_counts(plan: ConvDesignPlan) -> list[dict[str, Any]]:
-    """Counts per part of a convolutional design: one entry per convolution or dense layer
-    (its window, its engine and the blocks after it up to the next layer's), then the output
-    (collector and argmax)."""
-    parts: list[dict[str, Any]] = []
-    current: Counts | None = None
-    pending = Counts()  # blocks before the first engine (a leading pool)
+    """Counts per part of a convolutional design: per convolution or dense layer its engine
+    (``layer k``) and the streaming blocks around it (``layer k streams``: its window, and the
+    gather, pooling and flatten after it), then the output (argmax). The streaming parts have
+    no multiplier in either design: :func:`resources` prices them with the LUT-only costs in
+    both flows (the DSP flow's costs, fitted on MLP engines, do not see their multiplexers)."""
+    engines: list[Counts] = []
+    streams: list[Counts] = [Counts()]  # streams[k]: the window before engine k, links after
     bits = plan.model.input_bits
     for stage in plan.stages:
         if isinstance(stage, ArgmaxStage):
             break
         if isinstance(stage, LayerPlan):
-            if current is not None:
-                parts.append({"part": f"layer {len(parts)}", **current.as_dict()})
-            current, pending = pending, Counts()
-            current += layer_counts(stage)
+            engines.append(layer_counts(stage))
+            streams.append(Counts())
             bits = stage.layer.output_bits
             continue
         if isinstance(stage, WindowStage):
-            c = window_counts(stage)
+            streams[-1] += window_counts(stage)  # before the next engine
             bits = stage.bits
-        elif isinstance(stage, PoolStage):
+            continue
+        if isinstance(stage, PoolStage):
             c = pool_counts(stage)
         elif isinstance(stage, FifoLink):
             c = fifo_counts(stage.lanes * bits, stage.depth)
         else:
             c = vector_buffer_counts(stage, bits)
-        if isinstance(stage, WindowStage) or current is None:
-            pending += c  # it feeds the next engine
-        else:
-            current += c
-    assert current is not None
-    # The collector, if any, was counted with the last layer; the output part is the argmax.
-    parts.append({"part": f"layer {len(parts)}", **current.as_dict()})
+        # After an engine: its own streams (a leading pool: the first engine's).
+        streams[max(0, len(engines) - 1)] += c
+    streams.pop()  # the entry opened after the last engine: no window follows it
+    parts: list[dict[str, Any]] = []
+    for k, engine in enumerate(engines):
+        parts.append({"part": f"layer {k}", **engine.as_dict()})
+        if streams[k].as_dict() != Counts().as_dict():
+            parts.append(
+                {"part": f"layer {k} streams", "multiplier_free": True, **streams[k].as_dict()}
+            )
     last = plan.model.layers[-1]
     out = argmax_counts(plan.model.num_classes, last.output_bits, plan.pipeline_every)
     parts.append({"part": "output", **out.as_dict()})
@@ -535,8 +538,9 @@ def resources(
         x = features(part, fam)
         mapped = map_memories(part["memories"], fam)
         row = {"part": part["part"]}
+        part_mode = "nodsp" if part.get("multiplier_free") else mode
         for resource in ("lut", "ff", "carry"):
-            weights = fam[resource][mode]
+            weights = fam[resource][part_mode]
             row[resource] = max(0, round(sum(w * x[k] for k, w in weights.items())))
         row["lutram"] = mapped["lutram"]
         row["bram"] = mapped["bram"]
