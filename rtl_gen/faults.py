@@ -34,7 +34,7 @@ from rtl_gen.network import Network
 from rtl_gen.plan import DesignPlan
 
 FAULT_KINDS = ("weight-bit", "rounding-shift", "no-saturation", "argmax-ties", "dropped-beat")
-WINDOW_FAULT_KINDS = ("window-shift", "window-padding")
+WINDOW_FAULT_KINDS = ("window-shift", "window-padding")  # a CNN's, after FAULT_KINDS
 
 
 class DropBeat(wiring.Component):

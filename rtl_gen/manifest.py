@@ -486,9 +486,13 @@ class Manifest:
                     f"input: {self.beats_per_image} beats of {self.lanes} lanes do not carry "
                     f"a {'x'.join(map(str, self.input_shape))} image"
                 )
-            engines = sum(stage.kind == "engine" for stage in self.stages)
-            if engines != len(self.layers):
-                raise _Invalid(f"{len(self.layers)} layers but {engines} engine stages")
+            engines = [dict(s.sizes)["layer"] for s in self.stages if s.kind == "engine"]
+            if len(engines) != len(self.layers):
+                raise _Invalid(f"{len(self.layers)} layers but {len(engines)} engine stages")
+            if engines != list(range(len(engines))):
+                raise _Invalid(f"the engine stages name layers {engines}, not 0, 1, ... in order")
+            if self.links:
+                raise _Invalid("links: a version-2 manifest lists its blocks under 'stages'")
         elif len(self.links) != len(self.layers) - 1:
             raise _Invalid(f"{len(self.layers)} layers need {len(self.layers) - 1} links")
 
@@ -527,10 +531,23 @@ def _stage(stage: object, plan: ConvDesignPlan) -> Stage:
     return Stage(stage.kind, tuple((name, getattr(stage, name)) for name in names))
 
 
+STAGE_SIZES = {
+    "window": ("channels", "height", "width", "kernel", "padding", "simd", "beats"),
+    "engine": ("layer",),
+    "vector_buffer": ("n", "in_lanes", "out_lanes"),
+    "fifo": ("lanes", "depth"),
+    "maxpool": ("channels", "height", "width", "size"),
+    "argmax": ("classes", "latency"),
+}
+
+
 def _read_stage(entry: _Reader) -> Stage:
+    """A stage and exactly the sizes its kind has, each a whole number."""
     kind = entry.choice("kind", STAGE_KINDS)
-    sizes = tuple((name, entry.int(name, 0)) for name in entry.value if name != "kind")
-    return Stage(kind, sizes)
+    extra = sorted(set(entry.value) - {"kind", *STAGE_SIZES[kind]})
+    if extra:
+        raise _Invalid(f"{entry.where}: a {kind} stage has no field '{extra[0]}'")
+    return Stage(kind, tuple((name, entry.int(name, 0)) for name in STAGE_SIZES[kind]))
 
 
 _LAYER_FIELDS = {

@@ -7,6 +7,7 @@ the first mismatch replay the images up to it with a waveform of the failing ima
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,13 +175,15 @@ def cosimulate(
         )
         for a, b in shares
     ]
+    for k in range(1, len(stimuli)):  # each share its own gaps and back-pressure
+        stimuli[k] = dataclasses.replace(stimuli[k], seed=options.seed + k)
     start = time.perf_counter()
     if len(shares) == 1:
         results = [runner.run(built, manifest, stimuli[0], work_dir / "run", progress)]
     else:
         results = _run_shares(built, manifest, stimuli, work_dir, progress)
     seconds = time.perf_counter() - start
-    result = merge_results(results, [a for a, _ in shares])
+    result = merge_results(results, shares)
     classes = np.array([-2 if c is None else c for c in result["classes"]], dtype=np.int64)
     classes = np.concatenate([classes, np.full(len(images) - len(classes), -2, np.int64)])
     if labels is None:
@@ -286,12 +289,14 @@ def _run_shares(
         return [future.result() for future in futures]
 
 
-def merge_results(results: list[dict[str, Any]], offsets: list[int]) -> dict[str, Any]:
-    """One result document for shares run apart: counts summed, image numbers made global;
-    the latency is the first share's first image's (an empty pipeline), the interval the
-    median over the shares' medians, simulated cycles summed."""
+def merge_results(results: list[dict[str, Any]], shares: list[tuple[int, int]]) -> dict[str, Any]:
+    """One result document for shares run apart: counts summed, image numbers made global,
+    each share's classes padded to its images (a share that ended early has fewer); the
+    latency is the first measured one (an empty pipeline), the interval the median over the
+    shares' medians, simulated cycles summed (cycle numbers inside a share are its own)."""
     if len(results) == 1:
         return results[0]
+    offsets = [a for a, _ in shares]
     first = None
     for result, offset in zip(results, offsets, strict=True):
         if result["first_mismatch"] is not None and first is None:
@@ -320,8 +325,14 @@ def merge_results(results: list[dict[str, Any]], offsets: list[int]) -> dict[str
         ],
         "first_mismatch": first,
         "stalled": any(r["stalled"] for r in results),
-        "classes": [c for r in results for c in r["classes"]],
-        "latency_cycles": results[0]["latency_cycles"],
+        "classes": [
+            c
+            for r, (a, b) in zip(results, shares, strict=True)
+            for c in [*r["classes"], *[None] * (b - a - len(r["classes"]))]
+        ],
+        "latency_cycles": next(
+            (r["latency_cycles"] for r in results if r["latency_cycles"] is not None), None
+        ),
         "max_latency_cycles": max(
             (r["max_latency_cycles"] for r in results if r["max_latency_cycles"] is not None),
             default=None,

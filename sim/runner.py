@@ -94,7 +94,10 @@ def _environment(sim: str):
     Runs side by side (shards of one cosimulation) share one setting: the first sets it, the
     last restores what was there."""
     with _ENVIRONMENT_LOCK:
+        if _ENVIRONMENT_USERS[0] and _ENVIRONMENT_SIM[0] != sim:
+            raise RuntimeError(f"{sim} cannot run beside {_ENVIRONMENT_SIM[0]} in one process")
         if _ENVIRONMENT_USERS[0] == 0:
+            _ENVIRONMENT_SIM[0] = sim
             updates = simulator_environment(sim)
             _ENVIRONMENT_SAVED.clear()
             _ENVIRONMENT_SAVED.update({key: os.environ.get(key) for key in updates})
@@ -115,6 +118,7 @@ def _environment(sim: str):
 
 _ENVIRONMENT_LOCK = threading.Lock()
 _ENVIRONMENT_USERS = [0]
+_ENVIRONMENT_SIM = [""]
 _ENVIRONMENT_SAVED: dict[str, str | None] = {}
 
 

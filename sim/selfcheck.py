@@ -21,7 +21,7 @@ from bchw.core import reference
 from bchw.core.intmodel import IntegerModel
 from bchw.errors import BchwError
 from rtl_gen.conv_plan import ConvDesignPlan
-from rtl_gen.faults import FAULT_KINDS, Fault, flip_weight
+from rtl_gen.faults import FAULT_KINDS, WINDOW_FAULT_KINDS, Fault, flip_weight
 from rtl_gen.plan import DesignPlan
 from sim.cosim import CosimOptions, CosimReport, cosimulate, first_problem
 
@@ -81,11 +81,10 @@ def choose_faults(
     }
     chosen = [faults[kind] for kind in FAULT_KINDS]
     convolutions = [k for k, layer in enumerate(model.layers) if layer.kind == "conv"]
-    if convolutions:
-        chosen.append(Fault("window-shift", layer=convolutions[0]))
-        padded = [k for k in convolutions if model.layers[k].padding > 0]
-        if padded:
-            chosen.append(Fault("window-padding", layer=padded[0]))
+    padded = [k for k in convolutions if model.layers[k].padding > 0]
+    places = {"window-shift": convolutions[:1], "window-padding": padded[:1]}
+    for kind in WINDOW_FAULT_KINDS:  # a padded convolution's padding only
+        chosen += [Fault(kind, layer=k) for k in places[kind]]
     return chosen
 
 

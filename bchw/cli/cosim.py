@@ -11,7 +11,6 @@ from bchw.cli.common import (
     Progress,
     add_data_options,
     add_folding_options,
-    add_jobs,
     add_json,
     add_model_argument,
     check_output_dir,
@@ -115,10 +114,15 @@ def add_parser(commands) -> None:
         "(default: %(default)s)",
     )
     add_folding_options(parser)
-    add_jobs(
-        parser,
-        "simulator processes (each streams a contiguous share of the images, at least 8, "
-        "through one build; one with --waves)",
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="simulator processes side by side, each streaming a contiguous share of the "
+        "images (at least 8) through one build, with its own gaps and back-pressure (seed + "
+        "share); cycle numbers in a report of shares are the share's own, and simulated "
+        "cycles add up (default: %(default)s; one with --waves)",
     )
     add_json(parser)
     parser.set_defaults(handler=run)

@@ -319,8 +319,9 @@ def argmax_counts(n: int, width: int, pipeline_every: int) -> Counts:
 
 
 def window_counts(stage: WindowStage) -> Counts:
-    """``SlidingWindow``: a line buffer of ``k + 1`` rows (a RAM of pixels; Yosys puts it in
-    block RAM once it is some 32 rows of pixels deep, else in LUT RAM or logic), two window
+    """``SlidingWindow``: a line buffer of ``k + 1`` rows (a RAM of ``(k + 1) * W`` pixels;
+    counted as block RAM from 32 pixels deep, where Yosys put the blocks measured, else left
+    to the family's mapping), two window
     registers of ``k * k * C`` values (padded to whole beats), each bit loaded through a
     multiplexer that also applies the padding's zero (about 2/3 of a LUT per register bit on
     ECP5, measured on window blocks alone), the beat multiplexer that sends one, and the

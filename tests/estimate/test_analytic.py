@@ -197,8 +197,14 @@ def test_a_cnns_counts_hold_its_windows_pools_and_engines():
     parts = analytic.design_counts(plan)
     names = [p["part"] for p in parts]
     assert names == [
-        "layer 0", "layer 0 streams", "layer 1", "layer 1 streams", "layer 2",
-        "layer 2 streams", "layer 3", "output",
+        "layer 0",
+        "layer 0 streams",
+        "layer 1",
+        "layer 1 streams",
+        "layer 2",
+        "layer 2 streams",
+        "layer 3",
+        "output",
     ]  # fmt: skip (PE 5 gives all five scores at once: no collector after layer 3)
     assert all(bool(p.get("multiplier_free")) == p["part"].endswith("streams") for p in parts)
     net = elaborate(ConvNetwork(plan))

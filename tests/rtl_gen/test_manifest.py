@@ -96,6 +96,10 @@ def test_a_cnns_manifest_is_version_2_and_reads_back_equal(conv_design):
         (lambda m: m["stages"][0].update(kernel=-3), "kernel = -3 is outside"),
         (lambda m: m["layers"][0].update(kind="pool"), "kind 'pool' is not one of"),
         (lambda m: m.pop("stages"), "field 'stages' is missing"),
+        (lambda m: m["stages"][0].pop("simd"), r"stages\[0\]: field 'simd' is missing"),
+        (lambda m: m["stages"][0].update(depth=3), "a window stage has no field 'depth'"),
+        (lambda m: m["stages"][1].update(layer=2), "name layers \\[2, 1, 2, 3\\]"),
+        (lambda m: m.update(links=[{"after_layer": 0, "kind": "fifo"}]), "under 'stages'"),
     ],
 )
 def test_malformed_cnn_manifests_are_refused(conv_design, tmp_path, edit, message):

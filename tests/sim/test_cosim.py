@@ -17,7 +17,7 @@ from bchw.core import intmodel, reference
 from bchw.core.data import load_dataset
 from bchw.core.synthetic import random_network
 from bchw.errors import BchwError
-from rtl_gen.faults import FAULT_KINDS, Fault
+from rtl_gen.faults import FAULT_KINDS, Fault, flip_weight
 from rtl_gen.generate import generate
 from rtl_gen.manifest import MANIFEST_NAME, VERILOG_NAME, Manifest
 from rtl_gen.plan import LayerFolding, default_folding, plan_design
@@ -367,32 +367,64 @@ def test_choose_faults_places_each_kind_once():
     assert 0 <= weight.layer < 2
 
 
-def test_shares_run_side_by_side_give_the_same_report(tmp_path):
-    """--jobs splits the images into contiguous shares, one simulator each: the same classes,
-    the same first mismatch (a flipped weight: image by image) named by its global number."""
-    from sim.cosim import share_images
+def test_merging_shares_keeps_each_image_in_its_place():
+    """A share that ended early (5 of 8 outputs) leaves its missing classes empty; image
+    numbers become global; the latency is the first one measured."""
+    from sim.cosim import merge_results, share_images
 
     assert share_images(100, 3) == [(0, 33), (33, 66), (66, 100)]
     assert share_images(15, 4) == [(0, 15)]  # at least 8 images a share
+
+    def share(classes, images, first=None, latency=None):
+        return {
+            "passed": first is None and len(classes) == images,
+            "summary": "a problem" if first is not None else "all outputs match",
+            "images": images, "outputs": len(classes), "mismatches": int(first is not None),
+            "missing_outputs": images - len(classes), "extra_outputs": 0, "cycles": 100,
+            "beats_taken": 0, "mismatched_images": [] if first is None else [first],
+            "first_mismatch": None if first is None else {"image": first, "cycle": 7},
+            "stalled": False, "classes": classes, "latency_cycles": latency,
+            "max_latency_cycles": latency, "initiation_interval_cycles": 9,
+            "min_interval_cycles": 9, "cycles_per_image": 10.0 if classes else None,
+        }  # fmt: skip
+
+    merged = merge_results(
+        [share([1] * 5, 8, first=4), share([2] * 8, 8, first=1, latency=30)], [(0, 8), (8, 16)]
+    )
+    assert merged["classes"] == [1] * 5 + [None] * 3 + [2] * 8
+    assert merged["first_mismatch"]["image"] == 4 and merged["mismatched_images"] == [4, 9]
+    assert merged["latency_cycles"] == 30 and merged["missing_outputs"] == 3
+    assert not merged["passed"] and merged["images"] == 16 and merged["outputs"] == 13
+
+
+def test_shares_run_side_by_side_give_the_same_report(tmp_path):
+    """--jobs splits the images into contiguous shares, one simulator each: the same classes
+    and mismatches as one run, the first mismatch (a flipped weight: image by image, here in
+    the second share) named by its global number, its waveform from replaying that share."""
     model = intmodel.load(DIGITS)
-    images = load_dataset("digits").test.images[:48].astype(np.int64)
+    split = load_dataset("digits").test
+    images, labels = split.images.astype(np.int64), split.labels.astype(np.int64)
     plan = plan_design(model, [LayerFolding(*f) for f in [(16, 16), (16, 16), (2, 16)]])
-    weight_fault = choose_faults(model, images, beats0=16)[0]  # one that changes an output
-    faulty = generate(plan, tmp_path / "faulty", weight_fault)
-    reports = [
+    fault = choose_faults(model, images[:64], beats0=16)[0]  # one that changes an output
+    flipped = reference.run(flip_weight(model, fault.layer, fault.neuron, fault.input), images)
+    changed = (flipped.scores != reference.run(model, images).scores).any(axis=1)
+    # 24 images the fault leaves alone, then 24 with at least one it changes: share 1 fails.
+    chosen = np.concatenate([np.flatnonzero(~changed)[:24], np.flatnonzero(changed)[:24]])
+    faulty = generate(plan, tmp_path / "faulty", fault)
+    one, two = (
         cosimulate(
             model,
             faulty.folder,
-            images,
-            None,
+            images[chosen],
+            labels[chosen],
             tmp_path / f"j{jobs}",
             CosimOptions(stall=0.2, jobs=jobs, waves_on_mismatch=jobs == 2),
         )  # fmt: skip
         for jobs in (1, 2)
-    ]
-    one, two = reports
-    assert not one.passed and not two.passed
+    )
+    assert not one.passed and not two.passed and one.first_mismatch["image"] >= 24
     assert two.mismatches == one.mismatches > 0 and two.outputs == one.outputs == 48
     assert two.first_mismatch["image"] == one.first_mismatch["image"]
     assert two.first_mismatch["fields"] == one.first_mismatch["fields"]
+    assert (two.correct, two.labelled) == (one.correct, one.labelled)
     assert two.waveform is not None and f"image{one.first_mismatch['image']}" in two.waveform
