@@ -28,11 +28,12 @@ from rtl_gen import MAC_WEIGHT_BITS as WEIGHT_BITS
 from rtl_gen.ranges import signed_max
 
 
-@dataclass(frozen=True, eq=False)
-class MacLayer(IntegerLayer):
-    """An :class:`IntegerLayer` whose weights are signed ``weight_bits``-bit integers."""
+class _MacWeights:
+    """Signed ``weight_bits``-bit weights: the largest magnitude and the accumulator's bound."""
 
-    weight_bits: int = DEFAULT_WEIGHT_BITS
+    weight_bits: int
+    in_features: int
+    input_max: int
 
     @property
     def weight_max(self) -> int:
@@ -45,18 +46,17 @@ class MacLayer(IntegerLayer):
 
 
 @dataclass(frozen=True, eq=False)
-class MacConvLayer(ConvLayer):
-    """A :class:`ConvLayer` whose weights are signed ``weight_bits``-bit integers."""
+class MacLayer(_MacWeights, IntegerLayer):
+    """An :class:`IntegerLayer` whose weights are signed ``weight_bits``-bit integers."""
 
     weight_bits: int = DEFAULT_WEIGHT_BITS
 
-    @property
-    def weight_max(self) -> int:
-        return signed_max(self.weight_bits)
 
-    @property
-    def acc_bound(self) -> int:
-        return self.in_features * self.input_max * self.weight_max
+@dataclass(frozen=True, eq=False)
+class MacConvLayer(_MacWeights, ConvLayer):
+    """A :class:`ConvLayer` whose weights are signed ``weight_bits``-bit integers."""
+
+    weight_bits: int = DEFAULT_WEIGHT_BITS
 
 
 def mac_model(model: IntegerModel, weight_bits: int = DEFAULT_WEIGHT_BITS) -> IntegerModel:

@@ -29,7 +29,6 @@ from bchw.errors import BchwError
 from rtl_gen import DEFAULT_PIPELINE_EVERY, DEFAULT_SYNAPSES_PER_CYCLE, cycles
 from rtl_gen.plan import (
     BINARY,
-    MAX_SYNAPSES_PER_CYCLE,
     PE_COST,
     DesignPlan,
     DotProduct,
@@ -37,6 +36,9 @@ from rtl_gen.plan import (
     LayerFolding,
     LayerPlan,
     VectorBufferLink,
+    candidates,
+    check_pipelining,
+    check_synapses_per_cycle,
     default_folding,
     link_between,
     plan_design,
@@ -168,19 +170,12 @@ class ConvDesignPlan:
     def synapses_per_cycle(self) -> int:
         return sum(f.pe * f.simd for f in self.folding)
 
-    def positions(self, layer: LayerPlan) -> int:
-        """Output pixels per image of an engine (1 for a dense layer)."""
-        lay = layer.layer
-        return lay.out_height * lay.out_width if isinstance(lay, ConvLayer) else 1
-
 
 def stage_cycles(stage: Stage) -> int:
     """A stage's own cycles per image when nothing around it waits (an engine's ``nf * sf``
     per output pixel; a gathering buffer's beats per pixel)."""
     if isinstance(stage, LayerPlan):
-        layer = stage.layer
-        positions = layer.out_height * layer.out_width if isinstance(layer, ConvLayer) else 1
-        return positions * (stage.cycles_per_vector + stage.pipeline_depth)
+        return stage.layer.positions * (stage.cycles_per_vector + stage.pipeline_depth)
     return stage.cycles_per_vector
 
 
@@ -195,8 +190,7 @@ def check_conv_design(
     unit: DotProduct = BINARY,
 ) -> None:
     """Refuse, in one line, a folding the generator cannot build for a convolutional model."""
-    if pipeline_every < 0:
-        raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
+    check_pipelining(pipeline_every)
     layers = weighted_layers(model)
     for index, layer in enumerate(layers):
         if layer.weight_bits != unit.weight_bits:
@@ -222,12 +216,7 @@ def check_conv_design(
                 f"layer {index} ({layer.token()}): SIMD {f.simd} must lie in "
                 f"1..{layer.in_features} (its {inputs})"
             )
-    per_cycle = sum(f.pe * f.simd for f in folding)
-    if per_cycle > MAX_SYNAPSES_PER_CYCLE:
-        raise BchwError(
-            f"this folding computes {per_cycle} synapses per cycle (limit "
-            f"{MAX_SYNAPSES_PER_CYCLE}); fold the large layers with --pe/--simd"
-        )
+    check_synapses_per_cycle(folding)
 
 
 def conv_stages(
@@ -303,7 +292,7 @@ def flatten_simds(channels: int, pixels: int) -> list[int]:
     """The first dense layer's SIMD values that need no whole-vector buffer (and the whole
     vector, for an unrolled layer)."""
     n = channels * pixels
-    options = set(_candidates(n)) | {channels}
+    options = set(candidates(n)) | {channels}
     return sorted(
         s for s in options if s == n or channels % s == 0 or (s % channels == 0 and n % s == 0)
     )
@@ -351,15 +340,6 @@ def plan_conv_design(
 # -- the default folding ------------------------------------------------------------------------
 
 
-def _candidates(n: int) -> list[int]:
-    values = {n}
-    p = 1
-    while p < n:
-        values.add(p)
-        p *= 2
-    return sorted(values)
-
-
 def default_conv_folding(
     model: IntegerModel, budget: int = DEFAULT_SYNAPSES_PER_CYCLE
 ) -> list[LayerFolding]:
@@ -372,14 +352,10 @@ def default_conv_folding(
     (synapses per cycle plus ``PE_COST`` per PE; then the fewer cycles), or its fastest.
     """
     layers = weighted_layers(model)
-
-    def positions(layer: IntegerLayer) -> int:
-        return layer.out_height * layer.out_width if isinstance(layer, ConvLayer) else 1
-
-    work = sum(positions(layer) * layer.in_features * layer.out_features for layer in layers)
+    work = sum(layer.positions * layer.in_features * layer.out_features for layer in layers)
     floor = max(
         (
-            positions(layer) * (layer.kernel**2 + 2)
+            layer.positions * (layer.kernel**2 + 2)
             for layer in layers
             if isinstance(layer, ConvLayer)
         ),
@@ -390,14 +366,14 @@ def default_conv_folding(
     first_dense = next((layer for layer in layers if not isinstance(layer, ConvLayer)), None)
     for layer in layers:
         best = None
-        simds = _candidates(layer.in_features)
+        simds = candidates(layer.in_features)
         if layer is first_dense and not model.is_mlp:
             c, h, w = _flatten_shape(model)
             simds = flatten_simds(c, h * w)
-        for pe in _candidates(layer.out_features):
+        for pe in candidates(layer.out_features):
             for simd in simds:
                 cycles_per_image = (
-                    positions(layer)
+                    layer.positions
                     * math.ceil(layer.out_features / pe)
                     * math.ceil(layer.in_features / simd)
                 )

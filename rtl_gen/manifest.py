@@ -224,7 +224,7 @@ class Manifest:
                 neuron_folds=lp.neuron_folds,
                 synapse_folds=lp.synapse_folds,
                 unrolled=lp.unrolled,
-                cycles_per_image=lp.cycles_per_vector * _positions(lp),
+                cycles_per_image=lp.cycles_per_vector * lp.layer.positions,
                 pipeline_depth=lp.pipeline_depth,
                 input_bits=lp.layer.input_bits,
                 acc_bits=lp.layer.acc_bits,
@@ -497,12 +497,6 @@ class Manifest:
             raise _Invalid(f"{len(self.layers)} layers need {len(self.layers) - 1} links")
 
 
-def _positions(layer: LayerPlan) -> int:
-    """Output pixels per image of an engine: a convolution's windows, else 1."""
-    lay = layer.layer
-    return lay.out_height * lay.out_width if lay.kind == "conv" else 1
-
-
 def _conv_layer_fields(layer: LayerPlan) -> dict[str, Any]:
     lay = layer.layer
     if lay.kind != "conv":
@@ -511,7 +505,7 @@ def _conv_layer_fields(layer: LayerPlan) -> dict[str, Any]:
         "kind": "conv",
         "kernel": lay.kernel,
         "padding": lay.padding,
-        "positions": _positions(layer),
+        "positions": lay.positions,
     }
 
 

@@ -464,8 +464,7 @@ def check_design(
 ) -> None:
     """Refuse, with a one-line error, a folding or pipelining the generator cannot build."""
     require_mlp(model, "the hardware generator")
-    if pipeline_every < 0:
-        raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
+    check_pipelining(pipeline_every)
     unit.check(model)
     if len(folding) != len(model.layers):
         raise BchwError(
@@ -480,6 +479,16 @@ def check_design(
             raise BchwError(
                 f"layer {index}: SIMD {f.simd} must lie in 1..{layer.in_features} (its inputs)"
             )
+    check_synapses_per_cycle(folding)
+
+
+def check_pipelining(pipeline_every: int) -> None:
+    if pipeline_every < 0:
+        raise BchwError(f"--pipeline-every must be 0 (no registers) or more, got {pipeline_every}")
+
+
+def check_synapses_per_cycle(folding: list[LayerFolding]) -> None:
+    """Refuse a folding too parallel to generate or to fit any chip."""
     per_cycle = sum(f.pe * f.simd for f in folding)
     if per_cycle > MAX_SYNAPSES_PER_CYCLE:
         raise BchwError(
@@ -488,7 +497,7 @@ def check_design(
         )
 
 
-def _candidates(n: int) -> list[int]:
+def candidates(n: int) -> list[int]:
     """Parallelism worth considering for a dimension of size n: powers of two and n itself."""
     values = {n}
     p = 1
@@ -528,11 +537,11 @@ def _matched_folding(model: IntegerModel, target: int) -> list[LayerFolding] | N
     best: dict[int, tuple[int, int, list[LayerFolding]]] = {}
     for index, layer in enumerate(model.layers):
         n_in, n_out = layer.in_features, layer.out_features
-        simds = _candidates(n_in) if index == 0 else sorted(best)
+        simds = candidates(n_in) if index == 0 else sorted(best)
         step: dict[int, tuple[int, int, list[LayerFolding]]] = {}
         for simd in simds:
             before = (0, 0, []) if index == 0 else best[simd]
-            for pe in _candidates(n_out):
+            for pe in candidates(n_out):
                 cycles = _cycles(n_in, n_out, pe, simd)
                 if cycles > target:
                     continue
@@ -554,8 +563,8 @@ def _independent_folding(model: IntegerModel, target: int) -> list[LayerFolding]
     folding = []
     for layer in model.layers:
         best = None
-        for pe in _candidates(layer.out_features):
-            for simd in _candidates(layer.in_features):
+        for pe in candidates(layer.out_features):
+            for simd in candidates(layer.in_features):
                 cycles = _cycles(layer.in_features, layer.out_features, pe, simd)
                 key = (cycles > target, pe * simd if cycles <= target else -pe * simd, pe)
                 if best is None or key < best[0]:

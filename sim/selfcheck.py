@@ -111,8 +111,7 @@ def self_check(
         )
     model = plan.model
     first = plan.layers[0]
-    positions = first.layer.out_height * first.layer.out_width if first.layer.kind == "conv" else 1
-    beats0 = first.neuron_folds * positions  # beats per image out of the first engine
+    beats0 = first.neuron_folds * first.layer.positions  # beats per image out of the first engine
     faulty_options = dataclasses.replace(
         options, waves=False, waves_on_mismatch=False, stop_at_first_mismatch=True
     )

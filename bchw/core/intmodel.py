@@ -166,6 +166,11 @@ class IntegerLayer:
     kind = "dense"
 
     @property
+    def positions(self) -> int:
+        """Outputs of every neuron per image: 1 (a convolution: its output pixels)."""
+        return 1
+
+    @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.out_features,)
 
@@ -194,6 +199,11 @@ class ConvLayer(IntegerLayer):
     @property
     def out_channels(self) -> int:
         return self.out_features
+
+    @property
+    def positions(self) -> int:
+        """Output pixels per image: the dense layer over a window runs once for each."""
+        return self.out_height * self.out_width
 
     @property
     def out_height(self) -> int:

@@ -55,7 +55,7 @@ def energy_per_inference(plan: DesignPlan | ConvDesignPlan) -> dict[str, Any]:
     for layer_plan in plan.layers:
         layer = layer_plan.layer
         # A convolution computes its dense layer once per output pixel.
-        positions = layer.out_height * layer.out_width if layer.kind == "conv" else 1
+        positions = layer.positions
         synapses = layer.in_features * layer.out_features * positions
         # The width as charged since this model was written: the MAC layer's accumulator
         # (acc_bits already holds the weights' magnitude) plus weight_bits - 1 (see
