@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bchw.core.intmodel import ConvLayer, IntegerLayer, IntegerModel, MaxPoolLayer
+from bchw.core.intmodel import ConvLayer, IntegerModel, MaxPoolLayer
 from bchw.errors import BchwError
 from rtl_gen import DEFAULT_PIPELINE_EVERY, DEFAULT_SYNAPSES_PER_CYCLE, cycles
 from rtl_gen.plan import (
@@ -179,10 +179,6 @@ def stage_cycles(stage: Stage) -> int:
     return stage.cycles_per_vector
 
 
-def weighted_layers(model: IntegerModel) -> list[IntegerLayer]:
-    return [layer for layer in model.layers if isinstance(layer, IntegerLayer)]
-
-
 def check_conv_design(
     model: IntegerModel,
     folding: list[LayerFolding],
@@ -191,7 +187,7 @@ def check_conv_design(
 ) -> None:
     """Refuse, in one line, a folding the generator cannot build for a convolutional model."""
     check_pipelining(pipeline_every)
-    layers = weighted_layers(model)
+    layers = model.weighted_layers()
     for index, layer in enumerate(layers):
         if layer.weight_bits != unit.weight_bits:
             raise BchwError(
@@ -351,7 +347,7 @@ def default_conv_folding(
     SIMD), powers of two or the full size, whose ``positions * nf * sf`` meets the target
     (synapses per cycle plus ``PE_COST`` per PE; then the fewer cycles), or its fastest.
     """
-    layers = weighted_layers(model)
+    layers = model.weighted_layers()
     work = sum(layer.positions * layer.in_features * layer.out_features for layer in layers)
     floor = max(
         (
