@@ -51,6 +51,57 @@ MAX_TIMING_IMAGES = 8
 
 
 @dataclass(frozen=True)
+class WindowPhase:
+    """One step of a sliding window's reader over the pixel held at its memory's output: the
+    beat being assembled already holds ``gathered`` values from earlier pixels, and the step
+    uses ``take`` of the pixel's channels from ``offset`` on.
+
+    A *full* step completes a beat (``gathered + take == simd``) and sends it; otherwise the
+    step copies the pixel's last channels into the gather register, or, on the window's last
+    pixel, sends the beat padded with zeros."""
+
+    gathered: int
+    offset: int
+    take: int
+    full: bool
+    pixel_done: bool  # the step uses the pixel's last channel
+    next: int  # the phase after it (after a window's last step: phase 0)
+
+
+@functools.cache
+def window_phases(channels: int, simd: int, pixels: int) -> tuple[tuple[WindowPhase, ...], int]:
+    """The distinct steps of reading one window of ``pixels`` pixels of ``channels`` values
+    in beats of ``simd`` (phase 0 starts every window), and the steps per window."""
+    index: dict[tuple[int, int], int] = {}
+    found: list[list] = []  # [gathered, offset, take, full, pixel_done, next]
+    gathered = steps = 0
+    previous = None
+    for pixel in range(pixels):
+        offset = 0
+        while True:
+            rest = channels - offset
+            full = gathered + rest >= simd
+            take = simd - gathered if full else rest
+            key = (gathered, offset)
+            if key not in index:
+                index[key] = len(found)
+                done = not full or offset + take == channels
+                found.append([gathered, offset, take, full, done, 0])
+            if previous is not None:
+                found[previous][5] = index[key]
+            previous = index[key]
+            steps += 1
+            if full:
+                gathered, offset = 0, offset + take
+                if offset == channels:
+                    break
+            else:
+                gathered = 0 if pixel == pixels - 1 else gathered + rest
+                break
+    return tuple(WindowPhase(*f) for f in found), steps
+
+
+@dataclass(frozen=True)
 class WindowStage:
     """A sliding window: ``height x width`` pixels of ``channels`` values in, ``k x k`` windows
     (``padding`` zeros each side) out as ``beats`` beats of ``simd`` values."""
@@ -78,9 +129,18 @@ class WindowStage:
         return math.ceil(self.kernel * self.kernel * self.channels / self.simd)
 
     @property
+    def phases(self) -> tuple[WindowPhase, ...]:
+        return window_phases(self.channels, self.simd, self.kernel * self.kernel)[0]
+
+    @property
     def cycles_per_window(self) -> int:
-        """The reader's ``k * k`` reads, the landing cycle and a wait; or the beats out."""
-        return max(self.kernel * self.kernel + 2, self.beats)
+        """One step per cycle: at least one per pixel (a memory read each), one per beat."""
+        return window_phases(self.channels, self.simd, self.kernel * self.kernel)[1]
+
+    @property
+    def gather_lanes(self) -> int:
+        """Values of a beat gathered from earlier pixels: the gather register's size."""
+        return max((p.gathered + p.take for p in self.phases if not p.full), default=0)
 
     @property
     def cycles_per_vector(self) -> int:
@@ -342,19 +402,16 @@ def default_conv_folding(
     """Balance the layers at one interval per image, as the MLP's default does.
 
     The target interval is the network's additions per image divided by ``budget``, but never
-    below what the slowest sliding window needs (``k * k + 2`` cycles per output pixel): no
-    engine is made faster than a window can feed it. Each layer then takes the cheapest (PE,
-    SIMD), powers of two or the full size, whose ``positions * nf * sf`` meets the target
-    (synapses per cycle plus ``PE_COST`` per PE; then the fewer cycles), or its fastest.
+    below what the slowest sliding window needs (a pixel read per cycle: ``k * k`` cycles
+    per output pixel): no engine is made faster than a window can feed it. Each layer then
+    takes the cheapest (PE, SIMD), powers of two or the full size, whose
+    ``positions * nf * sf`` meets the target (synapses per cycle plus ``PE_COST`` per PE;
+    then the fewer cycles), or its fastest.
     """
     layers = model.weighted_layers()
     work = sum(layer.positions * layer.in_features * layer.out_features for layer in layers)
     floor = max(
-        (
-            layer.positions * (layer.kernel**2 + 2)
-            for layer in layers
-            if isinstance(layer, ConvLayer)
-        ),
+        (layer.positions * layer.kernel**2 for layer in layers if isinstance(layer, ConvLayer)),
         default=1,
     )
     target = max(math.ceil(work / budget), floor)

@@ -240,20 +240,21 @@ class Fifo(Block):
 
 
 class Window(Block):
-    """``rtl_gen.window.SlidingWindow``: the line buffer's row count, the reader's state
-    machine (``k * k`` reads, a landing cycle, a wait) and the two window registers."""
+    """``rtl_gen.window.SlidingWindow``: the line buffer's row count, the reader's position
+    (window and pixel) and the sender's step over the pixel at the memory's output."""
 
     def __init__(self, stage) -> None:
         self.h, self.w, self.k, self.p = stage.height, stage.width, stage.kernel, stage.padding
         self.ho, self.wo = stage.out_height, stage.out_width
-        self.rows, self.beats = stage.kernel + 1, stage.beats
-        self.in_x = self.ahead = self.out_y = self.out_x = 0
-        self.state, self.reads = "WAIT", 0
-        self.full = [False, False]
-        self.fill = self.drain = self.beat = 0
+        self.rows, self.phases = stage.kernel + 1, stage.phases
+        self.in_x = self.ahead = self.out_y = self.out_x = self.reads = 0
+        self.held, self.position, self.phase = False, 0, 0
+
+    def _emits(self) -> bool:
+        return self.phases[self.phase].full or self.position == self.k * self.k - 1
 
     def valid(self, v_in: bool) -> bool:
-        return self.full[self.drain]
+        return self.held and self._emits()
 
     def ready(self, r_out: bool, v_in: bool) -> bool:
         return self.ahead < self.rows + max(0, self.out_y - self.p)
@@ -267,30 +268,26 @@ class Window(Block):
         row_done = take_in and self.in_x == w - 1
         if take_in:
             self.in_x = 0 if self.in_x == w - 1 else self.in_x + 1
-        sent = v_out and r_out and self.beat == self.beats - 1
-        if v_out and r_out:
-            self.beat = 0 if self.beat == self.beats - 1 else self.beat + 1
+        phase, last_pixel = self.phases[self.phase], self.position == k * k - 1
+        step = self.held and (not self._emits() or r_out)
+        free = not self.held or (step and phase.pixel_done)
+        issue = free and there
+        if step:
+            self.phase = 0 if not phase.full and last_pixel else phase.next
+            if phase.pixel_done:
+                self.position = 0 if last_pixel else self.position + 1
+        self.held = issue or (self.held and not (step and phase.pixel_done))
         image_done = False
-        if self.state == "WAIT":
-            if there and not self.full[self.fill]:
-                self.state, self.reads = "READ", 0
-        elif self.state == "READ":
+        if issue:
             self.reads += 1
-            if self.reads == k * k:
-                self.state = "LAST"
-        else:  # LAST: the window lands in its register
-            self.full[self.fill] = True
-            self.fill = 1 - self.fill
-            self.state = "WAIT"
-            if self.out_x == self.wo - 1:
-                self.out_x = 0
-                image_done = self.out_y == self.ho - 1
-                self.out_y = 0 if image_done else self.out_y + 1
-            else:
-                self.out_x += 1
-        if sent:
-            self.full[self.drain] = False
-            self.drain = 1 - self.drain
+            if self.reads == k * k:  # the window's last pixel is read: on to the next window
+                self.reads = 0
+                if self.out_x == self.wo - 1:
+                    self.out_x = 0
+                    image_done = self.out_y == self.ho - 1
+                    self.out_y = 0 if image_done else self.out_y + 1
+                else:
+                    self.out_x += 1
         self.ahead += int(row_done) - (h if image_done else 0)
 
 

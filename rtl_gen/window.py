@@ -16,6 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bchw.errors import BchwError
+from rtl_gen.conv_plan import WindowStage
 
 
 def _refuse(block: wiring.Component, problem: str) -> None:
@@ -32,12 +33,16 @@ class SlidingWindow(wiring.Component):
 
     A line buffer of ``k + 1`` rows of pixels (one memory, one write and one read port) holds
     the rows the current windows need and the row being written, so the input runs up to one
-    row ahead of the windows. Each window is read pixel by pixel (``k * k`` reads, zero where
-    the window leaves the image: the padding costs no memory) into one of two window
-    registers, and sent from the other as ``ceil(k * k * channels / simd)`` beats of ``simd``
-    values, the last padded with zeros: a window every ``max(k * k + 2, beats)`` cycles when
-    its pixels are there and nothing stalls. Input and output proceed at once; a new image's
-    rows enter as soon as the windows still to be read no longer need the rows they overwrite.
+    row ahead of the windows. The windows are sent straight from the memory, as FINN's sliding
+    window does: a window's pixels are read one after another (zero where the window leaves the
+    image: the padding costs no memory), and each stays at the memory's output while its
+    channels go out in beats of ``simd`` values, in the integer model's window order. A beat
+    that spans pixels gathers the earlier pixels' values in a register of less than ``simd``
+    values; a window's last beat is padded with zeros. One step per cycle: a window every
+    ``WindowStage.cycles_per_window`` cycles (``ceil(k * k * channels / simd)`` beats, at
+    least one cycle per pixel) when its pixels are there and nothing stalls, with no gap
+    between windows. Input and output proceed at once; a new image's rows enter as soon as the
+    windows still to be read no longer need the rows they overwrite.
 
     Ports
     -----
@@ -57,12 +62,12 @@ class SlidingWindow(wiring.Component):
         elif simd < 1:
             problem = f"SIMD must be 1 or more, got {simd}"
         _refuse(self, problem)
+        self.stage = WindowStage(channels, height, width, kernel, padding, bits, simd)
         self.channels, self.height, self.width = channels, height, width
         self.kernel, self.padding, self.bits, self.simd = kernel, padding, bits, simd
-        self.out_height = height + 2 * padding - kernel + 1
-        self.out_width = width + 2 * padding - kernel + 1
+        self.out_height, self.out_width = self.stage.out_height, self.stage.out_width
         self.window = kernel * kernel * channels
-        self.beats = -(-self.window // simd)
+        self.beats = self.stage.beats
         self.rows = kernel + 1  # line buffer rows
         # Deliberate bugs for the cosimulation self-check (rtl_gen/faults.py): every window
         # shifted this many pixels to the right; padding read as this value instead of 0.
@@ -78,12 +83,15 @@ class SlidingWindow(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         c, h, w, k, p = self.channels, self.height, self.width, self.kernel, self.padding
-        rows, ho, wo = self.rows, self.out_height, self.out_width
+        rows, ho, wo, bits, simd = self.rows, self.out_height, self.out_width, self.bits, self.simd
         depth = rows * w  # row r of the stream (counted over images) lives at (r mod rows) * w
-        m.submodules.lines = lines = Memory(
-            shape=unsigned(c * self.bits), depth=max(2, depth), init=[]
-        )
-        wr, rd = lines.write_port(), lines.read_port()
+        m.submodules.lines = lines = Memory(shape=unsigned(c * bits), depth=max(2, depth), init=[])
+        wr = lines.write_port()
+        # The reader never reads the pixel being written (below), so the two ports' collision
+        # rule does not matter. Transparent is the cheaper to synthesize: Yosys emulates
+        # read-before-write across the ports with two registers per data bit, write-through
+        # with one.
+        rd = lines.read_port(transparent_for=(wr,))
 
         def wrap(value, step):
             """``(value + step) mod depth`` for 0 <= value < depth, 0 <= step <= depth."""
@@ -92,14 +100,15 @@ class SlidingWindow(wiring.Component):
         # -- input side: pixels go to consecutive addresses (row slots follow each other).
         in_x = Signal(range(max(2, w)), name="in_x")
         wr_addr = Signal(range(max(2, depth)), name="wr_addr")
-        # The input's row relative to the output image's first row: 0 .. h + rows.
+        # The input's row relative to the read window's image's first row: 0 .. h + rows.
         ahead = Signal(range(h + rows + 2), name="ahead")
-        out_y = Signal(range(max(2, ho)), name="out_y")
+        out_y = Signal(range(max(2, ho)), name="out_y")  # the window being read
         out_x = Signal(range(max(2, wo)), name="out_x")
         first_needed = Signal(range(h + 1), name="first_needed")  # max(0, out_y - p)
         m.d.comb += first_needed.eq(Mux(out_y > p, out_y - p, 0))
 
-        # A row may be written once the row it overwrites (rows earlier) is needed no more.
+        # A row may be written once the row it overwrites (rows earlier) is needed no more:
+        # pixels already read wait at the memory's output, not in it.
         m.d.comb += self.i.ready.eq(ahead < rows + first_needed)
         take_in = Signal(name="take_in")
         m.d.comb += [
@@ -116,8 +125,8 @@ class SlidingWindow(wiring.Component):
                 wr_addr.eq(wrap(wr_addr, 1)),
             ]
 
-        # -- output side: gather window (out_y, out_x) into a register, then send its beats.
-        # It is there once the input has passed the last pixel it needs.
+        # -- the reader: pixel (ky, kx) of window (out_y, out_x), once the input has passed
+        # the last pixel the window needs.
         last_row = Signal(range(h + k), name="last_row")
         last_col = Signal(range(w + k), name="last_col")
         m.d.comb += [
@@ -126,26 +135,13 @@ class SlidingWindow(wiring.Component):
         ]
         window_there = Signal(name="window_there")
         m.d.comb += window_there.eq((ahead > last_row) | ((ahead == last_row) & (in_x > last_col)))
-
-        # Address of the start of input row out_y's slot (row out_y of the output image).
-        out_base = Signal(range(max(2, depth)), name="out_base")
-        read_base = Signal(range(max(2, depth)), name="read_base")  # slot of row out_y - p + ky
-        # Two window registers: the reader fills one while the sender drains the other.
-        banks = [
-            Signal(data.ArrayLayout(unsigned(self.bits), self.beats * self.simd), name=f"bank{i}")
-            for i in (0, 1)
-        ]
-        full = [Signal(name=f"full{i}") for i in (0, 1)]
-        fill, drain = Signal(name="fill"), Signal(name="drain")
+        # Slots (multiples of w) of input rows out_y - p and out_y - p + ky.
+        first_slot = (depth - p * w) % depth
+        win_base = Signal(range(max(2, depth)), name="win_base", init=first_slot)
+        read_base = Signal(range(max(2, depth)), name="read_base", init=first_slot)
         ky = Signal(range(max(2, k)), name="ky")
         kx = Signal(range(max(2, k)), name="kx")
-        index = Signal(range(max(2, k * k)), name="index")  # ky * k + kx, counted (no multiplier)
-        got = Signal(name="got")  # last cycle's read lands in the filling bank now
-        got_index = Signal(range(max(2, k * k)), name="got_index")
-        got_pad = Signal(name="got_pad")
-        beat = Signal(range(max(2, self.beats)), name="beat")
-
-        row = Signal(range(-p, h + k), name="row")  # input row and column of (ky, kx)
+        row = Signal(range(-p, h + k), name="row")
         col = Signal(range(-p, w + k), name="col")
         inside = Signal(name="inside")
         m.d.comb += [
@@ -155,96 +151,92 @@ class SlidingWindow(wiring.Component):
             # a constant comparison, which lint rightly flags).
             inside.eq((row >= 0) & (row < h) & (col >= 0) & (col < w) if p else 1),
             rd.addr.eq(Mux(inside, read_base + col.as_unsigned(), 0)),
-            rd.en.eq(1),
         ]
-        with m.If(got):
-            for position in range(k * k):
-                with m.If(got_index == position):
-                    for ch in range(c):
-                        value = Mux(
-                            got_pad,
-                            self.fault_pad_value,
-                            rd.data[ch * self.bits : (ch + 1) * self.bits],
-                        )
-                        for i in (0, 1):
-                            with m.If(fill == i):
-                                m.d.sync += banks[i][position * c + ch].eq(value)
 
-        # -- the sender: the draining bank's beats. A case per beat, not word_select: a
-        # variable part-select multiplies its index.
-        word = self.simd * self.bits
-        with m.Switch(beat):
-            for b in range(self.beats):
-                with m.Default() if b == self.beats - 1 else m.Case(b):
-                    m.d.comb += self.o.payload.eq(
-                        Mux(drain, banks[1].as_value(), banks[0].as_value())[
-                            b * word : (b + 1) * word
-                        ]
-                    )
-        m.d.comb += self.o.valid.eq(Mux(drain, full[1], full[0]))
-        sent = Signal(name="sent")  # the draining bank's last beat leaves
-        m.d.comb += sent.eq(self.o.valid & self.o.ready & (beat == self.beats - 1))
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += beat.eq(Mux(beat == self.beats - 1, 0, beat + 1))
-        with m.If(sent):
-            m.d.sync += drain.eq(~drain)
+        # -- the sender: the pixel at the memory's output (``held``), step by step.
+        phases = self.stage.phases
+        held = Signal(name="held")  # a pixel of the window is at the memory's output
+        held_pad = Signal(name="held_pad")  # ... and it lies in the padding
+        position = Signal(range(max(2, k * k)), name="position")  # its index in the window
+        phase = Signal(range(max(2, len(phases))), name="phase")
+        pixel = Signal(data.ArrayLayout(unsigned(bits), c), name="pixel")
+        for ch in range(c):
+            m.d.comb += pixel[ch].eq(
+                Mux(held_pad, self.fault_pad_value, rd.data[ch * bits : (ch + 1) * bits])
+            )
+        gather_lanes = self.stage.gather_lanes
+        gathered = Signal(data.ArrayLayout(unsigned(bits), max(1, gather_lanes)), name="gathered")
+        last_pixel = Signal(name="last_pixel")
+        full, pixel_done = Signal(name="full"), Signal(name="pixel_done")
+        next_phase = Signal.like(phase, name="next_phase")
+        m.d.comb += last_pixel.eq(position == k * k - 1)
+        out = self.o.payload
+        with m.Switch(phase):
+            for index, ph in enumerate(phases):
+                with m.Default() if index == len(phases) - 1 else m.Case(index):
+                    m.d.comb += [
+                        full.eq(ph.full),
+                        pixel_done.eq(ph.pixel_done),
+                        next_phase.eq(ph.next),
+                    ]
+                    for lane in range(simd):
+                        if lane < ph.gathered:
+                            m.d.comb += out[lane].eq(gathered[lane])
+                        elif lane < ph.gathered + ph.take:
+                            m.d.comb += out[lane].eq(pixel[ph.offset + lane - ph.gathered])
+        emits = Signal(name="emits")
+        m.d.comb += [emits.eq(full | last_pixel), self.o.valid.eq(held & emits)]
+        step_go = Signal(name="step_go")
+        m.d.comb += step_go.eq(held & (~emits | self.o.ready))
+        free = Signal(name="free")  # the memory's output may take the next pixel
+        issue = Signal(name="issue")
+        m.d.comb += [
+            free.eq(~held | (step_go & pixel_done)),
+            issue.eq(free & window_there),
+            rd.en.eq(issue),
+        ]
+        with m.If(step_go):
+            m.d.sync += phase.eq(Mux(~full & last_pixel, 0, next_phase))
+            with m.If(pixel_done):
+                m.d.sync += position.eq(Mux(last_pixel, 0, position + 1))
+        with m.If(step_go & ~emits):  # gather the pixel's rest for the next beat
+            with m.Switch(phase):
+                for index, ph in enumerate(phases):
+                    if not ph.full:
+                        with m.Case(index):
+                            for j in range(ph.take):
+                                m.d.sync += gathered[ph.gathered + j].eq(pixel[ph.offset + j])
+        m.d.sync += held.eq(issue | (held & ~(step_go & pixel_done)))
 
-        # -- the reader: window (out_y, out_x) from the line buffer into the filling bank.
+        # -- the reader moves on with each read: next pixel, next row, next window.
         image_done = Signal(name="image_done")
-        read_done = Signal(name="read_done")  # the filling bank's last value lands now
-        fill_free = Signal(name="fill_free")
-        m.d.comb += fill_free.eq(~Mux(fill, full[1], full[0]))
-        with m.FSM(name="window_fsm"):
-            with m.State("WAIT"):
-                with m.If(window_there & fill_free):
-                    # Row out_y - p's slot: p slots back (mod the buffer), may be padding.
+        next_base = Signal.like(win_base, name="next_base")  # the next window's first row slot
+        with m.If(out_x != wo - 1):
+            m.d.comb += next_base.eq(win_base)
+        with m.Elif(out_y == ho - 1):  # the next image's row 0 follows this image's row h - 1
+            m.d.comb += next_base.eq(wrap(win_base, ((h - ho + 1) % rows) * w))
+        with m.Else():
+            m.d.comb += next_base.eq(wrap(win_base, w))
+        with m.If(issue):
+            m.d.sync += held_pad.eq(~inside)
+            with m.If(kx == k - 1):
+                m.d.sync += kx.eq(0)
+                with m.If(ky == k - 1):
                     m.d.sync += [
                         ky.eq(0),
-                        kx.eq(0),
-                        index.eq(0),
-                        read_base.eq(wrap(out_base, depth - p * w)),
+                        win_base.eq(next_base),
+                        read_base.eq(next_base),
+                        out_x.eq(Mux(out_x == wo - 1, 0, out_x + 1)),
                     ]
-                    m.next = "READ"
-            with m.State("READ"):
-                m.d.sync += [
-                    got.eq(1),
-                    got_index.eq(index),
-                    got_pad.eq(~inside),
-                    index.eq(index + 1),
-                ]
-                with m.If(kx == k - 1):
-                    m.d.sync += [kx.eq(0), read_base.eq(wrap(read_base, w))]
-                    with m.If(ky == k - 1):
-                        m.next = "LAST"
-                    with m.Else():
-                        m.d.sync += ky.eq(ky + 1)
+                    with m.If(out_x == wo - 1):
+                        m.d.sync += out_y.eq(Mux(out_y == ho - 1, 0, out_y + 1))
+                        m.d.comb += image_done.eq(out_y == ho - 1)
                 with m.Else():
-                    m.d.sync += kx.eq(kx + 1)
-            with m.State("LAST"):  # the last read lands in the bank this cycle
-                m.d.comb += read_done.eq(1)
-                m.d.sync += [
-                    got.eq(0),
-                    fill.eq(~fill),
-                    out_x.eq(Mux(out_x == wo - 1, 0, out_x + 1)),
-                ]
-                m.next = "WAIT"
-                with m.If(out_x == wo - 1):
-                    m.d.sync += out_y.eq(Mux(out_y == ho - 1, 0, out_y + 1))
-                    with m.If(out_y == ho - 1):
-                        # The next image's row 0 follows this image's row h - 1.
-                        m.d.comb += image_done.eq(1)
-                        m.d.sync += out_base.eq(wrap(out_base, ((h - ho + 1) % rows) * w))
-                    with m.Else():
-                        m.d.sync += out_base.eq(wrap(out_base, w))
-        for i in (
-            0,
-            1,
-        ):  # a bank fills when its last value lands, empties when its last beat leaves
-            with m.If(read_done & (fill == i)):
-                m.d.sync += full[i].eq(1)
-            with m.If(sent & (drain == i)):
-                m.d.sync += full[i].eq(0)
-        # The input's row counter relative to the output image: +1 per row in, -h per image out.
+                    m.d.sync += [ky.eq(ky + 1), read_base.eq(wrap(read_base, w))]
+            with m.Else():
+                m.d.sync += kx.eq(kx + 1)
+        # The input's row counter relative to the read window's image: +1 per row in, -h per
+        # image read.
         m.d.sync += ahead.eq(ahead + row_done - Mux(image_done, h, 0))
         return m
 

@@ -321,24 +321,35 @@ def argmax_counts(n: int, width: int, pipeline_every: int) -> Counts:
 def window_counts(stage: WindowStage) -> Counts:
     """``SlidingWindow``: a line buffer of ``k + 1`` rows (a RAM of ``(k + 1) * W`` pixels;
     counted as block RAM from 32 pixels deep, where Yosys put the blocks measured, else left
-    to the family's mapping), two window
-    registers of ``k * k * C`` values (padded to whole beats), each bit loaded through a
-    multiplexer that also applies the padding's zero (about 2/3 of a LUT per register bit on
-    ECP5, measured on window blocks alone), the beat multiplexer that sends one, and the
-    reader's counters and address arithmetic."""
-    w, k, bits = stage.width, stage.kernel, stage.bits
+    to the family's mapping) whose output the beats are taken from; per output lane, a
+    multiplexer over the values its phases send there; the gather register and its inputs;
+    the padding's zero on each channel bit; the reader's counters and address arithmetic
+    (within 10 % of Yosys's LUTs on ECP5 on windows of 32 and 128 channels, more on small
+    ones, whose line buffer Yosys puts in LUT RAM)."""
+    w, k, bits, c = stage.width, stage.kernel, stage.bits, stage.channels
     depth = (k + 1) * w
-    window_bits = stage.beats * stage.simd * bits
     addr = counter_bits(depth)
     rows, cols = counter_bits(stage.height + k + 1), counter_bits(w + k + 1)
     counters = (
-        2 * counter_bits(w) + addr + 2 * counter_bits(stage.out_height) + 3 * counter_bits(k * k)
-    )
+        2 * counter_bits(w) + 3 * addr + 2 * counter_bits(stage.out_height)
+        + 3 * counter_bits(k * k) + counter_bits(len(stage.phases)) + 2
+    )  # fmt: skip
+    sources: dict[int, set] = {}  # output lane -> values its phases send
+    gather: dict[int, set] = {}  # gather lane -> values written into it
+    for phase in stage.phases:
+        for lane in range(phase.gathered + phase.take):
+            source = ("g", lane) if lane < phase.gathered else phase.offset + lane - phase.gathered
+            sources.setdefault(lane, set()).add(source)
+            if not phase.full and lane >= phase.gathered:
+                gather.setdefault(lane, set()).add(source)
+    choices = sum(len(v) - 1 for v in sources.values()) + sum(len(v) for v in gather.values())
     return Counts(
         add=counters + 4 * addr + 4 * rows + 4 * cols,  # counters, wraps, compares, row/col
-        mux=(4 * window_bits) // 3 + (stage.beats - 1) * stage.simd * bits // 2,
-        reg=2 * window_bits + counters,
-        memories=[(max(2, depth), stage.channels * bits, False, depth >= 32)],
+        mux=(choices + c) * bits,
+        # The gather register, and the write-through bypass of the line buffer's read port
+        # (a pixel wide) that Yosys adds to a block RAM.
+        reg=(stage.gather_lanes + c) * bits + counters,
+        memories=[(max(2, depth), c * bits, False, depth >= 32)],
     )
 
 

@@ -42,7 +42,9 @@ def pixel_beats(images):
         (1, 3, 3, 3, 1, 1),  # one value per beat, image as small as the kernel
         (4, 5, 9, 3, 0, 36),  # a whole window per beat
         (1, 9, 5, 5, 1, 3),  # padding below the size-keeping one
-        (8, 4, 5, 3, 1, 2),  # 36 beats: the reader waits for a free window register
+        (8, 4, 5, 3, 1, 2),  # 36 beats, four per pixel
+        (5, 6, 4, 3, 1, 3),  # beats that span two pixels, and two in one
+        (6, 5, 5, 3, 1, 4),  # SIMD divides neither C nor the window
     ],
 )
 def test_sliding_window_gives_every_window_in_order(
@@ -56,10 +58,17 @@ def test_sliding_window_gives_every_window_in_order(
     outs, out_cycles, _ = simulate(dut, pixel_beats(images), len(expected), gap=gap, stall=stall)
     assert [[int(v) for v in beat] for beat in outs] == expected
     if gap == 0 and stall == 0:
-        # docs/hardware.md: a window every max(k*k + 2, beats) cycles once its pixels are there
-        # (longer only where it waits for the input, at most one pixel per cycle here).
+        # docs/hardware.md: one step per cycle: one per beat, in the pixel where the beat
+        # ends, and one more per pixel whose last values only gather for the next beat; once
+        # the window's pixels are there (longer only where it waits for the input).
+        total = kernel * kernel * channels
+        ends = {min(b * simd + simd, total) - 1 for b in range(dut.beats)}
+        steps = dut.beats + sum(
+            (pixel + 1) * channels - 1 not in ends for pixel in range(kernel * kernel)
+        )
+        assert dut.stage.cycles_per_window == steps
         starts = np.diff(out_cycles[:: dut.beats])
-        assert min(starts.tolist()) == max(kernel * kernel + 2, dut.beats)
+        assert min(starts.tolist()) == steps
 
 
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)
@@ -118,3 +127,31 @@ def test_a_whole_cnn_matches_the_reference_bit_for_bit(arch, folding, gap, stall
     assert [int(o["index"]) for o in outs] == result.predicted.tolist()
     scores = [[int(v) for v in o["scores"]] for o in outs]
     assert scores == result.scores.tolist()
+
+
+@pytest.mark.parametrize("pixels", [1, 9, 25])
+def test_window_phases_send_every_value_once_in_order(pixels):
+    """Replaying the planned steps as the hardware does (a pixel at the memory's output, the
+    gather register, the last pixel's padded beat) gives the window's values in order."""
+    from rtl_gen.conv_plan import window_phases
+
+    for channels in range(1, 10):
+        for simd in range(1, 21):
+            phases, steps = window_phases(channels, simd, pixels)
+            sent, gathered, phase, position = [], {}, 0, 0
+            for _ in range(steps):
+                ph = phases[phase]
+                last = position == pixels - 1
+                pixel = [position * channels + ch for ch in range(channels)]
+                lanes = [gathered[j] for j in range(ph.gathered)]
+                lanes += pixel[ph.offset : ph.offset + ph.take]
+                if ph.full or last:
+                    sent.append(lanes + [None] * (simd - len(lanes)))
+                else:
+                    gathered.update(enumerate(lanes))
+                phase = 0 if not ph.full and last else ph.next
+                position += ph.pixel_done
+            total = pixels * channels
+            assert position == pixels and phase == 0
+            assert sum(sent, []) == list(range(total)) + [None] * (len(sent) * simd - total)
+            assert len(sent) == -(-total // simd)
