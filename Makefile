@@ -30,7 +30,7 @@ lint: $(STAMP)
 # Everything that proves the claims (CI runs this), one worker per core: every test has its own
 # folders (tmp_path), so they run side by side.
 test: lint
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto --durations=15
 
 # The edit-test loop: every test but those marked slow (training, cosimulation, long synthesis).
 test-fast: lint

@@ -33,7 +33,7 @@ FOLDING_EPILOG = (
     f"{DEFAULT_SYNAPSES_PER_CYCLE} synapses per cycle in total, each layer's PE equal to the "
     "next layer's SIMD where possible (FIFO links). A CNN names its convolution and dense "
     "layers (pooling has no folding); its default interval is never shorter than its slowest "
-    "sliding window's (k*k + 2 cycles per output pixel)."
+    "sliding window's (k*k cycles per output pixel: a line-buffer read per pixel)."
 )
 
 
