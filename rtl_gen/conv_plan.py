@@ -404,9 +404,11 @@ def default_conv_folding(
     The target interval is the network's additions per image divided by ``budget``, but never
     below what the slowest sliding window needs (a pixel read per cycle: ``k * k`` cycles
     per output pixel): no engine is made faster than a window can feed it. Each layer then
-    takes the cheapest (PE, SIMD), powers of two or the full size, whose
-    ``positions * nf * sf`` meets the target (synapses per cycle plus ``PE_COST`` per PE;
-    then the fewer cycles), or its fastest.
+    takes the cheapest (PE, SIMD), powers of two or the full size, whose cycles per image
+    meet the target (``positions * nf * sf``, or for a convolution its window's steps per
+    output pixel where those are more: a SIMD that divides neither the channels nor the
+    window adds steps; cost: synapses per cycle plus ``PE_COST`` per PE; then the fewer
+    cycles), or its fastest.
     """
     layers = model.weighted_layers()
     work = sum(layer.positions * layer.in_features * layer.out_features for layer in layers)
@@ -425,11 +427,13 @@ def default_conv_folding(
             simds = flatten_simds(c, h * w)
         for pe in candidates(layer.out_features):
             for simd in simds:
-                cycles_per_image = (
-                    layer.positions
-                    * math.ceil(layer.out_features / pe)
-                    * math.ceil(layer.in_features / simd)
+                per_position = math.ceil(layer.out_features / pe) * math.ceil(
+                    layer.in_features / simd
                 )
+                if isinstance(layer, ConvLayer):  # its window feeds it no faster than this
+                    steps = window_phases(layer.in_channels, simd, layer.kernel**2)[1]
+                    per_position = max(per_position, steps)
+                cycles_per_image = layer.positions * per_position
                 meets = cycles_per_image <= target
                 cost = pe * simd + PE_COST * pe
                 key = (not meets, cost if meets else -pe * simd, cycles_per_image)

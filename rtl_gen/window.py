@@ -87,7 +87,8 @@ class SlidingWindow(wiring.Component):
         depth = rows * w  # row r of the stream (counted over images) lives at (r mod rows) * w
         m.submodules.lines = lines = Memory(shape=unsigned(c * bits), depth=max(2, depth), init=[])
         wr = lines.write_port()
-        # The reader never reads the pixel being written (below), so the two ports' collision
+        # The reader never reads the pixel being written (below; a padding position reads
+        # address 0, whatever is written there, and discards it), so the two ports' collision
         # rule does not matter. Transparent is the cheaper to synthesize: Yosys emulates
         # read-before-write across the ports with two registers per data bit, write-through
         # with one.

@@ -323,9 +323,10 @@ def window_counts(stage: WindowStage) -> Counts:
     counted as block RAM from 32 pixels deep, where Yosys put the blocks measured, else left
     to the family's mapping) whose output the beats are taken from; per output lane, a
     multiplexer over the values its phases send there; the gather register and its inputs;
-    the padding's zero on each channel bit; the reader's counters and address arithmetic
-    (within 10 % of Yosys's LUTs on ECP5 on windows of 32 and 128 channels, more on small
-    ones, whose line buffer Yosys puts in LUT RAM)."""
+    the padding's zero on each channel bit; the reader's counters and address arithmetic.
+    Set against Yosys on window blocks alone (docs/estimates.md has the table: within 15 %
+    of its LUTs on windows of 32 and 128 channels with SIMD up to a pixel, over where a beat
+    gathers a whole window, under on small ones whose line buffer Yosys puts in LUT RAM)."""
     w, k, bits, c = stage.width, stage.kernel, stage.bits, stage.channels
     depth = (k + 1) * w
     addr = counter_bits(depth)

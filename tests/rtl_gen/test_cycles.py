@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bchw.core.synthetic import random_network
-from rtl_gen import cycles
+from rtl_gen import DEFAULT_SYNAPSES_PER_CYCLE, cycles
 from rtl_gen.conv_plan import (
     ArgmaxStage,
     conv_stages,
@@ -151,3 +151,16 @@ def test_the_default_folding_meets_its_interval_without_racing_the_windows():
         positions = lay.out_height * lay.out_width if lay.kind == "conv" else 1
         assert positions * engine.cycles_per_vector <= window_floor
     assert not any(isinstance(stage, VectorBufferLink) and stage.n == 3136 for stage in plan.stages)
+
+
+@pytest.mark.parametrize("arch", ["3x16x16-1C3-1C3-10", "3x16x16-4C3-4C3-10", "3x12x10-8C5-MP2-6"])
+def test_the_default_folding_meets_its_target_with_few_input_channels(arch):
+    """A window whose SIMD divides neither its channels nor the window takes more than k*k
+    cycles per output pixel: the default folding counts those steps."""
+    model = random_network(arch, seed=2)
+    layers = model.weighted_layers()
+    work = sum(lay.positions * lay.in_features * lay.out_features for lay in layers)
+    floor = max(lay.positions * lay.kernel**2 for lay in layers if lay.kind == "conv")
+    target = max(-(-work // DEFAULT_SYNAPSES_PER_CYCLE), floor)
+    plan = plan_conv_design(model, default_conv_folding(model))
+    assert plan.initiation_interval <= target
