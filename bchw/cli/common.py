@@ -225,16 +225,18 @@ def plan_from_args(args: argparse.Namespace, model):
     from rtl_gen.conv_plan import plan_network
     from rtl_gen.plan import DotProduct
 
-    def progress(cycle: int) -> None:
-        print(f"timing    cycle model at {cycle:,} cycles", file=sys.stderr, flush=True)
-
     return plan_network(
         model,
         folding_from_args(args, model),
         args.pipeline_every,
         DotProduct.binary(args.adder_tree),
-        progress,
+        cycle_model_progress,
     )
+
+
+def cycle_model_progress(cycle: int) -> None:
+    """How far a large CNN's cycle model has got, on stderr."""
+    print(f"timing    cycle model at {cycle:,} cycles", file=sys.stderr, flush=True)
 
 
 def add_jobs(parser: argparse.ArgumentParser, what: str = "synthesis runs") -> None:

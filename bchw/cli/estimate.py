@@ -15,6 +15,7 @@ from bchw.cli.common import (
     add_json,
     add_model_argument,
     check_output_dir,
+    cycle_model_progress,
     device_pair,
     emit_json,
     folding_from_args,
@@ -163,7 +164,15 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     with Progress() as progress:
-        report = estimate(model, folding, args.pipeline_every, options, output, progress.runs())
+        report = estimate(
+            model,
+            folding,
+            args.pipeline_every,
+            options,
+            output,
+            progress.runs(),
+            cycle_model_progress,
+        )
         rows = (
             sweep(model, args.pipeline_every, options, output, progress.runs())
             if args.sweep

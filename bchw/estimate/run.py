@@ -61,13 +61,18 @@ def images_per_second(clock_mhz: float | None, interval: int) -> int | None:
 
 
 def design_plans(
-    model: IntegerModel, folding: list[LayerFolding], pipeline_every: int, options: EstimateOptions
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    pipeline_every: int,
+    options: EstimateOptions,
+    timing_progress: Callable[[int], None] | None = None,
 ) -> dict[str, DesignPlan | ConvDesignPlan]:
-    """The binary design and its MAC baseline (the same folding and pipelining)."""
+    """The binary design and its MAC baseline (the same folding and pipelining).
+    ``timing_progress`` hears a large CNN's cycle model (the binary design's timing)."""
     mac_unit = DotProduct.mac(options.weight_bits)
     return {
         "binary": plan_network(
-            model, folding, pipeline_every, DotProduct.binary(options.adder_tree)
+            model, folding, pipeline_every, DotProduct.binary(options.adder_tree), timing_progress
         ),
         "mac": plan_network(
             mac_model(model, options.weight_bits), folding, pipeline_every, mac_unit
@@ -168,6 +173,7 @@ def estimate(
     options: EstimateOptions,
     out_dir: Path,
     progress: Progress | None = None,
+    timing_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Resources of ``model``'s binary design and its MAC baseline for every target.
 
@@ -183,7 +189,7 @@ def estimate(
     from bchw.estimate.synth import synthesize
 
     out_dir = Path(out_dir)
-    plans = design_plans(model, folding, pipeline_every, options)
+    plans = design_plans(model, folding, pipeline_every, options, timing_progress)
     coefficients = load_coefficients()
     parts = {name: design_counts(plan) for name, plan in plans.items()}
     analytic = {
