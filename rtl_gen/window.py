@@ -66,7 +66,6 @@ class SlidingWindow(wiring.Component):
         self.channels, self.height, self.width = channels, height, width
         self.kernel, self.padding, self.bits, self.simd = kernel, padding, bits, simd
         self.out_height, self.out_width = self.stage.out_height, self.stage.out_width
-        self.window = kernel * kernel * channels
         self.beats = self.stage.beats
         self.rows = kernel + 1  # line buffer rows
         # Deliberate bugs for the cosimulation self-check (rtl_gen/faults.py): every window
@@ -172,6 +171,7 @@ class SlidingWindow(wiring.Component):
         next_phase = Signal.like(phase, name="next_phase")
         m.d.comb += last_pixel.eq(position == k * k - 1)
         out = self.o.payload
+        emits, step_go = Signal(name="emits"), Signal(name="step_go")
         with m.Switch(phase):
             for index, ph in enumerate(phases):
                 with m.Default() if index == len(phases) - 1 else m.Case(index):
@@ -185,9 +185,11 @@ class SlidingWindow(wiring.Component):
                             m.d.comb += out[lane].eq(gathered[lane])
                         elif lane < ph.gathered + ph.take:
                             m.d.comb += out[lane].eq(pixel[ph.offset + lane - ph.gathered])
-        emits = Signal(name="emits")
+                    if not ph.full:
+                        with m.If(step_go & ~emits):  # gather the pixel's rest for the next beat
+                            for j in range(ph.take):
+                                m.d.sync += gathered[ph.gathered + j].eq(pixel[ph.offset + j])
         m.d.comb += [emits.eq(full | last_pixel), self.o.valid.eq(held & emits)]
-        step_go = Signal(name="step_go")
         m.d.comb += step_go.eq(held & (~emits | self.o.ready))
         free = Signal(name="free")  # the memory's output may take the next pixel
         issue = Signal(name="issue")
@@ -200,13 +202,6 @@ class SlidingWindow(wiring.Component):
             m.d.sync += phase.eq(Mux(~full & last_pixel, 0, next_phase))
             with m.If(pixel_done):
                 m.d.sync += position.eq(Mux(last_pixel, 0, position + 1))
-        with m.If(step_go & ~emits):  # gather the pixel's rest for the next beat
-            with m.Switch(phase):
-                for index, ph in enumerate(phases):
-                    if not ph.full:
-                        with m.Case(index):
-                            for j in range(ph.take):
-                                m.d.sync += gathered[ph.gathered + j].eq(pixel[ph.offset + j])
         m.d.sync += held.eq(issue | (held & ~(step_go & pixel_done)))
 
         # -- the reader moves on with each read: next pixel, next row, next window.
