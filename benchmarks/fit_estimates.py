@@ -2,6 +2,8 @@
 
 ``python benchmarks/fit_estimates.py [--results build/calibration/results.jsonl]``
 
+Refits the families that have runs in the results; the others keep their earlier fit.
+
 Reads the synthesis runs written by ``benchmarks/calibrate_estimates.py``. Per family it picks
 the block-RAM thresholds that best reproduce Yosys's memory mapping, then fits the cost of each
 primitive (LUTs, flip-flops and carry cells per adder bit, per multiplexer bit, ...) by
@@ -190,23 +192,30 @@ def main() -> None:
     args = parser.parse_args()
     rows = load_rows(Path(args.results))
     families = sorted({r["family"] for r in rows}, key=list(GEOMETRY).index)
+    # Families without runs in the results keep their earlier fit (and its designs and error).
+    out_path = Path(args.out)
+    earlier = json.loads(out_path.read_text()) if out_path.is_file() else {}
     coefficients = {
         "format": "bchw-analytic-coefficients",
-        "yosys": sorted({r["script"].split()[0] for r in rows}),
-        "designs": {
-            role: sorted({r["name"] for r in rows if r["role"] == role})
-            for role in ("fit", "check")
-        },
-        "families": {
-            name: fit_family(name, [r for r in rows if r["family"] == name]) for name in families
-        },
+        "yosys": sorted({r["script"].split()[0] for r in rows} | set(earlier.get("yosys", []))),
+        "designs": dict(earlier.get("designs", {})),
+        "families": dict(earlier.get("families", {})),
+        "error": dict(earlier.get("error", {})),
     }
-    coefficients["error"] = errors(rows, coefficients)
+    for name in families:
+        mine = [r for r in rows if r["family"] == name]
+        coefficients["families"][name] = fit_family(name, mine)
+        coefficients["designs"][name] = {
+            role: sorted({r["name"] for r in mine if r["role"] == role})
+            for role in ("fit", "check")
+        }
+    fresh = errors(rows, {"families": {n: coefficients["families"][n] for n in families}})
+    coefficients["error"].update(fresh)
     Path(args.out).write_text(json.dumps(coefficients, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out}")
     print("| family | resource | median (check) | worst (check) | median (fit) | worst (fit) |")
     print("|---|---|---:|---:|---:|---:|")
-    for family, by_role in coefficients["error"].items():
+    for family, by_role in fresh.items():
         for resource, check in by_role["check"].items():
             fit = by_role["fit"][resource]
             print(

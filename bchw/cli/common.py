@@ -171,9 +171,34 @@ def width_options(args: argparse.Namespace, **more: Any) -> ExportOptions:
 
 
 def add_folding_options(parser: argparse.ArgumentParser) -> None:
+    from bchw.estimate.devices import DEFAULT_MARGIN, DEVICES_BY_KEY
+
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--unroll", action="store_true", help="fully unroll every layer")
     choice.add_argument("--folding", metavar="FILE", help="folding JSON file")
+    choice.add_argument(
+        "--fit",
+        metavar="DEVICE",
+        help="fold for a chip: the per-layer PE and SIMD with the most images per second "
+        "that fit DEVICE by the analytical model (block RAMs counted as synthesis builds "
+        f"them), one of {', '.join(DEVICES_BY_KEY)}; docs/estimates.md has the devices",
+    )
+    parser.add_argument(
+        "--target-fps",
+        type=float,
+        metavar="N",
+        help="with --fit: the smallest folding that reaches N images per second at the "
+        "device's target clock, instead of the fastest",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        metavar="F",
+        help="with --fit: the fraction of the chip's LUTs and flip-flops left free for "
+        "placement and routing (default: %(default)s; block RAM and DSP blocks may be used "
+        "to the last)",
+    )
     parser.add_argument(
         "--pe", type=int_list, metavar="P[,P...]", help="neurons per cycle, one per layer"
     )
@@ -198,18 +223,26 @@ def add_folding_options(parser: argparse.ArgumentParser) -> None:
 
 
 def has_folding(args: argparse.Namespace) -> bool:
-    return bool(args.unroll or args.folding or args.pe is not None or args.simd is not None)
+    return bool(
+        args.unroll or args.folding or args.fit or args.pe is not None or args.simd is not None
+    )
 
 
 def folding_from_args(args: argparse.Namespace, model) -> list:
-    """The folding the options name (the default folding without any), checked."""
+    """The folding the options name (the default folding without any), checked. With --fit,
+    the search's result is also kept as ``args.fit_result`` for the command's report."""
     from rtl_gen import plan
     from rtl_gen.conv_plan import network_folding
 
     if (args.pe is None) != (args.simd is None):
         raise BchwError("--pe and --simd go together: give one value per layer to each")
-    if args.pe is not None and (args.unroll or args.folding):
-        raise BchwError("choose one of --pe/--simd, --folding or --unroll")
+    if args.pe is not None and (args.unroll or args.folding or args.fit):
+        raise BchwError("choose one of --pe/--simd, --folding, --fit or --unroll")
+    if not args.fit and (args.target_fps is not None or args.margin != _default_margin()):
+        raise BchwError("--target-fps and --margin go with --fit DEVICE")
+    if args.fit:
+        result = fit_from_args(args, model)
+        return result.folding
     if args.unroll:
         return plan.unrolled_folding(model)
     if args.folding:
@@ -217,6 +250,48 @@ def folding_from_args(args: argparse.Namespace, model) -> list:
     if args.pe is not None:
         return plan.folding_from_lists(model, list(args.pe), list(args.simd))
     return network_folding(model)
+
+
+def _default_margin() -> float:
+    from bchw.estimate.devices import DEFAULT_MARGIN
+
+    return DEFAULT_MARGIN
+
+
+def fit_from_args(args: argparse.Namespace, model, unit=None):
+    """The --fit search for ``model`` (the binary unit of --adder-tree unless ``unit`` says),
+    told on stdout; kept as ``args.fit_result``."""
+    from bchw.estimate.devices import fit_device
+    from bchw.estimate.fit import fit
+    from rtl_gen.plan import DotProduct
+
+    device = fit_device(args.fit)
+    unit = unit or DotProduct.binary(args.adder_tree)
+    result = fit(model, device, unit, args.margin, args.target_fps, args.pipeline_every)
+    for line in fit_lines(result):
+        print(line, flush=True)
+    args.fit_result = result
+    return result
+
+
+def fit_lines(result) -> list[str]:
+    """What --fit chose, in three lines: folding and rate, use of the chip, what binds."""
+    from bchw.estimate.fit import LABELS
+    from rtl_gen.plan import folding_text
+
+    d = result.device
+    use = ", ".join(
+        f"{LABELS[k]} {result.usage[k]:,.0f} of {result.limits[k]:,.0f}"
+        + (f" ({d.capacity[k]:,} less {result.margin:.0%})" if k in ("lut", "ff") else "")
+        for k in ("lut", "ff", "bram", "dsp")
+    )
+    return [
+        f"fit       {d.key} ({d.name}), {result.design}: PE/SIMD "
+        f"{folding_text(result.folding, compact=True)}; {result.interval:,} cycles per image, "
+        f"{result.images_per_second:,} images/s at {result.clock_mhz:g} MHz (predicted)",
+        f"fit       uses {use} (analytical model; LUTs include carry and LUT-RAM sites)",
+        f"fit       binds: {result.binding}",
+    ]
 
 
 def plan_from_args(args: argparse.Namespace, model):

@@ -147,7 +147,7 @@ def _plan(args: argparse.Namespace, model):
     ):
         raise BchwError(
             "--design takes its folding, pipelining and adder tree from its manifest: drop "
-            "--pe/--simd, --folding, --unroll, --pipeline-every and --adder-tree"
+            "--pe/--simd, --folding, --fit, --unroll, --pipeline-every and --adder-tree"
         )
     folder = Path(args.design)
     if not folder.is_dir():

@@ -132,13 +132,16 @@ def run(args: argparse.Namespace) -> int:
     from rtl_gen.plan import check_design, folding_text
 
     targets = tuple(dict.fromkeys(args.target or DEFAULT_TARGETS))
+    devices = dict(args.device)
+    if args.fit:
+        targets, devices = _fit_targets(args)
     options = EstimateOptions(
         targets=targets,
         weight_bits=args.weight_bits,
         synth=not args.analytic,
         lut_only=args.lut_only,
         pnr=args.pnr,
-        devices=dict(args.device),
+        devices=devices,
         clock_mhz=args.clock_mhz,
         jobs=args.jobs,
         adder_tree=args.adder_tree,
@@ -151,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
             "--sweep handles MLP models only so far; estimate a CNN one folding at a time"
         )
     folding = folding_from_args(args, model)
+    fit_report, mac_folding = _mac_fit(args, model, options) if args.fit else (None, None)
+    if fit_report is not None and fit_report["mac"]["fits"]:
+        options.mac_dsp = fit_report["mac"]["multipliers_in_dsp"]
     if model.is_mlp:
         check_design(model, folding, args.pipeline_every)
     else:
@@ -172,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             output,
             progress.runs(),
             cycle_model_progress,
+            mac_folding,
         )
         rows = (
             sweep(model, args.pipeline_every, options, output, progress.runs())
@@ -180,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if rows is not None:
         report["sweep"] = rows
+    if fit_report is not None:
+        _add_fit(report, fit_report, options)
     if accuracy is not None:
         report["accuracy"] = accuracy
         print(
@@ -190,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
         f"timing    {report['initiation_interval_cycles']} cycles per image, latency "
         f"{report['latency_cycles']} cycles"
     )
+    if fit_report is not None:
+        for line in _fit_table(report, options):
+            print(line)
     analytic_lut_only = options.synth and report["lut_only_source"] == "analytic"
     # "+carry": the LUT-only run's LUTs with those inside ECP5 and Gowin carry cells.
     header = f"{'target':<7} {'design':<9} {'LUT':>8} {'LUT only':>9} {'+carry':>8} {'FF':>8} "
@@ -244,6 +256,90 @@ def run(args: argparse.Namespace) -> int:
     print("plots     " + ", ".join(str(p) for p in written["plots"]))
     emit_json(args, report)
     return 0
+
+
+def _fit_targets(args: argparse.Namespace) -> tuple[tuple[str, ...], dict[str, str]]:
+    """--fit names the device: its family is the one target, and the one placed on."""
+    from bchw.estimate.devices import fit_device
+
+    device = fit_device(args.fit)
+    if args.target and set(args.target) != {device.family}:
+        raise BchwError(f"--fit {device.key} estimates for {device.family}: drop --target")
+    if args.device:
+        raise BchwError("--fit names the device: drop --device")
+    if args.sweep:
+        raise BchwError("--sweep estimates a range of foldings: it cannot go with --fit")
+    if args.pnr and not device.placeable:
+        raise BchwError(
+            f"--pnr: no open tool places the {device.name} here (synthesis estimates only); "
+            "drop --pnr"
+        )
+    devices = {device.family: device.key.split("-", 1)[1]} if device.placeable else {}
+    return (device.family,), devices
+
+
+def _mac_fit(args: argparse.Namespace, model, options) -> tuple[dict, list | None]:
+    """The MAC baseline folded for the same chip by the same search: its fit, or, when none
+    fits, why, with its smallest design (estimated so that the report shows what it needs)."""
+    from bchw.estimate.fit import NoFitError, fit
+    from rtl_gen.baseline import mac_model
+    from rtl_gen.plan import DotProduct
+
+    binary = args.fit_result
+    mac = mac_model(model, options.weight_bits)
+    unit = DotProduct.mac(options.weight_bits)
+    try:
+        result = fit(mac, binary.device, unit, args.margin, args.target_fps, args.pipeline_every)
+    except NoFitError as exc:
+        report = {"fits": False, "reason": str(exc), "design": "mac"}
+        return {"binary": binary.as_dict(), "mac": report}, exc.smallest
+    return {"binary": binary.as_dict(), "mac": result.as_dict() | {"fits": True}}, result.folding
+
+
+def _add_fit(report: dict, fit_report: dict, options) -> None:
+    """The fit beside each design's entry: whether it fits (place and route's answer where it
+    ran, else the analytical model's) and its images per second (at the measured fmax, else
+    at the device's target clock)."""
+    fit_report["binary"]["fits"] = True
+    report["fit"] = fit_report
+    target = options.targets[0]
+    for name in ("binary", "mac"):
+        entry, chosen = report[name][target], fit_report[name]
+        if "fmax_mhz" not in entry:
+            entry["fits"] = chosen["fits"]
+            if not chosen["fits"]:
+                entry["reason"] = chosen["reason"]
+            clock = fit_report["binary"]["clock_mhz"]
+            entry["images_per_second"] = round(clock * 1e6 / entry["initiation_interval_cycles"])
+        entry["predicted"] = {
+            "fits": chosen["fits"],
+            "images_per_second": chosen.get("images_per_second"),
+            "usage": chosen.get("usage"),
+        }
+
+
+def _fit_table(report: dict, options) -> list[str]:
+    """Both designs on the chip, side by side."""
+    target = options.targets[0]
+    fit_report = report["fit"]
+    lines = [
+        f"{'fit':<9} {'design':<9} {'folding (PE/SIMD)':<32} {'cycles':>8} {'images/s':>11} fits"
+    ]
+    for name in ("binary", "mac"):
+        e = report[name][target]
+        folding = ", ".join(f"{f['pe']}/{f['simd']}" for f in e["folding"])
+        label = "binary" if name == "binary" else f"MAC {options.weight_bits}b"
+        ips = "-" if e.get("images_per_second") is None else f"{e['images_per_second']:,}"
+        fits = "yes" if e.get("fits") else "no"
+        lines.append(
+            f"{'fit':<9} {label:<9} {folding:<32} {e['initiation_interval_cycles']:>8,} "
+            f"{ips:>11} {fits}"
+        )
+    if not fit_report["mac"]["fits"]:
+        lines.append(f"fit       MAC: {fit_report['mac']['reason']} (its smallest design shown)")
+    else:
+        lines.append(f"fit       MAC binds: {fit_report['mac']['binding']}")
+    return lines
 
 
 def _lut_only(entry: dict, analytic: bool) -> str:

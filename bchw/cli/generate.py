@@ -74,6 +74,21 @@ def run(args: argparse.Namespace) -> int:
             "latency_cycles": manifest.latency_cycles,
             "initiation_interval_cycles": manifest.initiation_interval_cycles,
             "folding": [{"pe": f.pe, "simd": f.simd} for f in plan.folding],
-        },
+        }
+        | _fit_summary(args, manifest.initiation_interval_cycles),
     )
     return 0
+
+
+def _fit_summary(args: argparse.Namespace, interval: int) -> dict:
+    """With --fit: the search's result, at the design's exact interval (a CNN's from the
+    cycle model; the search predicts it from the slowest stage)."""
+    result = getattr(args, "fit_result", None)
+    if result is None:
+        return {}
+    summary = result.as_dict()
+    summary.update(
+        initiation_interval_cycles=interval,
+        images_per_second=round(result.clock_mhz * 1e6 / interval),
+    )
+    return {"fit": summary}

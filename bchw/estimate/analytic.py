@@ -476,15 +476,20 @@ GEOMETRY: dict[str, dict[str, Any]] = {
 }
 
 
-def _blocks(depth: int, width: int, shapes: list[list[int]]) -> int:
-    """Cells of the cheapest configuration that holds the memory (``[depth, width]`` or
-    ``[depth, width, cost]`` each; the fewer cells where two cost the same)."""
+def _cheapest(depth: int, width: int, shapes: list[list[int]]) -> tuple[int, int]:
+    """``(cost, cells)`` of the cheapest configuration that holds the memory (``[depth,
+    width]`` or ``[depth, width, cost]`` each; the fewer cells where two cost the same)."""
     options = []
     for shape in shapes:
         d, w, cost = (*shape, 1) if len(shape) == 2 else shape
         cells = math.ceil(depth / d) * math.ceil(width / w)
         options.append((cells * cost, cells))
-    return min(options)[1]
+    return min(options)
+
+
+def _blocks(depth: int, width: int, shapes: list[list[int]]) -> int:
+    """Cells of the cheapest configuration that holds the memory."""
+    return _cheapest(depth, width, shapes)[1]
 
 
 def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
@@ -494,12 +499,13 @@ def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
     LUT RAM (writable, shallow enough), else logic (ROM bits become LUT functions of the
     address; RAM bits become registers and multiplexers). The thresholds are fitted per
     family."""
-    out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0, "mem_reg": 0}
+    out = {"bram": 0, "bram_cost": 0, "lutram": 0, "rom": 0, "ram": 0, "mem_reg": 0}
     for depth, width, rom, block in memories:
-        blocks = _blocks(depth, width, family["bram_shapes"])
+        cost, blocks = _cheapest(depth, width, family["bram_shapes"])
         deep = depth >= family["min_rom_depth" if rom else "min_ram_depth"]
         if block or deep and depth * width >= family["min_bits_per_block"] * blocks:
             out["bram"] += blocks
+            out["bram_cost"] += cost  # a 7-series RAMB36 costs 2, a RAMB18 1; else 1 a block
             continue
         # The synchronous read port's register: its data, except in LUT RAM, which reads
         # asynchronously, so Yosys registers the read address instead where it can (the input
@@ -557,10 +563,11 @@ def resources(
             row[resource] = max(0, round(sum(w * x[k] for k, w in weights.items())))
         row["lutram"] = mapped["lutram"]
         row["bram"] = mapped["bram"]
+        row["bram_cost"] = mapped["bram_cost"]
         constant = sum(
             n for w, n in part.get("cmul_widths", {}).items() if int(w) >= fam["dsp_min_width"]
         )
         row["dsp"] = fam["dsp_per_mul"] * (part["n_mul"] + constant) if on_dsp else 0
         per_part.append(row)
-    total = {key: sum(p[key] for p in per_part) for key in RESOURCES}
+    total = {key: sum(p[key] for p in per_part) for key in (*RESOURCES, "bram_cost")}
     return {"total": total, "parts": per_part}

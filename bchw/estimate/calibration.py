@@ -90,6 +90,44 @@ CALIBRATION_DESIGNS: list[dict[str, Any]] = [
     },
     # Few PEs with many synapses each (the shipped digits model's last layer, 1 x 32, is one).
     {"name": "c12", "role": "fit", "sizes": [128, 32, 10], "act": 6, "pe": [2, 4], "simd": [32, 8]},
+    # As large as the designs --fit chooses for the bigger chips (30k LUTs and more): their
+    # trees are long carry chains, which the small designs above barely show. Binary only
+    # where the MAC baseline at the same folding (thousands of multipliers) would take hours
+    # to synthesize in LUTs; two MAC designs of a few hundred multipliers instead.
+    {
+        "name": "c13",
+        "role": "fit",
+        "sizes": [512, 512, 512, 10],
+        "act": 8,
+        "pe": [32, 32, 2],
+        "simd": [64, 32, 32],
+        "kinds": ["binary"],
+    },
+    {
+        "name": "c14",
+        "role": "check",
+        "sizes": [784, 256, 256, 10],
+        "act": 8,
+        "pe": [16, 64, 2],
+        "simd": [128, 16, 64],
+        "kinds": ["binary"],
+    },
+    {
+        "name": "c15",
+        "role": "fit",
+        "sizes": [256, 256, 10],
+        "act": 8,
+        "pe": [16, 2],
+        "simd": [16, 16],
+    },
+    {
+        "name": "c16",
+        "role": "check",
+        "sizes": [384, 128, 10],
+        "act": 8,
+        "pe": [8, 2],
+        "simd": [32, 8],
+    },
 ]
 
 
@@ -109,10 +147,11 @@ def calibration_design(spec: dict[str, Any]) -> tuple[IntegerModel, list[LayerFo
 
 def calibration_plans(spec: dict[str, Any]) -> dict[str, DesignPlan]:
     """The binary design of a calibration spec and its MAC baseline (``bits``-bit weights, 8
-    unless the spec says), at the spec's folding and pipelining."""
+    unless the spec says; none where ``kinds`` leaves it out), at the spec's folding and
+    pipelining."""
     model, folding = calibration_design(spec)
     bits, pipe = spec.get("bits", 8), spec.get("pipe", 2)
-    return {
-        "binary": plan_design(model, folding, pipe),
-        "mac": plan_design(mac_model(model, bits), folding, pipe, DotProduct.mac(bits)),
-    }
+    plans = {"binary": plan_design(model, folding, pipe)}
+    if "mac" in spec.get("kinds", ["binary", "mac"]):
+        plans["mac"] = plan_design(mac_model(model, bits), folding, pipe, DotProduct.mac(bits))
+    return plans

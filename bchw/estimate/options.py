@@ -44,6 +44,9 @@ class EstimateOptions:
         Tool runs in parallel.
     adder_tree:
         The binary design's folded trees (``xor`` or ``relative``).
+    mac_dsp:
+        Synthesize (and place) the MAC design with DSP blocks allowed, the default; False
+        when ``--fit`` put its multipliers in LUTs, so that its main figures are that flow's.
     """
 
     targets: tuple[str, ...] = DEFAULT_TARGETS
@@ -55,6 +58,7 @@ class EstimateOptions:
     clock_mhz: float = DEFAULT_CLOCK_MHZ
     jobs: int = 1
     adder_tree: str = "xor"
+    mac_dsp: bool = True
 
     def check(self) -> None:
         from bchw.estimate.pnr import DEVICES, device

@@ -12,59 +12,20 @@ import json
 import re
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bchw.errors import BchwError
+from bchw.estimate.devices import DEVICE_TABLE, Device
 from bchw.estimate.synth import error_line, read_cached, synthesize, write_json_atomic
 from rtl_gen.manifest import Manifest
 from rtl_gen.tools import yowasp_tool, yowasp_version
 
-
-@dataclass(frozen=True)
-class Device:
-    """A part nextpnr places on, and what it holds (LUTs, FFs, block RAMs, DSP blocks)."""
-
-    family: str
-    name: str
-    flags: tuple[str, ...]
-    capacity: dict[str, int]
-
-
-DEVICES = {
-    "ice40": {
-        "up5k": Device(
-            "ice40",
-            "iCE40UP5K",
-            ("--up5k", "--package", "sg48"),
-            {"lut": 5280, "ff": 5280, "bram": 30, "dsp": 8},
-        ),
-        "hx8k": Device(
-            "ice40",
-            "iCE40HX8K",
-            ("--hx8k", "--package", "ct256"),
-            {"lut": 7680, "ff": 7680, "bram": 32, "dsp": 0},
-        ),
-        "u4k": Device(
-            "ice40",
-            "iCE5LP4K",
-            ("--u4k", "--package", "sg48"),
-            {"lut": 3520, "ff": 3520, "bram": 20, "dsp": 4},
-        ),
-    },
-    "ecp5": {
-        "25k": Device(
-            "ecp5", "LFE5U-25F", ("--25k",), {"lut": 24288, "ff": 24288, "bram": 56, "dsp": 28}
-        ),
-        "45k": Device(
-            "ecp5", "LFE5U-45F", ("--45k",), {"lut": 43848, "ff": 43848, "bram": 108, "dsp": 72}
-        ),
-        "85k": Device(
-            "ecp5", "LFE5U-85F", ("--85k",), {"lut": 83640, "ff": 83640, "bram": 208, "dsp": 156}
-        ),
-    },
-}
+# The placeable parts of the device table, by family and short name (``--device ecp5=85k``).
+DEVICES: dict[str, dict[str, Device]] = {}
+for _part in DEVICE_TABLE:
+    if _part.placeable:
+        DEVICES.setdefault(_part.family, {})[_part.key.split("-", 1)[1]] = _part
 DEFAULT_DEVICES = {"ice40": "up5k", "ecp5": "85k"}
 PNR_TOP = "bchw_pnr_top"
 PNR_SEED = 1
@@ -199,10 +160,16 @@ def place_and_route(
 
 
 def place_and_route_design(
-    verilog: Path, manifest: Manifest, target: str, device_name: str | None, work: Path
+    verilog: Path,
+    manifest: Manifest,
+    target: str,
+    device_name: str | None,
+    work: Path,
+    dsp: bool = True,
 ) -> dict[str, Any]:
-    """A generated design synthesized inside the seven-pin shell (DSP blocks allowed) and
-    placed and routed with nextpnr on ``target``'s device (its default when ``None``)."""
+    """A generated design synthesized inside the seven-pin shell (DSP blocks allowed unless
+    ``dsp`` is False) and placed and routed with nextpnr on ``target``'s device (its default
+    when ``None``)."""
     wrapper = pnr_wrapper(manifest.input_width, manifest.output_width, manifest.top)
-    netlist = synthesize(verilog, PNR_TOP, target, True, work, extra_verilog=wrapper, netlist=True)
+    netlist = synthesize(verilog, PNR_TOP, target, dsp, work, extra_verilog=wrapper, netlist=True)
     return place_and_route(Path(netlist["netlist"]), device(target, device_name), work)

@@ -66,8 +66,10 @@ def design_plans(
     pipeline_every: int,
     options: EstimateOptions,
     timing_progress: Callable[[int], None] | None = None,
+    mac_folding: list[LayerFolding] | None = None,
 ) -> dict[str, DesignPlan | ConvDesignPlan]:
-    """The binary design and its MAC baseline (the same folding and pipelining).
+    """The binary design and its MAC baseline (the same pipelining; the same folding unless
+    ``mac_folding`` gives the baseline its own, as ``--fit`` does for each design).
     ``timing_progress`` hears a large CNN's cycle model (the binary design's timing)."""
     mac_unit = DotProduct.mac(options.weight_bits)
     return {
@@ -75,7 +77,7 @@ def design_plans(
             model, folding, pipeline_every, DotProduct.binary(options.adder_tree), timing_progress
         ),
         "mac": plan_network(
-            mac_model(model, options.weight_bits), folding, pipeline_every, mac_unit
+            mac_model(model, options.weight_bits), mac_folding or folding, pipeline_every, mac_unit
         ),
     }
 
@@ -174,8 +176,10 @@ def estimate(
     out_dir: Path,
     progress: Progress | None = None,
     timing_progress: Callable[[int], None] | None = None,
+    mac_folding: list[LayerFolding] | None = None,
 ) -> dict[str, Any]:
-    """Resources of ``model``'s binary design and its MAC baseline for every target.
+    """Resources of ``model``'s binary design and its MAC baseline for every target (the
+    baseline at ``folding`` too, unless ``mac_folding`` gives its own).
 
     Returns ``{"binary": {target: entry}, "mac": {target: entry}, "ratio": ..., ...}``; an
     entry holds ``lut, ff, carry, lutram, bram, dsp`` (the family's default synthesis, DSP
@@ -189,7 +193,7 @@ def estimate(
     from bchw.estimate.synth import synthesize
 
     out_dir = Path(out_dir)
-    plans = design_plans(model, folding, pipeline_every, options, timing_progress)
+    plans = design_plans(model, folding, pipeline_every, options, timing_progress, mac_folding)
     coefficients = load_coefficients()
     parts = {name: design_counts(plan) for name, plan in plans.items()}
     analytic = {
@@ -197,15 +201,24 @@ def estimate(
         for name in plans
     }
     interval, latency = plans["binary"].initiation_interval, plans["binary"].latency
+    # Each design's own flow: DSP blocks allowed (the families' default), except for a MAC
+    # design that --fit put in LUTs (its chip has too few DSP blocks for it).
+    main_dsp = {"binary": True, "mac": options.mac_dsp}
+    intervals = {name: plan.initiation_interval for name, plan in plans.items()}
 
     jobs: list[_Job] = []
     if options.synth:
-        flows = (True, False) if options.lut_only else (True,)
         for target in options.targets:
-            jobs += [_Job(design, target, dsp) for design in DESIGNS for dsp in flows]
+            for design in DESIGNS:
+                jobs.append(_Job(design, target, main_dsp[design]))
+                if options.lut_only and main_dsp[design]:
+                    jobs.append(_Job(design, target, False))
         if options.pnr:
             jobs += [
-                _Job(d, t, True, True) for t in options.targets if t in DEVICES for d in DESIGNS
+                _Job(d, t, main_dsp[d], True)
+                for t in options.targets
+                if t in DEVICES
+                for d in DESIGNS
             ]
     results: dict[_Job, dict] = {}
     if jobs:
@@ -224,7 +237,7 @@ def estimate(
             if job.pnr:
                 device = options.devices.get(job.target)
                 return place_and_route_design(
-                    design.verilog, design.manifest, job.target, device, work
+                    design.verilog, design.manifest, job.target, device, work, job.dsp
                 )
             return synthesize(design.verilog, design.manifest.top, job.target, job.dsp, work)
 
@@ -251,7 +264,7 @@ def estimate(
             figures = analytic[name][target]
             entry: dict[str, Any]
             if options.synth:
-                main = results[_Job(name, target, True)]
+                main = results[_Job(name, target, main_dsp[name])]
                 lut_only = results.get(_Job(name, target, False), {})
                 entry = {k: main[k] for k in RESOURCE_KEYS}
                 entry.update({f"{k}_nodsp": lut_only.get(k) for k in ("lut", "ff", "carry", "dsp")})
@@ -259,12 +272,19 @@ def estimate(
                 entry["yosys_seconds"] = main.get("seconds")
                 entry["yosys_script_nodsp"] = lut_only.get("script")
                 entry["yosys_seconds_nodsp"] = lut_only.get("seconds")
-            else:
+            elif main_dsp[name]:
                 entry = dict(figures["total"])
+            else:  # the LUT-only flow is the design's own: its figures are the main ones
+                entry = dict(figures["total"])
+                entry.update({k: figures["total"][f"{k}_nodsp"] for k in ("lut", "ff", "carry")})
+                entry["dsp"] = 0
+            entry["multipliers_in_dsp"] = main_dsp[name] and entry["dsp"] > 0
+            entry["folding"] = [{"pe": f.pe, "simd": f.simd} for f in plans[name].folding]
+            entry["initiation_interval_cycles"] = intervals[name]
             entry["logic_nodsp"] = _logic(entry, target)
             entry["analytic"] = figures["total"]
             entry["layers"] = figures["layers"]
-            pnr = results.get(_Job(name, target, True, True))
+            pnr = results.get(_Job(name, target, main_dsp[name], True))
             if pnr is not None:
                 fmax = None if pnr["fmax_mhz"] is None else round(pnr["fmax_mhz"], 2)
                 entry.update(
@@ -277,7 +297,7 @@ def estimate(
                 if not pnr["fits"]:
                     entry["reason"] = pnr["reason"]
                 # From the reported (rounded) fmax, so that the two figures agree.
-                entry["images_per_second"] = images_per_second(fmax, interval)
+                entry["images_per_second"] = images_per_second(fmax, intervals[name])
             report[name][target] = entry
     report["ratio"] = {
         target: {
