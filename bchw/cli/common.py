@@ -324,6 +324,16 @@ def add_jobs(parser: argparse.ArgumentParser, what: str = "synthesis runs") -> N
     )
 
 
+def add_scheduler(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the jobs on the Dask cluster whose scheduler is at ADDRESS "
+        "(tcp://HOST:8786) instead of --jobs local processes; the workers need bchw installed "
+        "and the output folder on a filesystem they share (docs/estimates.md)",
+    )
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print a JSON summary as the last line of stdout"

@@ -14,6 +14,7 @@ from bchw.cli.common import (
     add_jobs,
     add_json,
     add_model_argument,
+    add_scheduler,
     check_output_dir,
     cycle_model_progress,
     device_pair,
@@ -112,6 +113,7 @@ def add_parser(commands) -> None:
         "its integer accuracy on the test split beside the resources",
     )
     add_jobs(parser)
+    add_scheduler(parser)
     parser.add_argument(
         "--output",
         "-o",
@@ -144,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         devices=devices,
         clock_mhz=args.clock_mhz,
         jobs=args.jobs,
+        scheduler=args.scheduler,
         adder_tree=args.adder_tree,
     )
     options.check()

@@ -9,7 +9,9 @@ from bchw.cli.common import (
     EPILOG,
     Progress,
     add_data_options,
+    add_jobs,
     add_json,
+    add_scheduler,
     check_output_dir,
     checkpoint_dataset,
     emit_json,
@@ -31,7 +33,9 @@ def add_parser(commands) -> None:
             "point is exactly the model `bchw export --act-bits B --scale-terms K` writes "
             "(output scores have B bits too). The sweep needs the float checkpoint, not an "
             "integer model: the integer model has already rounded away what a wider export "
-            "would keep."
+            "would keep. The pairs run --jobs at a time in local processes, or on a Dask cluster "
+            "with --scheduler; each is kept in --output/points as it finishes, so an "
+            "interrupted sweep resumes where it stopped."
         ),
         epilog=EPILOG,
     )
@@ -61,6 +65,8 @@ def add_parser(commands) -> None:
         "--limit", type=positive_int, metavar="N", help="only the first N images of the split"
     )
     add_data_options(parser, default=None)
+    add_jobs(parser, "models exported and evaluated")
+    add_scheduler(parser)
     parser.add_argument(
         "--output",
         "-o",
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         sweep_bits,
         write_report,
     )
+    from bchw.jobs import Runner
     from bchw.outputs import make_output_dir
 
     bits = args.bits or DEFAULT_BITS
@@ -111,7 +118,16 @@ def run(args: argparse.Namespace) -> int:
         def tell(done: int, total: int, message: str) -> None:
             progress.update("sweep", done, total, "model", message)
 
-        points = sweep_bits(checkpoint, dataset.train.images, split, bits, terms, progress=tell)
+        points = sweep_bits(
+            checkpoint,
+            dataset.train.images,
+            split,
+            bits,
+            terms,
+            progress=tell,
+            runner=Runner(args.jobs, args.scheduler),
+            cache_dir=output / "points",
+        )
     float_accuracy = float_accuracies(None, checkpoint, split)["binary"]
     print(markdown_table(points, float_accuracy), end="")
     summary = {

@@ -69,6 +69,42 @@ def check_grid(bits: Sequence[int], terms: Sequence[int]) -> None:
         raise BchwError(f"scale terms K must lie in 1..{MAX_SCALE_TERMS}, got {bad_terms[0]}")
 
 
+def precision_point(
+    checkpoint: Checkpoint,
+    calibration: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    input_bits: int,
+    act_bits: int,
+    scale_terms: int,
+) -> PrecisionPoint:
+    """One (bits, terms) pair: export, run the reference, count (a job of
+    :func:`bchw.jobs.run_jobs`: it runs in a worker process)."""
+    import multiprocessing
+
+    import torch
+
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)  # workers run side by side: one thread each
+    options = ExportOptions(act_bits=act_bits, scale_terms=scale_terms, input_bits=input_bits)
+    model = export_checkpoint(checkpoint, calibration, options)
+    result = reference.run(model, images)
+    correct = int(np.count_nonzero(result.predicted == labels))
+    # The hash of the file `bchw export` would write: the point names its model.
+    digest = hashlib.sha256(intmodel.to_bytes(model)).hexdigest()
+    return PrecisionPoint(act_bits, scale_terms, correct, len(labels), digest)
+
+
+def _point_key(checkpoint: Checkpoint, calibration, split: Split, input_bits, b, k) -> str:
+    """What a point depends on: the checkpoint, the calibration and test images, the widths."""
+    digest = hashlib.sha256(b"bchw-precision-point-1")
+    digest.update(checkpoint.sha256.encode())
+    for array in (calibration, split.images, split.labels):
+        digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
+    digest.update(f"{input_bits},{b},{k}".encode())
+    return digest.hexdigest()[:24]
+
+
 def sweep_bits(
     checkpoint: Checkpoint,
     train_images: np.ndarray,
@@ -78,29 +114,62 @@ def sweep_bits(
     *,
     input_bits: int = 8,
     progress: Callable[[int, int, str], None] | None = None,
+    runner: Any = None,
+    cache_dir: Path | None = None,
 ) -> list[PrecisionPoint]:
-    """Export and evaluate every (bits, terms) pair; rows ordered by terms, then bits."""
+    """Export and evaluate every (bits, terms) pair; rows ordered by terms, then bits.
+
+    The pairs run on ``runner`` (a :class:`bchw.jobs.Runner`: local processes or a Dask
+    cluster; in this process when None). With ``cache_dir`` each point is written there as it
+    finishes and read back on a rerun, so an interrupted sweep resumes where it stopped."""
+    from bchw.jobs import Runner, run_jobs
+
     check_grid(bits, terms)
-    bits = sorted(set(bits))
-    terms = sorted(set(terms))
+    pairs = [(b, k) for k in sorted(set(terms)) for b in sorted(set(bits))]
     # The calibration subset is the same for every pair; pick it once.
     calibration = calibration_images(train_images, ExportOptions().calibration_images)
-    points = []
-    total = len(bits) * len(terms)
-    for k in terms:
-        for b in bits:
-            if progress is not None:
-                progress(len(points), total, f"{b} bits, K = {k}")
-            options = ExportOptions(act_bits=b, scale_terms=k, input_bits=input_bits)
-            model = export_checkpoint(checkpoint, calibration, options)
-            result = reference.run(model, split.images)
-            correct = int(np.count_nonzero(result.predicted == split.labels))
-            # The hash of the file `bchw export` would write: the point names its model.
-            digest = hashlib.sha256(intmodel.to_bytes(model)).hexdigest()
-            points.append(PrecisionPoint(b, k, correct, len(split), digest))
+    found: dict[tuple[int, int], PrecisionPoint] = {}
+    paths = {}
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        for b, k in pairs:
+            key = _point_key(checkpoint, calibration, split, input_bits, b, k)
+            paths[b, k] = Path(cache_dir) / f"point-{key}.json"
+            cached = _read_point(paths[b, k])
+            if cached is not None:
+                found[b, k] = cached
+    todo = [pair for pair in pairs if pair not in found]
+    total = len(pairs)
+
+    def done(index: int, point: PrecisionPoint) -> None:
+        found[todo[index]] = point
+        if cache_dir is not None:
+            write_bytes_atomic(paths[todo[index]], json.dumps(point.to_json()).encode())
+        if progress is not None:
+            progress(len(found), total, f"{point.act_bits} bits, K = {point.scale_terms}")
+
+    if progress is not None:
+        progress(len(found), total, "from the cache" if found else "starting")
+    common = (checkpoint, calibration, split.images, split.labels, input_bits)
+    run_jobs(precision_point, common, todo, runner or Runner(), done)
     if progress is not None:
         progress(total, total, "done")
-    return points
+    return [found[pair] for pair in pairs]
+
+
+def _read_point(path: Path) -> PrecisionPoint | None:
+    """A cached point, or None (absent, or written by something else: computed again)."""
+    try:
+        data = json.loads(path.read_text())
+        return PrecisionPoint(
+            int(data["act_bits"]),
+            int(data["scale_terms"]),
+            int(data["correct"]),
+            int(data["images"]),
+            str(data["model_sha256"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def markdown_table(points: Sequence[PrecisionPoint], float_accuracy: float | None) -> str:

@@ -41,7 +41,9 @@ class EstimateOptions:
     clock_mhz:
         The clock that gives images per second where place and route measured no fmax.
     jobs:
-        Tool runs in parallel.
+        Tool runs in parallel (local processes).
+    scheduler:
+        The address of a Dask scheduler to run the tool runs on instead (``tcp://HOST:8786``).
     adder_tree:
         The binary design's folded trees (``xor`` or ``relative``).
     mac_dsp:
@@ -57,8 +59,15 @@ class EstimateOptions:
     devices: dict[str, str] = field(default_factory=dict)
     clock_mhz: float = DEFAULT_CLOCK_MHZ
     jobs: int = 1
+    scheduler: str | None = None
     adder_tree: str = "xor"
     mac_dsp: bool = True
+
+    @property
+    def runner(self):
+        from bchw.jobs import Runner
+
+        return Runner(self.jobs, self.scheduler)
 
     def check(self) -> None:
         from bchw.estimate.pnr import DEVICES, device

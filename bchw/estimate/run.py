@@ -10,10 +10,8 @@ jobs (Yosys with DSP blocks allowed; with ``lut_only`` also without; with ``pnr`
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,10 @@ from bchw.core.intmodel import IntegerModel
 from bchw.estimate.energy import SOURCE as ENERGY_SOURCE
 from bchw.estimate.energy import energy_per_inference
 from bchw.estimate.options import EstimateOptions
+from bchw.jobs import Runner, run_jobs
 from rtl_gen.baseline import mac_model
 from rtl_gen.conv_plan import ConvDesignPlan, plan_network
+from rtl_gen.manifest import Manifest
 from rtl_gen.plan import DesignPlan, DotProduct, LayerFolding, default_folding
 
 RESOURCE_KEYS = ("lut", "ff", "carry", "lutram", "bram", "dsp")
@@ -49,6 +49,7 @@ class _Job:
     target: str
     dsp: bool
     pnr: bool = False
+    folding: int = 0  # which folding of a sweep
 
     def describe(self) -> str:
         step = "place and route" if self.pnr else "synthesis"
@@ -109,22 +110,32 @@ def predicted_seconds(job: _Job, figures: dict[str, Any]) -> float:
     return SECONDS_PER_RUN + seconds
 
 
+def run_tool(job: _Job, verilog: Path, manifest: Manifest, device: str | None, work: Path) -> dict:
+    """One tool run (a job of :func:`bchw.jobs.run_jobs`: it runs in a worker process)."""
+    from bchw.estimate.pnr import place_and_route_design
+    from bchw.estimate.synth import synthesize
+
+    if job.pnr:
+        return place_and_route_design(verilog, manifest, job.target, device, work, job.dsp)
+    return synthesize(verilog, manifest.top, job.target, job.dsp, work)
+
+
 def _run_all(
     jobs: list[_Job],
     predicted: dict[_Job, float],
-    run: Callable[[_Job], dict],
-    jobs_at_once: int,
+    calls: dict[_Job, tuple],
+    runner: Runner,
     progress: Progress | None,
 ) -> dict[_Job, dict]:
-    """Run the tool jobs ``jobs_at_once`` at a time, the longest (predicted) first, so that the
-    last to finish is a short one; ``progress`` names the runs in flight and the time left,
-    from the predictions rescaled by the runs that finished. The first failure cancels the runs
-    not yet started."""
-    lock = threading.Lock()
+    """Run the tool jobs on ``runner``, the longest (predicted) first, so that the last to
+    finish is a short one; ``progress`` names the runs in flight and the time left, from the
+    predictions rescaled by the runs that finished. The first failure cancels the runs not
+    yet started; the runs that finished are in the tools' caches, so a rerun resumes."""
     running: dict[_Job, float] = {}
     finished: dict[_Job, float] = {}
     results: dict[_Job, dict] = {}
     order = sorted(jobs, key=lambda job: -predicted[job])
+    at_once = max(1, runner.jobs if not runner.scheduler else len(jobs))
 
     def seconds_left() -> float:
         # Runs served from the cache take no time and say nothing about the others.
@@ -138,7 +149,7 @@ def _run_all(
         waiting = sum(predicted[j] for j in jobs if j not in finished and j not in running)
         left = scale * waiting
         left += sum(max(0.0, scale * predicted[j] - (now - t)) for j, t in running.items())
-        return left / max(1, min(jobs_at_once, len(jobs)))
+        return left / max(1, min(at_once, len(jobs)))
 
     def tell() -> None:
         if progress:
@@ -146,26 +157,97 @@ def _run_all(
             message = f"running {names}" if running else names
             progress(message, len(finished), len(jobs), seconds_left())
 
-    def one(job: _Job) -> dict:
-        with lock:
-            running[job] = time.monotonic()
-            tell()
-        try:
-            return run(job)
-        finally:
-            with lock:
-                finished[job] = time.monotonic() - running.pop(job)
+    def started(index: int) -> None:
+        running[order[index]] = time.monotonic()
+        tell()
 
-    pool = ThreadPoolExecutor(jobs_at_once)
-    try:
-        futures = {pool.submit(one, job): job for job in order}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            with lock:
-                tell()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    def done(index: int, result: dict) -> None:
+        job = order[index]
+        finished[job] = time.monotonic() - running.pop(job, time.monotonic())
+        results[job] = result
+        tell()
+
+    run_jobs(run_tool, (), [calls[job] for job in order], runner, done, started)
     return results
+
+
+@dataclass
+class _Prepared:
+    """One folding's two designs, planned and counted, and the tool jobs they need."""
+
+    plans: dict[str, DesignPlan | ConvDesignPlan]
+    analytic: dict[str, dict[str, Any]]
+    intervals: dict[str, int]
+    latency: int
+    main_dsp: dict[str, bool]
+    jobs: list[_Job]
+    coefficients: dict[str, Any]
+
+
+def _prepare(
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    pipeline_every: int,
+    options: EstimateOptions,
+    timing_progress: Callable[[int], None] | None = None,
+    mac_folding: list[LayerFolding] | None = None,
+    index: int = 0,
+) -> _Prepared:
+    from bchw.estimate.analytic import design_counts, load_coefficients
+    from bchw.estimate.pnr import DEVICES
+
+    plans = design_plans(model, folding, pipeline_every, options, timing_progress, mac_folding)
+    coefficients = load_coefficients()
+    parts = {name: design_counts(plan) for name, plan in plans.items()}
+    analytic = {
+        name: {t: _analytic(parts[name], t, coefficients) for t in options.targets}
+        for name in plans
+    }
+    # Each design's own flow: DSP blocks allowed (the families' default), except for a MAC
+    # design that --fit put in LUTs (its chip has too few DSP blocks for it).
+    main_dsp = {"binary": True, "mac": options.mac_dsp}
+    jobs: list[_Job] = []
+    if options.synth:
+        for target in options.targets:
+            for design in DESIGNS:
+                jobs.append(_Job(design, target, main_dsp[design], folding=index))
+                if options.lut_only and main_dsp[design]:
+                    jobs.append(_Job(design, target, False, folding=index))
+        if options.pnr:
+            jobs += [
+                _Job(d, t, main_dsp[d], True, folding=index)
+                for t in options.targets
+                if t in DEVICES
+                for d in DESIGNS
+            ]
+    return _Prepared(
+        plans=plans,
+        analytic=analytic,
+        intervals={name: plan.initiation_interval for name, plan in plans.items()},
+        latency=plans["binary"].latency,
+        main_dsp=main_dsp,
+        jobs=jobs,
+        coefficients=coefficients,
+    )
+
+
+def _tool_calls(
+    prepared: _Prepared, options: EstimateOptions, designs_dir: Path, work: Path
+) -> tuple[dict[_Job, tuple], dict[_Job, float]]:
+    """Generate the designs the jobs need (reused where the same plan wrote them) and return
+    each job's call and predicted seconds."""
+    from rtl_gen.generate import generate_cached
+
+    designs = {
+        name: generate_cached(plan, designs_dir / name)[0] for name, plan in prepared.plans.items()
+    }
+    calls, predicted = {}, {}
+    for job in prepared.jobs:
+        design = designs[job.design]
+        device = options.devices.get(job.target)
+        calls[job] = (job, design.verilog.resolve(), design.manifest, device, work.resolve())
+        predicted[job] = predicted_seconds(job, prepared.analytic[job.design][job.target]["total"])
+    return calls, predicted
 
 
 def estimate(
@@ -188,64 +270,32 @@ def estimate(
     carry cells), ``analytic`` (the analytical model's figures and per-layer breakdown), and
     with place and route ``device, fits, fmax_mhz, images_per_second, utilization``.
     """
-    from bchw.estimate.analytic import design_counts, load_coefficients
-    from bchw.estimate.pnr import DEVICES, place_and_route_design
-    from bchw.estimate.synth import synthesize
+    from rtl_gen.tools import prepare_yosys
 
     out_dir = Path(out_dir)
-    plans = design_plans(model, folding, pipeline_every, options, timing_progress, mac_folding)
-    coefficients = load_coefficients()
-    parts = {name: design_counts(plan) for name, plan in plans.items()}
-    analytic = {
-        name: {t: _analytic(parts[name], t, coefficients) for t in options.targets}
-        for name in plans
-    }
-    interval, latency = plans["binary"].initiation_interval, plans["binary"].latency
-    # Each design's own flow: DSP blocks allowed (the families' default), except for a MAC
-    # design that --fit put in LUTs (its chip has too few DSP blocks for it).
-    main_dsp = {"binary": True, "mac": options.mac_dsp}
-    intervals = {name: plan.initiation_interval for name, plan in plans.items()}
-
-    jobs: list[_Job] = []
-    if options.synth:
-        for target in options.targets:
-            for design in DESIGNS:
-                jobs.append(_Job(design, target, main_dsp[design]))
-                if options.lut_only and main_dsp[design]:
-                    jobs.append(_Job(design, target, False))
-        if options.pnr:
-            jobs += [
-                _Job(d, t, main_dsp[d], True)
-                for t in options.targets
-                if t in DEVICES
-                for d in DESIGNS
-            ]
+    prepared = _prepare(model, folding, pipeline_every, options, timing_progress, mac_folding)
     results: dict[_Job, dict] = {}
-    if jobs:
-        from rtl_gen.generate import generate_cached
-        from rtl_gen.tools import prepare_yosys
-
+    if prepared.jobs:
         preparing = prepare_yosys()  # while the Verilog is generated
-        designs = {
-            name: generate_cached(plan, out_dir / "designs" / name)[0]
-            for name, plan in plans.items()
-        }
-        work = out_dir / "synth"
-
-        def run(job: _Job) -> dict:
-            design = designs[job.design]
-            if job.pnr:
-                device = options.devices.get(job.target)
-                return place_and_route_design(
-                    design.verilog, design.manifest, job.target, device, work, job.dsp
-                )
-            return synthesize(design.verilog, design.manifest.top, job.target, job.dsp, work)
-
-        predicted = {
-            job: predicted_seconds(job, analytic[job.design][job.target]["total"]) for job in jobs
-        }
+        calls, predicted = _tool_calls(prepared, options, out_dir / "designs", out_dir / "synth")
         preparing.join()
-        results = _run_all(jobs, predicted, run, options.jobs, progress)
+        results = _run_all(prepared.jobs, predicted, calls, options.runner, progress)
+    return _assemble(model, folding, pipeline_every, options, prepared, results)
+
+
+def _assemble(
+    model: IntegerModel,
+    folding: list[LayerFolding],
+    pipeline_every: int,
+    options: EstimateOptions,
+    prepared: _Prepared,
+    results: dict[_Job, dict],
+) -> dict[str, Any]:
+    """The report of one folding from its plans, counts and tool results."""
+    plans, analytic, intervals = prepared.plans, prepared.analytic, prepared.intervals
+    interval, latency = intervals["binary"], prepared.latency
+    main_dsp, coefficients = prepared.main_dsp, prepared.coefficients
+    index = prepared.jobs[0].folding if prepared.jobs else 0
 
     report: dict[str, Any] = {
         "model": {"sha256": model.sha256, "arch": model.arch()},
@@ -264,8 +314,8 @@ def estimate(
             figures = analytic[name][target]
             entry: dict[str, Any]
             if options.synth:
-                main = results[_Job(name, target, main_dsp[name])]
-                lut_only = results.get(_Job(name, target, False), {})
+                main = results[_Job(name, target, main_dsp[name], folding=index)]
+                lut_only = results.get(_Job(name, target, False, folding=index), {})
                 entry = {k: main[k] for k in RESOURCE_KEYS}
                 entry.update({f"{k}_nodsp": lut_only.get(k) for k in ("lut", "ff", "carry", "dsp")})
                 entry["yosys_script"] = main["script"]
@@ -284,7 +334,7 @@ def estimate(
             entry["logic_nodsp"] = _logic(entry, target)
             entry["analytic"] = figures["total"]
             entry["layers"] = figures["layers"]
-            pnr = results.get(_Job(name, target, main_dsp[name], True))
+            pnr = results.get(_Job(name, target, main_dsp[name], True, folding=index))
             if pnr is not None:
                 fmax = None if pnr["fmax_mhz"] is None else round(pnr["fmax_mhz"], 2)
                 entry.update(
@@ -384,16 +434,33 @@ def sweep(
     ``options.clock_mhz``, and each design's LUTs, LUT-only LUTs and DSP blocks per target
     (synthesized, or analytical with ``options.synth`` False); Pareto flags per design and
     target on (LUTs, images per second)."""
+    from rtl_gen.tools import prepare_yosys
+
+    out_dir = Path(out_dir)
     foldings = sweep_foldings(model)
+    sub = dataclasses.replace(options, pnr=False)
+    prepared = [
+        _prepare(model, folding, pipeline_every, sub, index=index)
+        for index, folding in enumerate(foldings)
+    ]
+    # Every folding's tool runs in one pool (one progress bar over all of them), each
+    # folding's designs in a folder of their own.
+    calls: dict[_Job, tuple] = {}
+    predicted: dict[_Job, float] = {}
+    if any(p.jobs for p in prepared):
+        preparing = prepare_yosys()
+        for index, p in enumerate(prepared):
+            more_calls, more_predicted = _tool_calls(
+                p, sub, out_dir / "designs" / f"sweep-{index}", out_dir / "synth"
+            )
+            calls.update(more_calls)
+            predicted.update(more_predicted)
+        preparing.join()
+    jobs = [job for p in prepared for job in p.jobs]
+    results = _run_all(jobs, predicted, calls, options.runner, progress) if jobs else {}
     rows = []
-    for index, folding in enumerate(foldings):
-
-        def step(message: str, done: int, total: int, left: float | None, index=index) -> None:
-            if progress:
-                progress(f"folding {index + 1}/{len(foldings)}: {message}", done, total, left)
-
-        sub = dataclasses.replace(options, pnr=False)
-        report = estimate(model, folding, pipeline_every, sub, out_dir, step)
+    for folding, p in zip(foldings, prepared, strict=True):
+        report = _assemble(model, folding, pipeline_every, sub, p, results)
         row = {
             "folding": report["folding"],
             "initiation_interval_cycles": report["initiation_interval_cycles"],
