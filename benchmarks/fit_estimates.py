@@ -41,8 +41,15 @@ TERMS = {
     },
     # One flip-flop model for both flows: Yosys keeps the product registers out of the DSP
     # blocks on these families (the FF counts of the two runs agree).
-    "ff": {"both": ["reg", "preg", "ram", "mem_reg", "one"]},
-    "carry": {"nodsp": ["tree", "add", "mul", "cmul"], "dsp": ["tree", "add", "cmul"]},
+    "ff": {"both": ["reg", "preg", "ram", "mem_reg", "one"], "binary": ["reg", "ram", "mem_reg", "one"]},
+    # Designs without multipliers apart: in the MAC designs' runs the trees' carry chains and
+    # flip-flops sit beside the multipliers' (which Yosys merges with the first tree levels),
+    # and a fit over both halves the binary trees' carry cells on large designs.
+    "carry": {
+        "nodsp": ["tree", "add", "mul", "cmul"],
+        "dsp": ["tree", "add", "cmul"],
+        "binary": ["tree", "ftree", "add"],
+    },
 }
 THRESHOLD_BITS = [0, 32, 64, 96, 128, 192, 256, 384, 512, 1024]
 THRESHOLD_DEPTH = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128]
@@ -58,9 +65,10 @@ def load_rows(path: Path) -> list[dict]:
         key = (run["name"], run["kind"])
         if key not in parts_cache:
             parts_cache[key] = design_counts(calibration_plans(spec)[run["kind"]])
-        # A binary design has no multiplier: its one run stands for both flows.
+        # A binary design has no multiplier: its one run stands for both flows, and for the
+        # costs of designs without multipliers ("binary").
         modes = (
-            ["dsp", "nodsp"]
+            ["dsp", "nodsp", "binary"]
             if run["kind"] == "binary"
             else ["dsp" if run["dsp_allowed"] else "nodsp"]
         )
@@ -140,7 +148,7 @@ def fit_family(name: str, rows: list[dict]) -> dict:
             chosen = [
                 r
                 for r in fit_rows
-                if mode in (r["mode"], "both")
+                if (mode == r["mode"] or mode == "both" and r["mode"] != "binary")
                 and r[resource] > 0
                 and (mode != "dsp" or r["kind"] == "mac")
             ]
@@ -163,8 +171,8 @@ def errors(rows: list[dict], coefficients: dict) -> dict:
             for r in rows:
                 if r["family"] != family or r["role"] != role:
                     continue
-                if r["kind"] == "binary" and r["mode"] == "nodsp":
-                    continue  # the same run as its "dsp" row
+                if r["kind"] == "binary" and r["mode"] != "binary":
+                    continue  # the same run as its "binary" row
                 est = resources(r["parts"], family, r["mode"] == "dsp", coefficients)["total"]
                 for resource in ("lut", "ff", "carry", "bram", "dsp"):
                     truth = r[resource]

@@ -9,6 +9,9 @@ family-independent primitives from the integer model, the folding and the widths
 ``add``
     bits of the other two-input adders, subtractors and comparators (accumulators,
     requantizers, counters, the argmax), which Yosys may merge into multi-operand adds;
+``ftree``
+    the part of ``tree`` in folded layers (trees over weight bits from memory), which Yosys
+    maps to carry chains at about twice the rate of an unrolled layer's constant trees;
 ``leaf``
     a folded binary tree's XOR gates, one per input bit (input bit XOR weight bit): a
     primitive of their own, since some families merge them into the carry chain's LUTs;
@@ -67,7 +70,9 @@ from rtl_gen.ranges import (
 )
 from rtl_gen.ranges import width as range_bits
 
-PRIMITIVES = ("tree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul")
+PRIMITIVES = (
+    "tree", "ftree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul"
+)  # fmt: skip
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
 # Package data (benchmarks/fit_estimates.py rewrites it in a checkout).
 COEFFICIENTS_PATH = files("bchw.estimate").joinpath("coefficients.json")
@@ -78,6 +83,7 @@ class Counts:
     """Primitive counts of one part of a design."""
 
     tree: int = 0
+    ftree: int = 0
     add: int = 0
     leaf: int = 0
     gate: int = 0
@@ -103,6 +109,7 @@ class Counts:
     def as_dict(self) -> dict[str, Any]:
         return {
             "tree": self.tree,
+            "ftree": self.ftree,
             "add": self.add,
             "leaf": self.leaf,
             "gate": self.gate,
@@ -245,6 +252,7 @@ def layer_counts(plan: LayerPlan) -> Counts:
         # a leaf: the same XOR in front of an adder), node flips registered with the values.
         lane_add, lane_leaf, lane_reg = relative_tree_counts(simd, (0, x_max), plan.pipeline_every)
         c.tree += pe * lane_add
+        c.ftree += pe * lane_add
         c.leaf += pe * lane_leaf
         c.reg += pe * lane_reg
     elif binary:
@@ -253,6 +261,7 @@ def layer_counts(plan: LayerPlan) -> Counts:
         x_width = range_bits(0, x_max)
         lane_add, lane_reg = tree_counts([(1, 0, ones(x_max))] * simd, plan.pipeline_every)
         c.tree += pe * lane_add
+        c.ftree += pe * lane_add
         c.reg += pe * lane_reg
         c.leaf += pe * simd * x_width
     else:
@@ -260,6 +269,7 @@ def layer_counts(plan: LayerPlan) -> Counts:
         leaf = (1, -bound, bound)
         lane_add, lane_reg = tree_counts([leaf] * simd, plan.pipeline_every)
         c.tree += pe * lane_add
+        c.ftree += pe * lane_add
         c.reg += pe * lane_reg
         c.preg += pe * simd * range_bits(leaf[1], leaf[2])
         c.mul += pe * simd * b * weight_bits
@@ -558,8 +568,11 @@ def resources(
         mapped = map_memories(part["memories"], fam)
         row = {"part": part["part"]}
         part_mode = "nodsp" if part.get("multiplier_free") else mode
+        plain = part.get("multiplier_free") or not has_multipliers
         for resource in ("lut", "ff", "carry"):
-            weights = fam[resource][part_mode]
+            # Logic without multipliers has costs of its own where the family's fit has them.
+            weights = fam[resource].get("binary") if plain else None
+            weights = weights or fam[resource][part_mode]
             row[resource] = max(0, round(sum(w * x[k] for k, w in weights.items())))
         row["lutram"] = mapped["lutram"]
         row["bram"] = mapped["bram"]
