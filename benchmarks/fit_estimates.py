@@ -41,7 +41,10 @@ TERMS = {
     },
     # One flip-flop model for both flows: Yosys keeps the product registers out of the DSP
     # blocks on these families (the FF counts of the two runs agree).
-    "ff": {"both": ["reg", "preg", "ram", "mem_reg", "one"], "binary": ["reg", "ram", "mem_reg", "one"]},
+    "ff": {
+        "both": ["reg", "preg", "ram", "mem_reg", "one"],
+        "binary": ["reg", "ram", "mem_reg", "one"],
+    },
     # Designs without multipliers apart: in the MAC designs' runs the trees' carry chains and
     # flip-flops sit beside the multipliers' (which Yosys merges with the first tree levels),
     # and a fit over both halves the binary trees' carry cells on large designs.
