@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     fit_report, mac_folding = _mac_fit(args, model, options) if args.fit else (None, None)
     if fit_report is not None and fit_report["mac"]["fits"]:
         options.mac_dsp = fit_report["mac"]["multipliers_in_dsp"]
+    elif fit_report is not None:  # fits nowhere: its smallest design, analytical figures
+        options.mac_tools = False
     if model.is_mlp:
         check_design(model, folding, args.pipeline_every)
     else:
@@ -234,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
         for name in ("binary", "mac"):
             if report[name][target].get("fits") is False:
                 print(f"{target:<7} {name} design {report[name][target]['reason']}")
+            path = report[name][target].get("critical_path")
+            if path:
+                print(f"critical  {target} {name}: {path['words']}")
     if analytic_lut_only:
         print(
             "note      ~: the analytical model's LUT-only figures; --lut-only synthesizes them "

@@ -49,6 +49,10 @@ class EstimateOptions:
     mac_dsp:
         Synthesize (and place) the MAC design with DSP blocks allowed, the default; False
         when ``--fit`` put its multipliers in LUTs, so that its main figures are that flow's.
+    mac_tools:
+        Run the tools on the MAC design; False when ``--fit`` found that it fits the chip at
+        no folding (its figures are then the analytical model's: Yosys's WebAssembly build
+        runs out of memory on the MNIST MLP's 23 Mbit of 8-bit weights).
     """
 
     targets: tuple[str, ...] = DEFAULT_TARGETS
@@ -62,6 +66,7 @@ class EstimateOptions:
     scheduler: str | None = None
     adder_tree: str = "xor"
     mac_dsp: bool = True
+    mac_tools: bool = True
 
     @property
     def runner(self):

@@ -30,6 +30,8 @@ DEFAULT_DEVICES = {"ice40": "up5k", "ecp5": "85k"}
 PNR_TOP = "bchw_pnr_top"
 PNR_SEED = 1
 PNR_TARGET_MHZ = 100
+# Part of the cache key: results of an earlier format (without the critical path) are rerun.
+PNR_RESULT_FORMAT = "pnr-result-2"
 
 
 def device(family_name: str, name: str | None = None) -> Device:
@@ -91,6 +93,74 @@ def _log_utilization(log: str) -> dict[str, list[int]]:
     return {cell: [int(used), int(total)] for cell, used, total in found if int(used) > 0}
 
 
+# What a designer can do about a slow path, by the block it runs through (the first match).
+PATH_ADVICE = (
+    ("requantizer", "the requantizer computes shift, add and clamp in one cycle: pipeline it"),
+    ("argmax", "the argmax compares too many scores per cycle: register its tree more often"),
+    ("window", "the sliding window's step logic: register its read"),
+    ("pool", "the max pooling's compare: register it"),
+    ("tree", "the adder tree: register it more often (--pipeline-every 1)"),
+    ("engine", "the layer engine's accumulate: pipeline it"),
+    ("link", "a link between layers (its FIFO or vector buffer): register its output"),
+    ("collector", "the score collector: register its output"),
+)
+
+
+def _block(cell: str) -> str:
+    """The generated block a netlist cell belongs to (``layer0.requantizer``), from the
+    hierarchical name Yosys keeps through flattening; the shell's own cells by name."""
+    name = re.split(r"_TRELLIS|_SB_|_CCU2C|_LUT4|_L6MUX|_PFUMX|\$", cell)[0]
+    parts = name.split(".")
+    if parts[0] != "dut":
+        return "the place-and-route shell"
+    parts = parts[1:]
+    while len(parts) > 1 and parts[-1].isdigit():  # a memory's block indices
+        parts.pop()
+    return ".".join(parts) or "the design's top"
+
+
+def critical_path(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The slowest register-to-register path of nextpnr's report, in words: where it starts
+    and ends, its logic and routing delays, whether it starts at a block RAM's read, and what
+    to pipeline (:data:`PATH_ADVICE`)."""
+    paths = [
+        p
+        for p in report.get("critical_paths", [])
+        if "<async>" not in (p.get("from", ""), p.get("to", "")) and p.get("path")
+    ]
+    if not paths:
+        return None
+    path = max(paths, key=lambda p: sum(s.get("delay", 0.0) for s in p["path"]))["path"]
+    delay = {kind: 0.0 for kind in ("clk-to-q", "logic", "routing", "setup")}
+    cells = 0
+    for segment in path:
+        kind = segment.get("type", "logic")
+        delay[kind] = delay.get(kind, 0.0) + float(segment.get("delay", 0.0))
+        cells += kind == "logic"
+    start, end = _block(path[0]["from"]["cell"]), _block(path[-1]["to"]["cell"])
+    total = sum(delay.values())
+    memory_read = delay["clk-to-q"] > 2.0  # a block RAM's output, not a flip-flop's
+    blocks = f"{start} {'(a block RAM read) ' if memory_read else ''}to {end}"
+    advice = next((a for key, a in PATH_ADVICE if key in start + " " + end), None)
+    words = (
+        f"{total:.1f} ns from {blocks}: {delay['logic']:.1f} ns in {cells} logic cells, "
+        f"{delay['routing']:.1f} ns routing, {delay['clk-to-q'] + delay['setup']:.1f} ns "
+        "clock-to-out and setup"
+    )
+    if advice:
+        words += f"; {advice}"
+    return {
+        "from": start,
+        "to": end,
+        "ns": round(total, 2),
+        "logic_ns": round(delay["logic"], 2),
+        "routing_ns": round(delay["routing"], 2),
+        "logic_cells": cells,
+        "block_ram_read": memory_read,
+        "words": words,
+    }
+
+
 def place_and_route(
     netlist: Path, part: Device, work_dir: Path, target_mhz: float = PNR_TARGET_MHZ
 ) -> dict[str, Any]:
@@ -104,7 +174,10 @@ def place_and_route(
         args.append("--lpf-allow-unconstrained")
     args.append("--timing-allow-fail")
     key = hashlib.sha256(
-        text + " ".join(args).encode() + _nextpnr_version(part.family).encode()
+        text
+        + " ".join(args).encode()
+        + _nextpnr_version(part.family).encode()
+        + PNR_RESULT_FORMAT.encode()
     ).hexdigest()[:24]
     work_dir = Path(work_dir)
     cached = work_dir / "cache" / f"pnr-{key}.json"
@@ -154,6 +227,7 @@ def place_and_route(
             "fits": True,
             "fmax_mhz": min((c["achieved"] for c in clocks.values()), default=None),
             "utilization": utilization,
+            "critical_path": critical_path(report),
         }
     write_json_atomic(cached, result)
     return result | {"cached": False}

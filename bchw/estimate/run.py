@@ -209,7 +209,7 @@ def _prepare(
     jobs: list[_Job] = []
     if options.synth:
         for target in options.targets:
-            for design in DESIGNS:
+            for design in _tool_designs(options):
                 jobs.append(_Job(design, target, main_dsp[design], folding=index))
                 if options.lut_only and main_dsp[design]:
                     jobs.append(_Job(design, target, False, folding=index))
@@ -218,7 +218,7 @@ def _prepare(
                 _Job(d, t, main_dsp[d], True, folding=index)
                 for t in options.targets
                 if t in DEVICES
-                for d in DESIGNS
+                for d in _tool_designs(options)
             ]
     return _Prepared(
         plans=plans,
@@ -229,6 +229,11 @@ def _prepare(
         jobs=jobs,
         coefficients=coefficients,
     )
+
+
+def _tool_designs(options: EstimateOptions) -> tuple[str, ...]:
+    """The designs the tools run on (the MAC one unless --fit found it fits nowhere)."""
+    return DESIGNS if options.mac_tools else ("binary",)
 
 
 def _tool_calls(
@@ -313,7 +318,7 @@ def _assemble(
         for target in options.targets:
             figures = analytic[name][target]
             entry: dict[str, Any]
-            if options.synth:
+            if options.synth and name in _tool_designs(options):
                 main = results[_Job(name, target, main_dsp[name], folding=index)]
                 lut_only = results.get(_Job(name, target, False, folding=index), {})
                 entry = {k: main[k] for k in RESOURCE_KEYS}
@@ -343,6 +348,7 @@ def _assemble(
                     fmax_mhz=fmax,
                     utilization=pnr["utilization"],
                     nextpnr_seconds=pnr.get("seconds"),
+                    critical_path=pnr.get("critical_path"),
                 )
                 if not pnr["fits"]:
                     entry["reason"] = pnr["reason"]

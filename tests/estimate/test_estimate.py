@@ -134,6 +134,12 @@ def test_estimate_matches_yosys_and_nextpnr_on_the_emitted_verilog(tiny, tmp_pat
     assert binary["fits"] and binary["fmax_mhz"] > 5
     assert binary["images_per_second"] == round(binary["fmax_mhz"] * 1e6 / interval)
     assert binary["device"] == DEVICES["ice40"]["up5k"].name
+    # The critical path in words: its delay is the clock's period at fmax.
+    path = binary["critical_path"]
+    assert path["ns"] == pytest.approx(1000 / binary["fmax_mhz"], rel=0.02)
+    assert path["from"] and path["to"] and path["logic_cells"] >= 1
+    assert path["words"].startswith(f"{path['ns']:.1f} ns from ")
+    assert "critical  ice40 binary: " in result.stdout
     assert not mac["fits"] and "ICESTORM_DSP 16 of 8" in mac["reason"]
     assert mac["fmax_mhz"] is None and mac["images_per_second"] is None
     assert "fmax" in result.stdout and "does not fit" in result.stdout

@@ -252,3 +252,59 @@ def test_estimate_fit_a_mac_design_that_fits_nowhere_is_a_result(tmp_path):
 )
 def test_estimate_fit_refusals(tmp_path, args, fragment):
     assert_one_line_error(cli("estimate", DIGITS, *args, "-o", tmp_path / "e"), fragment)
+
+
+def test_critical_path_in_words():
+    from bchw.estimate.pnr import critical_path
+
+    def segment(kind, delay, source, sink):
+        return {"type": kind, "delay": delay, "from": {"cell": source}, "to": {"cell": sink}}
+
+    ram = "dut.layer1.requantizer.constants.0.1"
+    out = "dut.layer1.requantizer.o__payload[3]_TRELLIS_FF_Q_2"
+    report = {
+        "critical_paths": [
+            {"from": "<async>", "to": "posedge clk", "path": [segment("source", 30.0, "a", "b")]},
+            {
+                "from": "posedge clk",
+                "to": "posedge clk",
+                "path": [
+                    segment("clk-to-q", 5.8, ram, ram),
+                    segment("routing", 1.5, ram, out + "_LUT4_Z"),
+                    segment("logic", 0.4, out + "_LUT4_Z", out + "_LUT4_Z"),
+                    segment("routing", 1.0, out + "_LUT4_Z", out),
+                    segment("setup", 0.3, out, out),
+                ],
+            },
+        ]
+    }
+    path = critical_path(report)
+    assert path["from"] == "layer1.requantizer.constants"  # the memory, not its block index
+    assert path["to"] == "layer1.requantizer.o__payload[3]"
+    assert path["ns"] == 9.0 and path["logic_cells"] == 1 and path["block_ram_read"]
+    assert "(a block RAM read)" in path["words"] and "pipeline it" in path["words"]
+    assert critical_path({"critical_paths": []}) is None
+
+
+def test_estimate_runs_no_tool_on_a_mac_design_that_fits_nowhere(monkeypatch, tmp_path):
+    from bchw.estimate import run as estimate_run
+    from bchw.estimate.options import EstimateOptions
+    from rtl_gen.plan import default_folding
+
+    model = random_model([12, 6, 4], seed=3, input_bits=8, act_bits=8, out_bits=8)
+    ran = []
+
+    def fake(job, *args):
+        ran.append(job.design)
+        return dict.fromkeys(("lut", "ff", "carry", "lutram", "bram", "dsp"), 1) | {
+            "script": "synth",
+            "seconds": 0.0,
+            "cached": False,
+        }
+
+    monkeypatch.setattr(estimate_run, "run_tool", fake)
+    options = EstimateOptions(mac_tools=False)
+    report = estimate_run.estimate(model, default_folding(model), 2, options, tmp_path)
+    assert ran == ["binary"]
+    assert report["binary"]["ecp5"]["lut"] == 1  # the tool's figure
+    assert report["mac"]["ecp5"]["lut"] == report["mac"]["ecp5"]["analytic"]["lut"]
