@@ -393,7 +393,7 @@ def fit(
         return min(results, key=lambda r: (r.interval, r.usage["lut"]))
     best = min(failures, key=lambda exc: exc.worst)
     if best.best is not None:  # fits, but not at the rate asked
-        return _too_slow(best)
+        raise _too_slow(best)
     smaller = search.smallest_device(margin)
     where = (
         f"the smallest device of the table that fits it: {smaller}"
@@ -407,10 +407,11 @@ def fit(
     )
 
 
-def _too_slow(failure: _NoFit) -> FitResult:
+def _too_slow(failure: _NoFit) -> BchwError:
+    """The error of a rate no folding that fits reaches, naming the fastest that does."""
     best = failure.best
     assert best is not None
-    raise BchwError(
+    return BchwError(
         f"no folding reaches {failure.target_fps:,.0f} images/s on the {failure.device.name} at "
         f"{failure.device.clock_mhz:g} MHz: the fastest that fits gives "
         f"{best.images_per_second:,} (what binds: {best.binding})"
