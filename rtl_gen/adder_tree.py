@@ -100,6 +100,22 @@ def register_term(m: Module, term: Term, advance: Signal | None, name: str) -> T
     return Term(reg, term.sign, term.lo, term.hi)
 
 
+def input_stage(m: Module, payload, fields: dict, registered: bool, advance) -> dict:
+    """A tree's inputs by field name, registered (on ``advance``) when ``registered``: a folded
+    layer's weights arrive straight from a block RAM, whose read is slow to leave the block (5.3
+    ns on ECP5); a register there (or after the XOR leaves) keeps it out of the adders' cycle
+    (once a placed design's critical path: the read, the XOR leaves and two adder levels)."""
+    if not registered:
+        return {name: payload[name] for name in fields}
+    out = {}
+    for name, layout in fields.items():
+        reg = Signal(layout, name=f"{name}_in_r")
+        with m.If(advance):
+            m.d.sync += reg.eq(payload[name])
+        out[name] = reg
+    return out
+
+
 def delay_tag(m: Module, tag: Value, shape, cycles: int, advance: Signal | None) -> Value:
     """``tag`` delayed by ``cycles`` pipeline stages (moving when ``advance``)."""
     for k in range(cycles):
@@ -156,6 +172,9 @@ class AdderTree(wiring.Component):
         :meth:`excess` states (the caller absorbs it, as with XOR leaves).
     pipeline_every:
         Adder levels between pipeline registers.
+    register_inputs:
+        A register stage in front of the adders (a folded layer's, whose weight bits come from
+        block RAM): the XOR leaves registered, or with a relative-sign tree the inputs.
     tag_shape:
         Shape of a side payload delayed alongside the sums (None: no tag).
 
@@ -175,6 +194,7 @@ class AdderTree(wiring.Component):
         tag_shape: ShapeCastable | None = None,
         sign_bits: bool = False,
         relative: bool = False,
+        register_inputs: bool = False,
     ) -> None:
         if input_range[0] < 0:
             raise ValueError("adder tree inputs must be non-negative")
@@ -207,12 +227,13 @@ class AdderTree(wiring.Component):
             min(lo for lo, _ in self.lane_ranges), max(hi for _, hi in self.lane_ranges)
         )
         self.register_levels = registers_after(tree_levels(n_inputs), pipeline_every)
-        self.latency = len(self.register_levels)
+        self.register_inputs = register_inputs
+        self.latency = int(register_inputs) + len(self.register_levels)
         self.tag_shape = tag_shape
-        in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
+        self.in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
         if sign_bits:
-            in_fields["sign"] = data.ArrayLayout(unsigned(n_inputs), n_lanes)
-        super().__init__(tree_signature(in_fields, self.sum_shape, n_lanes, tag_shape))
+            self.in_fields["sign"] = data.ArrayLayout(unsigned(n_inputs), n_lanes)
+        super().__init__(tree_signature(self.in_fields, self.sum_shape, n_lanes, tag_shape))
 
     def excess(self, plus) -> int:
         """How far a sign-bit lane's sum lies above its signed dot product, for weight bits
@@ -230,10 +251,9 @@ class AdderTree(wiring.Component):
         leaves = [(0, leaf, 0) if p else (1, leaf, self.ones) for p in plus]
         return pair_up(leaves, combine)[2]
 
-    def _elaborate_relative(self, m: Module, lane: int, advance: Signal | None) -> Value:
-        sign = self.i.payload.sign[lane]
+    def _elaborate_relative(self, m: Module, lane: int, advance: Signal | None, x, signs) -> Value:
+        sign = signs[lane]
         lo, hi = self.input_range
-        x = self.i.payload.x
         nodes = [FlipNode(x[k], ~sign[k], lo, hi) for k in range(self.n_inputs)]
         prefix = f"l{lane}"
 
@@ -259,17 +279,29 @@ class AdderTree(wiring.Component):
         m = Module()
         advance = stall_pipeline(m, self.i, self.o, self.latency, "tree")
         lo, hi = self.input_range
-        x = self.i.payload.x
+        # With XOR leaves the leaves are registered instead (below): one LUT after the read, in
+        # the slice of its flip-flop. (Registering the inputs there made the Yosys 0.50 that
+        # YoWASP ships crash in ABC9 on a small CNN; the leaves do not.)
+        xor_leaves = self.sign_bits and not self.relative
+        register = self.register_inputs and not xor_leaves
+        inputs = input_stage(m, self.i.payload, self.in_fields, register, advance)
+        x = inputs["x"]
         for lane in range(self.n_lanes):
             if self.relative:
-                m.d.comb += self.o.payload.sum[lane].eq(self._elaborate_relative(m, lane, advance))
+                root = self._elaborate_relative(m, lane, advance, x, inputs["sign"])
+                m.d.comb += self.o.payload.sum[lane].eq(root)
                 continue
             if self.sign_bits:
-                sign = self.i.payload.sign[lane]
+                sign = inputs["sign"][lane]
                 terms = [
                     Term(x[k] ^ Mux(sign[k], 0, self.ones), 1, 0, self.ones)
                     for k in range(self.n_inputs)
                 ]
+                if self.register_inputs:
+                    terms = [
+                        register_term(m, term, advance, f"l{lane}_leaf{k}")
+                        for k, term in enumerate(terms)
+                    ]
             else:
                 terms = [Term(x[k], int(self.signs[lane, k]), lo, hi) for k in range(self.n_inputs)]
             root = reduce_terms(m, terms, self.register_levels, advance, f"l{lane}")

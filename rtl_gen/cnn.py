@@ -24,7 +24,7 @@ from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.conv_plan import ArgmaxStage, ConvDesignPlan, PoolStage, WindowStage
 from rtl_gen.layer_engine import LayerEngine
-from rtl_gen.plan import FifoLink, LayerPlan, VectorBufferLink
+from rtl_gen.plan import FifoLink, LayerPlan, VectorBufferLink, argmax_every
 from rtl_gen.window import MaxPool, SlidingWindow
 
 
@@ -63,7 +63,8 @@ class ConvNetwork(wiring.Component):
                 lanes = stage.out_lanes
             else:
                 assert isinstance(stage, ArgmaxStage) and previous is not None
-                block = self.argmax = Argmax(stage.classes, shape, plan.pipeline_every)
+                every = argmax_every(plan.pipeline_every)
+                block = self.argmax = Argmax(stage.classes, shape, every)
                 assert block.latency == stage.latency
             self.chain.append(block)
         assert lanes == model.num_classes

@@ -36,6 +36,7 @@ from rtl_gen.plan import (
     LayerFolding,
     LayerPlan,
     VectorBufferLink,
+    argmax_every,
     candidates,
     check_pipelining,
     check_synapses_per_cycle,
@@ -314,7 +315,7 @@ def conv_stages(
     last, classes = engines[-1], model.num_classes
     if last.pe != classes:
         stages.append(VectorBufferLink(classes, last.pe, classes))
-    stages.append(ArgmaxStage(classes, tree_latency(classes, pipeline_every)))
+    stages.append(ArgmaxStage(classes, tree_latency(classes, argmax_every(pipeline_every))))
     return tuple(engines), tuple(stages)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rtl_gen.plan import FifoLink, LayerPlan, VectorBufferLink
+from rtl_gen.plan import REQUANT_ROM_STAGES, FifoLink, LayerPlan, VectorBufferLink
 
 
 class Block:
@@ -85,6 +85,8 @@ class Engine(Block):
         self.steps = plan.requant_steps
         self.step = 0
         self.o_valid = False
+        # The stepped requantizer's stages: (valid, step) per register before the output.
+        self.rq_stages = [(False, 0)] * REQUANT_ROM_STAGES
         self.primed = False
         # Issue stage of a folded engine.
         self.fold = self.beat = 0
@@ -101,8 +103,11 @@ class Engine(Block):
             return self.o_valid
         return v and self.primed
 
+    def _rq_advance(self, r_out: bool) -> bool:
+        return not self.rq_stages[-1][0] or not self.o_valid or r_out
+
     def _rq_go(self, v: bool, r_out: bool) -> bool:
-        return v and self.primed and (self.step != 0 or not self.o_valid or r_out)
+        return v and self.primed and self._rq_advance(r_out)
 
     def _rq_ready(self, r_out: bool, v: bool) -> bool:
         if self.requant_kind == "pipeline":
@@ -115,14 +120,15 @@ class Engine(Block):
         if self.requant_kind == "pipeline":
             self.rq.tick(v, r, False, False)
         elif self.requant_kind == "stepped":
-            go = self._rq_go(v, r_out)
+            go, advance = self._rq_go(v, r_out), self._rq_advance(r_out)
             if self.o_valid and r_out:
                 self.o_valid = False
+            if advance:
+                if self.rq_stages[-1] == (True, self.steps - 1):
+                    self.o_valid = True
+                self.rq_stages = [(go, self.step), *self.rq_stages[:-1]]
             if go:
-                if self.step == self.steps - 1:
-                    self.step, self.o_valid = 0, True
-                else:
-                    self.step += 1
+                self.step = 0 if self.step == self.steps - 1 else self.step + 1
         self.primed = True  # the constants ROM's first word is read in the first cycle
 
     # -- the engine ---------------------------------------------------------------------------

@@ -63,6 +63,7 @@ class BinaryDotProduct:
             tag_layout,
             sign_bits=True,
             relative=plan.unit.adder_tree == "relative",
+            register_inputs=plan.register_tree_inputs,
         )
 
     def weight_words(self) -> list[int]:

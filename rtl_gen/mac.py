@@ -13,7 +13,14 @@ import numpy as np
 from amaranth.hdl import Module, ShapeCastable, signed
 from amaranth.lib import data, wiring
 
-from rtl_gen.adder_tree import Term, delay_tag, reduce_terms, register_term, tree_signature
+from rtl_gen.adder_tree import (
+    Term,
+    delay_tag,
+    input_stage,
+    reduce_terms,
+    register_term,
+    tree_signature,
+)
 from rtl_gen.pipeline import range_shape, stall_pipeline
 from rtl_gen.plan import LayerPlan, pack_weight_words
 from rtl_gen.ranges import product_range, registers_after, signed_max, tree_levels
@@ -24,8 +31,9 @@ class MultiplyTree(wiring.Component):
 
     Lane ``j`` computes ``sum_i w[j][i] * x[i]`` with constant weights (``weights`` given) or
     signed ``weight_bits``-bit weights arriving with each beat. Every node is sized from its
-    exact range. Latency: one cycle for the product registers, plus a register after every
-    ``pipeline_every`` adder levels.
+    exact range. Latency: one cycle for the input registers (``register_inputs``: a folded
+    layer's, whose weights come from block RAM), one for the product registers, plus a register
+    after every ``pipeline_every`` adder levels.
 
     Ports
     -----
@@ -42,6 +50,7 @@ class MultiplyTree(wiring.Component):
         weights: np.ndarray | None = None,
         pipeline_every: int = 0,
         tag_shape: ShapeCastable | None = None,
+        register_inputs: bool = False,
     ) -> None:
         if input_range[0] < 0:
             raise ValueError("multiply tree inputs must be non-negative")
@@ -64,26 +73,28 @@ class MultiplyTree(wiring.Component):
             min(lo for lo, _ in self.lane_ranges), max(hi for _, hi in self.lane_ranges)
         )
         self.register_levels = registers_after(tree_levels(n_inputs), pipeline_every)
-        self.latency = 1 + len(self.register_levels)
+        self.register_inputs = register_inputs
+        self.latency = int(register_inputs) + 1 + len(self.register_levels)
         self.tag_shape = tag_shape
         self.input_shape = range_shape(*input_range)
-        in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
+        self.in_fields = {"x": data.ArrayLayout(self.input_shape, n_inputs)}
         if self.weights is None:
-            in_fields["w"] = data.ArrayLayout(
+            self.in_fields["w"] = data.ArrayLayout(
                 data.ArrayLayout(signed(weight_bits), n_inputs), n_lanes
             )
-        super().__init__(tree_signature(in_fields, self.sum_shape, n_lanes, tag_shape))
+        super().__init__(tree_signature(self.in_fields, self.sum_shape, n_lanes, tag_shape))
 
     def elaborate(self, platform) -> Module:
         m = Module()
         advance = stall_pipeline(m, self.i, self.o, self.latency, "mac")
-        x = self.i.payload.x
+        inputs = input_stage(m, self.i.payload, self.in_fields, self.register_inputs, advance)
+        x = inputs["x"]
         for lane in range(self.n_lanes):
             terms = []
             for k in range(self.n_inputs):
                 lo, hi = self.leaf_ranges[lane][k]
                 if self.weights is None:
-                    product = x[k] * self.i.payload.w[lane][k]
+                    product = x[k] * inputs["w"][lane][k]
                 else:
                     product = x[k] * int(self.weights.reshape(self.n_lanes, -1)[lane, k])
                 terms.append(register_term(m, Term(product, 1, lo, hi), advance, f"p{lane}_{k}"))
@@ -128,6 +139,7 @@ class MacDotProduct:
             self.weight_bits,
             pipeline_every=plan.pipeline_every,
             tag_shape=tag_layout,
+            register_inputs=plan.register_tree_inputs,
         )
 
     def weight_words(self) -> list[int]:

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from rtl_gen.argmax import Argmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.layer_engine import LayerEngine
-from rtl_gen.plan import DesignPlan, FifoLink, VectorBufferLink
+from rtl_gen.plan import DesignPlan, FifoLink, VectorBufferLink, argmax_every
 
 
 def link_component(link: FifoLink | VectorBufferLink, engine: LayerEngine) -> wiring.Component:
@@ -52,7 +52,8 @@ class Network(wiring.Component):
             if collect is None
             else VectorBuffer(collect.n, last.output_shape, collect.in_lanes, collect.out_lanes)
         )
-        self.argmax = Argmax(model.num_classes, last.output_shape, plan.pipeline_every)
+        every = argmax_every(plan.pipeline_every)
+        self.argmax = Argmax(model.num_classes, last.output_shape, every)
         assert self.argmax.latency == plan.argmax_latency
         self.input_layout = data.ArrayLayout(unsigned(model.input_bits), plan.input_lanes)
         self.output_layout = self.argmax.o.payload.shape()

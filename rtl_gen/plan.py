@@ -49,6 +49,22 @@ PE_COST = 8
 MAX_SYNAPSES_PER_CYCLE = 1 << 18
 # A first-in first-out link's first beat is valid this many cycles after it is written.
 FIFO_LATENCY = 2
+# Registers of a requantizer, each stage a carry chain or two deep, so that it is not what
+# limits the clock (the critical path of a placed design was once its constants' block RAM
+# read, a barrel shifter, K adds and the clamp in one cycle). Constants fixed in the circuit:
+# t, then the clamped output. Per-beat constants: the ROM word and the selected accumulator,
+# the shifted terms, t, then the output (after the ``steps`` cycles of a time-shared unit).
+REQUANT_STATIC_STAGES = 2
+REQUANT_ROM_STAGES = 3
+
+
+def argmax_every(pipeline_every: int) -> int:
+    """Comparator levels of the argmax between registers: one whenever the design is pipelined
+    (``pipeline_every`` > 0). A level is a comparison (a carry chain) and a multiplexer that the
+    next level's comparison waits on, deeper than an adder level; two of them after the
+    collector's bank multiplexer were a placed design's critical path."""
+    return 1 if pipeline_every > 0 else 0
+
 
 DOT_PRODUCT_KINDS = ("binary", "mac")
 
@@ -144,6 +160,12 @@ class LayerPlan:
     @property
     def unrolled(self) -> bool:
         return self.neuron_folds == 1 and self.synapse_folds == 1
+
+    @property
+    def register_tree_inputs(self) -> bool:
+        """A folded, pipelined layer registers its tree's inputs: the weights come straight from
+        a block RAM read (:func:`rtl_gen.adder_tree.input_stage`)."""
+        return not self.unrolled and self.pipeline_every > 0
 
     @property
     def static_constants(self) -> bool:
@@ -248,7 +270,8 @@ def plan_layer(
         lane = (min(lo for lo, _ in lanes), max(hi for _, hi in lanes))
         acc = lane
     else:
-        latency = multiply + tree_latency(simd, pipeline_every)
+        # The tree's inputs registered (LayerPlan.register_tree_inputs) when pipelined.
+        latency = multiply + int(pipeline_every > 0) + tree_latency(simd, pipeline_every)
         lane = folded_lane_range(layer, simd, unit)
         if unit.kind == "mac":
             bound = layer.acc_bound  # the MAC layer's: in_features * input_max * weight_max
@@ -259,7 +282,7 @@ def plan_layer(
     # ceil(pe / sf) requantizers, time-multiplexed, at no cost in throughput.
     static = nf == 1
     share = min(sf, pe) if not static and requant_registered else 1
-    units, steps, requant_latency = requant_schedule(pe, share, requant_registered)
+    units, steps, requant_latency = requant_schedule(pe, share, requant_registered, static)
     return LayerPlan(
         layer=layer,
         pe=pe,
@@ -280,13 +303,22 @@ def plan_layer(
     )
 
 
-def requant_schedule(n_lanes: int, share: int, registered: bool) -> tuple[int, int, int]:
+def requant_schedule(
+    n_lanes: int, share: int, registered: bool, static: bool
+) -> tuple[int, int, int]:
     """A requantizer of ``n_lanes`` lanes time-shared ``share`` ways: ``(units, steps,
-    latency)``, ``units`` copies of the arithmetic computing the lanes in ``steps`` cycles; the
-    latency is ``steps`` when shared, else 1 registered and 0 combinational."""
+    latency)``, ``units`` copies of the arithmetic computing the lanes in ``steps`` cycles.
+
+    The latency: 0 when combinational; with constants fixed in the circuit (``static``)
+    :data:`REQUANT_STATIC_STAGES`; with per-beat constants ``steps`` plus
+    :data:`REQUANT_ROM_STAGES` (the registers between the constants ROM and the output)."""
     units = -(-n_lanes // max(1, share))
     steps = -(-n_lanes // units)
-    return units, steps, steps if steps > 1 else int(registered)
+    if not registered:
+        if steps > 1:
+            raise ValueError("a time-shared requantizer is registered")
+        return units, steps, 0
+    return units, steps, REQUANT_STATIC_STAGES if static else steps + REQUANT_ROM_STAGES
 
 
 def pack_weight_words(plan: LayerPlan, values: np.ndarray, bits: int) -> list[int]:
@@ -449,7 +481,7 @@ def plan_design(
         layers=layers,
         links=tuple(links),
         collector=collector,
-        argmax_latency=tree_latency(classes, pipeline_every),
+        argmax_latency=tree_latency(classes, argmax_every(pipeline_every)),
     )
 
 

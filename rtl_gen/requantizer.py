@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from bchw.core.intmodel import IntegerLayer, output_range
 from rtl_gen.pipeline import range_shape, stall_pipeline
-from rtl_gen.plan import requant_schedule
+from rtl_gen.plan import REQUANT_ROM_STAGES, requant_schedule
 from rtl_gen.ranges import requant_width, shift_field_bits, shift_ranges, wrap_signed
 
 
@@ -71,9 +71,10 @@ class Requantizer(wiring.Component):
     -----
     i : stream of ``{"acc": [n_lanes]}``.
     o : stream of ``[n_lanes]`` outputs (``unsigned(b)`` hidden, ``signed(b)`` last layer);
-        ``latency`` cycles after ``i`` (0 or 1: ``registered``; ``steps`` when shared). With
-        per-beat constants the ROM's first word is read in the cycle after reset: a beat
-        offered then waits one cycle.
+        ``latency`` cycles after ``i`` (:func:`~rtl_gen.plan.requant_schedule`: 0 when not
+        ``registered``, 2 with constants fixed in the circuit, ``steps + 3`` with per-beat
+        constants). With per-beat constants the ROM's first word is read in the cycle after
+        reset: a beat offered then waits one cycle.
     """
 
     def __init__(
@@ -93,7 +94,9 @@ class Requantizer(wiring.Component):
         self.consts_layout = constants_layout(layer)
         self.n_lanes = n_lanes
         self.static_neurons = static_neurons
-        self.units, self.steps, self.latency = requant_schedule(n_lanes, share, registered)
+        self.units, self.steps, self.latency = requant_schedule(
+            n_lanes, share, registered, static_neurons is not None
+        )
         self.t_width = requant_width(layer)
         # Deliberate bugs for the cosimulation self-check (rtl_gen/faults.py); never set otherwise.
         self.fault_shift_error = 0  # shift right by R + this
@@ -198,19 +201,28 @@ class Requantizer(wiring.Component):
                 expr = expr - (acc << shift)
         m.d.comb += t.eq(expr)
 
-    def _t_dynamic(self, m: Module, acc, consts, t: Signal, lane: int) -> None:
-        # Everything modulo 2^width (t is truncated to it): a term is acc << h, its ones'
-        # complement where the sign is negative (the +1 is in the ROM offset), 0 where the
-        # sign is 0; AND and XOR gates, which merge into the adders' LUTs.
-        expr = consts.offset
+    def _terms(self, m: Module, acc, consts, lane: int) -> list[Signal]:
+        """The K terms of ``t`` (everything modulo 2^width: t is truncated to it): a term is
+        acc << h, its ones' complement where the sign is negative (the +1 is in the ROM
+        offset), 0 where the sign is 0; AND and XOR gates, which merge into the shifters'
+        LUTs."""
         width = self.t_width
+        terms = []
         for k, (h_min, bits) in enumerate(shift_ranges(self.layer)):
             shifted = Signal(unsigned(width), name=f"shifted{lane}_{k}")
             # acc << h = (acc << h_min) << (h - h_min): a shifter of ``bits`` stages.
             shift = consts.shift[k][:bits] if bits else 0
             m.d.comb += shifted.eq((acc << h_min) << shift)  # truncated: exact modulo 2^width
             nonzero, negative = consts.sign[k][0], consts.sign[k][1]
-            term = (shifted ^ negative.replicate(width)) & nonzero.replicate(width)
+            term = Signal(unsigned(width), name=f"term{lane}_{k}")
+            m.d.comb += term.eq((shifted ^ negative.replicate(width)) & nonzero.replicate(width))
+            terms.append(term)
+        return terms
+
+    @staticmethod
+    def _sum(m: Module, offset, terms, t: Signal) -> None:
+        expr = offset
+        for term in terms:
             expr = expr + term
         m.d.comb += t.eq(expr)
 
@@ -240,6 +252,7 @@ class Requantizer(wiring.Component):
             ]
             advance = None
         else:
+            # Registered: t, then the clamped output (REQUANT_STATIC_STAGES).
             advance = stall_pipeline(m, self.i, self.o, self.latency, "requant")
         for lane in range(self.n_lanes):
             acc = self.i.payload.acc[lane]
@@ -247,44 +260,54 @@ class Requantizer(wiring.Component):
             if self.static_neurons is not None:
                 self._t_static(m, acc, self.static_neurons[lane], t)
             else:
-                self._t_dynamic(m, acc, consts[lane], t, lane)
-            y = self._clamp(m, t, lane)
+                self._sum(m, consts[lane].offset, self._terms(m, acc, consts[lane], lane), t)
             if advance is None:
-                m.d.comb += self.o.payload[lane].eq(y)
-            else:
-                with m.If(advance):
-                    m.d.sync += self.o.payload[lane].eq(y)
+                m.d.comb += self.o.payload[lane].eq(self._clamp(m, t, lane))
+                continue
+            t_r = Signal.like(t, name=f"t{lane}_r")
+            with m.If(advance):
+                m.d.sync += [t_r.eq(t), self.o.payload[lane].eq(self._clamp(m, t_r, lane))]
         return m
 
     def _elaborate_stepped(self) -> Module:
         """Registered, per-beat constants: ``units`` units over ``steps`` cycles per beat (one
-        step, all lanes at once, when not shared)."""
+        step, all lanes at once, when not shared), each step's group through
+        ``REQUANT_ROM_STAGES`` registers (the ROM word and the accumulator, the terms, ``t``)
+        into the output register, all of them moving together."""
         m = Module()
-        step = Signal(range(max(2, self.steps)), name="step")
+        steps, units = self.steps, self.units
+        step = Signal(range(max(2, steps)), name="step")
         o_valid = Signal(name="o_valid")
-        # Start a beat only when the output register is free (or being emptied this cycle);
-        # once started, it stays empty until the last step fills it.
+        # The pipeline moves unless its last stage holds a group that the output register,
+        # full and not being emptied, cannot take. A step is started only when it moves.
+        advance = Signal(name="requant_advance")
         go = Signal(name="go")
-        last = step == self.steps - 1
+        last = step == steps - 1
+        valids = [Signal(name=f"requant_valid{k}") for k in range(REQUANT_ROM_STAGES)]
+        tags = [Signal.like(step, name=f"requant_step{k}") for k in range(REQUANT_ROM_STAGES)]
         consts_word, primed = self._constants_rom(m, go)
         m.d.comb += [
-            go.eq(self.i.valid & primed & ((step != 0) | ~o_valid | self.o.ready)),
+            advance.eq(~valids[-1] | ~o_valid | self.o.ready),
+            go.eq(self.i.valid & primed & advance),
             self.i.ready.eq(go & last),
             self.o.valid.eq(o_valid),
         ]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += o_valid.eq(0)
         with m.If(go):
-            with m.If(last):
-                m.d.sync += [step.eq(0), o_valid.eq(1)]
-            with m.Else():
-                m.d.sync += step.eq(step + 1)
+            m.d.sync += step.eq(Mux(last, 0, step + 1))
+        with m.If(advance):
+            m.d.sync += [valids[0].eq(go), tags[0].eq(step)]
+            for k in range(1, REQUANT_ROM_STAGES):
+                m.d.sync += [valids[k].eq(valids[k - 1]), tags[k].eq(tags[k - 1])]
+            with m.If(valids[-1] & (tags[-1] == steps - 1)):
+                m.d.sync += o_valid.eq(1)  # after the clear above: a beat taken and refilled
         acc_shape = self.i.payload.acc.shape().elem_shape
-        for unit in range(self.units):
-            lanes = {s: s * self.units + unit for s in range(self.steps)}
+        for unit in range(units):
+            lanes = {s: s * units + unit for s in range(steps)}
             lanes = {s: lane for s, lane in lanes.items() if lane < self.n_lanes}
             acc = Signal(acc_shape, name=f"acc_u{unit}")
-            if self.steps == 1:
+            if steps == 1:
                 m.d.comb += acc.eq(self.i.payload.acc[unit])
             else:
                 with m.Switch(step):
@@ -293,10 +316,27 @@ class Requantizer(wiring.Component):
                         # it never stores): the case is full, as Verilator's lint asks.
                         with m.Default() if s == max(lanes) else m.Case(s):
                             m.d.comb += acc.eq(self.i.payload.acc[lane])
+            # Stage 1: the ROM word (straight from the block RAM's output) and the accumulator.
+            acc_r = Signal(acc_shape, name=f"acc_u{unit}_r")
+            consts_r = Signal(self.consts_layout, name=f"consts_u{unit}_r")
+            # Stage 2: the shifted and gated terms, and the offset beside them.
+            terms = self._terms(m, acc_r, consts_r, unit)
+            terms_r = [Signal.like(term, name=f"{term.name}_r") for term in terms]
+            offset_r = Signal(signed(self.t_width), name=f"offset_u{unit}_r")
+            # Stage 3: t.
             t = Signal(signed(self.t_width), name=f"t_u{unit}")
-            self._t_dynamic(m, acc, consts_word[unit], t, unit)
-            y = self._clamp(m, t, unit)
+            self._sum(m, offset_r, terms_r, t)
+            t_r = Signal.like(t, name=f"t_u{unit}_r")
+            with m.If(advance):
+                m.d.sync += [
+                    acc_r.eq(acc),
+                    consts_r.eq(consts_word[unit]),
+                    offset_r.eq(consts_r.offset),
+                    t_r.eq(t),
+                ]
+                m.d.sync += [r.eq(term) for r, term in zip(terms_r, terms, strict=True)]
+            y = self._clamp(m, t_r, unit)
             for s, lane in lanes.items():
-                with m.If(go & (step == s)):
+                with m.If(advance & valids[-1] & (tags[-1] == s)):
                     m.d.sync += self.o.payload[lane].eq(y)
         return m

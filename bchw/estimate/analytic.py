@@ -53,7 +53,14 @@ from pathlib import Path
 from typing import Any
 
 from rtl_gen.conv_plan import ArgmaxStage, ConvDesignPlan, PoolStage, WindowStage
-from rtl_gen.plan import DesignPlan, FifoLink, LayerPlan, VectorBufferLink
+from rtl_gen.plan import (
+    REQUANT_ROM_STAGES,
+    DesignPlan,
+    FifoLink,
+    LayerPlan,
+    VectorBufferLink,
+    argmax_every,
+)
 from rtl_gen.ranges import (
     constants_bits,
     counter_bits,
@@ -212,7 +219,17 @@ def _requantizer(plan: LayerPlan) -> Counts:
             c.add += counter_bits(steps)
     c.add += units * 2 * v  # clamp: two comparisons
     c.mux += units * 2 * layer.output_bits
+    if plan.requant_latency == 0:
+        return c  # combinational
     c.reg += lanes * layer.output_bits + 1
+    if plan.static_constants:
+        c.reg += units * t + 1  # the t stage
+    else:
+        # The stages before the output: the accumulator and ROM word, the K terms and the
+        # offset, t; a valid bit and a step tag each.
+        k = layer.scale_terms
+        c.reg += units * (plan.acc_width + constants_bits(layer) + (k + 2) * t)
+        c.reg += REQUANT_ROM_STAGES * (1 + counter_bits(max(2, plan.requant_steps)))
     return c
 
 
@@ -275,6 +292,10 @@ def layer_counts(plan: LayerPlan) -> Counts:
         c.mul += pe * simd * b * weight_bits
         c.n_mul += pe * simd
     c.reg += plan.tree_latency * (1 + tag_width)
+    if plan.register_tree_inputs and binary and plan.unit.adder_tree != "relative":
+        c.reg += pe * simd * range_bits(0, x_max)  # the XOR leaves
+    elif plan.register_tree_inputs:
+        c.reg += simd * b + plan.weight_word_bits  # the inputs and the weight word
     # Issue stage: counters, valid bits, the tag; with one neuron fold the input register,
     # with more the buffer and a read stage (valid, addresses, tag) in front of it.
     counters = counter_bits(nf) + counter_bits(sf) + counter_bits(nf * sf)
@@ -316,7 +337,7 @@ def vector_buffer_counts(link: VectorBufferLink, width: int) -> Counts:
 
 def argmax_counts(n: int, width: int, pipeline_every: int) -> Counts:
     index = max(1, (n - 1).bit_length())
-    levels = registers_after(tree_levels(n), pipeline_every)
+    levels = registers_after(tree_levels(n), argmax_every(pipeline_every))
     c = Counts(add=(n - 1) * width, mux=(n - 1) * (width + index))
     # Each register level holds the surviving candidates and a copy of all scores.
     survivors, level = n, 0
