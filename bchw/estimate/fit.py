@@ -64,6 +64,18 @@ LABELS = {"lut": "LUTs", "ff": "flip-flops", "bram": "block RAMs", "dsp": "DSP b
 # LUTs a LUT-RAM cell occupies: an ECP5 TRELLIS_DPR16X4 takes a slice pair for its bits and
 # one for its write port (6 LUT4 sites); a 7-series RAM32M or RAM64M a SLICEM's 4 LUT6.
 LUTRAM_LUTS = {"ecp5": 6, "xc7": 4, "ice40": 0, "gowin": 4}
+# Logic cells nextpnr places per LUT site that Yosys hands it. On ECP5 packing adds cells (the
+# CCU2C that carries a chain's carry-out into general routing, among others): 19,805
+# TRELLIS_COMB for 16,987 LUT4 sites (digits at PE/SIMD 32/4, 16/32, 2/16 on an LFE5U-25F) and
+# 81,327 for 68,785 (the MNIST MLP at 16/64, 64/16, 16/64, 1/16 on an LFE5U-85F, 97 %: nextpnr
+# found no legal placement). The families placed without a measurement, and those only
+# synthesized, count sites as they are.
+PLACED_CELLS_PER_SITE = {"ecp5": 1.18, "ice40": 1.0, "xc7": 1.0, "gowin": 1.0}
+# Logic cells per flip-flop on top: an iCE40 logic cell holds one LUT4 and one flip-flop, and a
+# flip-flop that no LUT of its own feeds takes a cell of its own. Measured: 4,843 ICESTORM_LC
+# for 2,892 LUT4 and 2,367 flip-flops (digits at PE/SIMD 2/16, 1/2, 10/1 on an iCE40UP5K).
+# ECP5 and 7-series slices place flip-flops beside other LUTs.
+PLACED_CELLS_PER_FF = {"ecp5": 0.0, "ice40": 0.82, "xc7": 0.0, "gowin": 0.0}
 # A layer is only unrolled (constant weights, one tree per neuron) up to this many synapses:
 # beyond, its trees alone outgrow every chip of the table, and pricing them takes long.
 MAX_UNROLLED_SYNAPSES = 1 << 14
@@ -127,13 +139,17 @@ def limits(device: Device, margin: float) -> dict[str, float]:
 def usage(total: dict[str, Any], device: Device) -> dict[str, float]:
     """A design's use of the chip's resources from the analytical model's totals: LUTs with
     those inside carry cells (an ECP5 CCU2C holds two LUT4 sites) and those LUT RAM occupies,
+    as the logic cells that place and route packs them into (:data:`PLACED_CELLS_PER_SITE`,
+    and on iCE40 the cells that flip-flops take, :data:`PLACED_CELLS_PER_FF`);
     block RAM in the device's blocks (a 7-series RAMB18 is half of a 36 kbit block)."""
     from bchw.estimate.synth import family
 
     bram = total["bram_cost"] / 2 if device.family == "xc7" else total["bram_cost"]
     luts = family(device.family).luts_with_carry(total["lut"], total["carry"])
+    sites = luts + LUTRAM_LUTS[device.family] * total["lutram"]
+    cells = sites * PLACED_CELLS_PER_SITE[device.family]
     return {
-        "lut": luts + LUTRAM_LUTS[device.family] * total["lutram"],
+        "lut": cells + total["ff"] * PLACED_CELLS_PER_FF[device.family],
         "ff": total["ff"],
         "bram": bram,
         "dsp": total["dsp"],
