@@ -163,8 +163,8 @@ class LayerPlan:
 
     @property
     def register_tree_inputs(self) -> bool:
-        """A folded, pipelined layer registers its tree's inputs: the weights come straight from
-        a block RAM read (:func:`rtl_gen.adder_tree.input_stage`)."""
+        """A folded, pipelined layer registers its tree's inputs (XOR trees: the leaves): the
+        weights come straight from a block RAM read (:func:`rtl_gen.adder_tree.input_stage`)."""
         return not self.unrolled and self.pipeline_every > 0
 
     @property

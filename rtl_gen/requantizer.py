@@ -252,7 +252,8 @@ class Requantizer(wiring.Component):
             ]
             advance = None
         else:
-            # Registered: t, then the clamped output (REQUANT_STATIC_STAGES).
+            # Registered: t, then the clamped output (REQUANT_STATIC_STAGES); combinational when
+            # the latency is 0.
             advance = stall_pipeline(m, self.i, self.o, self.latency, "requant")
         for lane in range(self.n_lanes):
             acc = self.i.payload.acc[lane]
@@ -265,8 +266,9 @@ class Requantizer(wiring.Component):
                 m.d.comb += self.o.payload[lane].eq(self._clamp(m, t, lane))
                 continue
             t_r = Signal.like(t, name=f"t{lane}_r")
+            y = self._clamp(m, t_r, lane)  # outside the If: no enable in the clamp's logic
             with m.If(advance):
-                m.d.sync += [t_r.eq(t), self.o.payload[lane].eq(self._clamp(m, t_r, lane))]
+                m.d.sync += [t_r.eq(t), self.o.payload[lane].eq(y)]
         return m
 
     def _elaborate_stepped(self) -> Module:

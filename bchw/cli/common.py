@@ -289,7 +289,8 @@ def fit_lines(result) -> list[str]:
         f"fit       {d.key} ({d.name}), {result.design}: PE/SIMD "
         f"{folding_text(result.folding, compact=True)}; {result.interval:,} cycles per image, "
         f"{result.images_per_second:,} images/s at {result.clock_mhz:g} MHz (predicted)",
-        f"fit       uses {use} (analytical model; LUTs include carry and LUT-RAM sites)",
+        f"fit       uses {use} (analytical model; LUTs: logic cells as placed, with carry, "
+        "LUT-RAM and packing)",
         f"fit       binds: {result.binding}",
     ]
 

@@ -223,12 +223,12 @@ def _requantizer(plan: LayerPlan) -> Counts:
         return c  # combinational
     c.reg += lanes * layer.output_bits + 1
     if plan.static_constants:
-        c.reg += units * t + 1  # the t stage
+        c.reg += units * v + 1  # the t stage (its low R bits have no load)
     else:
         # The stages before the output: the accumulator and ROM word, the K terms and the
         # offset, t; a valid bit and a step tag each.
         k = layer.scale_terms
-        c.reg += units * (plan.acc_width + constants_bits(layer) + (k + 2) * t)
+        c.reg += units * (plan.acc_width + constants_bits(layer) + (k + 1) * t + v)
         c.reg += REQUANT_ROM_STAGES * (1 + counter_bits(max(2, plan.requant_steps)))
     return c
 

@@ -95,8 +95,8 @@ def _log_utilization(log: str) -> dict[str, list[int]]:
 
 # What a designer can do about a slow path, by the block it runs through (the first match).
 PATH_ADVICE = (
-    ("requantizer", "the requantizer computes shift, add and clamp in one cycle: pipeline it"),
-    ("argmax", "the argmax compares too many scores per cycle: register its tree more often"),
+    ("requantizer", "the requantizer: keep it registered (it is combinational without)"),
+    ("argmax", "the argmax or the collector's bank multiplexer in front of it"),
     ("window", "the sliding window's step logic: register its read"),
     ("pool", "the max pooling's compare: register it"),
     ("tree", "the adder tree: register it more often (--pipeline-every 1)"),

@@ -282,7 +282,7 @@ def test_critical_path_in_words():
     assert path["from"] == "layer1.requantizer.constants"  # the memory, not its block index
     assert path["to"] == "layer1.requantizer.o__payload[3]"
     assert path["ns"] == 9.0 and path["logic_cells"] == 1 and path["block_ram_read"]
-    assert "(a block RAM read)" in path["words"] and "pipeline it" in path["words"]
+    assert "(a block RAM read)" in path["words"] and "keep it registered" in path["words"]
     assert critical_path({"critical_paths": []}) is None
 
 
