@@ -93,6 +93,9 @@ class Engine(Block):
         self.valid_r, self.tag_r = False, (False, False)
         self.valid_a, self.tag_a = False, (False, False)
         self.acc_valid = False  # the accumulators' hand-over register holds a result
+        # The skid buffer between the tree and the accumulators: full, and its beat's last flag.
+        self.tree_skid = plan.tree_skid
+        self.skid_full = self.skid_last = False
 
     # -- the requantizer: its input is the accumulators' hand-over (or the unrolled tree) --
 
@@ -138,14 +141,25 @@ class Engine(Block):
         rq_r = self._rq_ready(r_out, tree_v)
         return tree_v, rq_r, self.tree.ready(rq_r)
 
-    def _folded_parts(self, r_out: bool) -> tuple[bool, bool, bool, bool]:
-        """(requantizer ready, tree output ready, tree input ready, advance)."""
+    def _sums(self) -> tuple[bool, bool, bool, bool]:
+        """(tree output valid, its last flag, the accumulators' input valid, its last flag):
+        the accumulators read the tree skid buffer's beat when it holds one."""
+        tree_v = self.tree.valid(self.valid_a)
+        tree_last = tree_v and self.tree.tag_out()[1]
+        if self.skid_full:
+            return tree_v, tree_last, True, self.skid_last
+        return tree_v, tree_last, tree_v, tree_last
+
+    def _folded_parts(self, r_out: bool) -> tuple[bool, bool, bool, bool, bool]:
+        """(requantizer ready, accumulators ready, tree output ready, tree input ready,
+        advance)."""
         rq_r = self._rq_ready(r_out, self.acc_valid)
         self.tree.tag_in = self.tag_a
-        last = self.tree.tag_out()[1] if self.tree.valid(self.valid_a) else False
-        tree_o_r = not last or not self.acc_valid or rq_r
+        _, _, _, last = self._sums()
+        acc_r = not last or not self.acc_valid or rq_r
+        tree_o_r = not self.skid_full if self.tree_skid else acc_r
         tree_i_r = self.tree.ready(tree_o_r)
-        return rq_r, tree_o_r, tree_i_r, (not self.valid_a) or tree_i_r
+        return rq_r, acc_r, tree_o_r, tree_i_r, (not self.valid_a) or tree_i_r
 
     def valid(self, v_in: bool) -> bool:
         if self.unrolled:
@@ -157,7 +171,7 @@ class Engine(Block):
             return self._unrolled_parts(r_out, v_in)[2]
         # The chain asks for ready, then clocks the block with the same r_out: keep the parts.
         self._parts = self._folded_parts(r_out)
-        return self._parts[3] and self.fold == 0
+        return self._parts[4] and self.fold == 0
 
     def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
         if self.unrolled:
@@ -165,14 +179,18 @@ class Engine(Block):
             self._rq_tick(tree_v, rq_r, r_out)
             self.tree.tick(v_in, tree_r, False, False)
             return
-        rq_r, tree_o_r, tree_i_r, advance = self._parts
-        tree_v = self.tree.valid(self.valid_a)
-        last = tree_v and self.tree.tag_out()[1]
+        rq_r, acc_r, tree_o_r, tree_i_r, advance = self._parts
+        tree_v, tree_last, sums_v, last = self._sums()
         self._rq_tick(self.acc_valid, rq_r, r_out)
         if self.acc_valid and rq_r:
             self.acc_valid = False
-        if tree_v and tree_o_r and last:
+        if sums_v and acc_r and last:
             self.acc_valid = True
+        if self.tree_skid:  # rtl_gen.pipeline.skid_buffer between the tree and accumulators
+            if self.skid_full:
+                self.skid_full = not acc_r
+            elif tree_v and not acc_r:
+                self.skid_full, self.skid_last = True, tree_last
         self.tree.tick(self.valid_a, tree_i_r, False, False)
         fire = advance and (self.fold != 0 or v_in)
         tag = (self.beat == 0, self.beat == self.sf - 1)
@@ -188,6 +206,28 @@ class Engine(Block):
                 self.fold = 0 if self.fold == self.nf - 1 else self.fold + 1
             else:
                 self.beat += 1
+
+
+class Skid(Block):
+    """``rtl_gen.pipeline.skid_buffer`` behind ``inner``: one held beat, ``ready`` a register."""
+
+    def __init__(self, inner: Block) -> None:
+        self.inner = inner
+        self.full = False
+
+    def valid(self, v_in: bool) -> bool:
+        return self.full or self.inner.valid(v_in)
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        return self.inner.ready(not self.full, v_in)
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        inner_v = self.inner.valid(v_in)  # before the inner block's clock edge
+        self.inner.tick(v_in, r_in, inner_v, not self.full)
+        if self.full:
+            self.full = not r_out
+        else:
+            self.full = inner_v and not r_out
 
 
 class VectorBuffer(Block):
@@ -346,7 +386,7 @@ class MaxPool(Block):
 def block_model(stage) -> Block:
     """The handshake model of one stage of a design plan."""
     if isinstance(stage, LayerPlan):
-        return Engine(stage)
+        return Skid(Engine(stage)) if stage.output_skid else Engine(stage)
     if isinstance(stage, VectorBufferLink):
         return VectorBuffer(stage.in_beats, stage.out_beats)
     if isinstance(stage, FifoLink):

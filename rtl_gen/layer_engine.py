@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bchw.core.intmodel import IntegerLayer
 from rtl_gen.adder_tree import AdderTree
 from rtl_gen.mac import MacDotProduct
-from rtl_gen.pipeline import range_shape, shape_range
+from rtl_gen.pipeline import range_shape, shape_range, skid_buffer
 from rtl_gen.plan import LayerPlan, pack_weight_words
 from rtl_gen.requantizer import Requantizer, absorbed_offsets
 
@@ -181,11 +181,14 @@ class LayerEngine(wiring.Component):
             ]
         else:
             self._elaborate_folded(m, tree, rq)
-        m.d.comb += [
-            self.o.valid.eq(rq.o.valid),
-            rq.o.ready.eq(self.o.ready),
-            self.o.payload.eq(rq.o.payload),
-        ]
+        if self.plan.output_skid:
+            skid_buffer(m, rq.o, self.o, "skid")
+        else:
+            m.d.comb += [
+                self.o.valid.eq(rq.o.valid),
+                rq.o.ready.eq(self.o.ready),
+                self.o.payload.eq(rq.o.payload),
+            ]
         return m
 
     def _elaborate_folded(self, m: Module, tree: AdderTree, rq: Requantizer) -> None:
@@ -290,14 +293,23 @@ class LayerEngine(wiring.Component):
         ]
         self.unit.connect_weights(m, tree, w_rd.data)
 
+        # The tree's sums reach the accumulators through a skid buffer when pipelined: the
+        # tree's stage enables (thousands of registers) and the weight memory's read enable
+        # then wait on one register, not on the requantizer's step and the hand-over.
+        if self.plan.tree_skid:
+            sums = tree.o.signature.create(path=("tree_skid",))
+            skid_buffer(m, tree.o, sums, "tree_skid")
+        else:
+            sums = tree.o
+
         # Accumulators: acc_p += lane_p (the dot product plus ones per -1 weight); on a fold's
         # last beat, hand over.
-        tag = tree.o.payload.tag
+        tag = sums.payload.tag
         take = Signal(name="take")
         out_valid = Signal(name="acc_valid")
         m.d.comb += [
-            tree.o.ready.eq(~tag.last | ~out_valid | rq.i.ready),
-            take.eq(tree.o.valid & tree.o.ready),
+            sums.ready.eq(~tag.last | ~out_valid | rq.i.ready),
+            take.eq(sums.valid & sums.ready),
             rq.i.valid.eq(out_valid),
         ]
         with m.If(rq.i.valid & rq.i.ready):
@@ -306,7 +318,7 @@ class LayerEngine(wiring.Component):
             m.d.sync += out_valid.eq(1)
         for p in range(pe):
             acc = Signal(self.acc_shape, name=f"acc{p}")
-            partial = tree.o.payload.sum[p]
+            partial = sums.payload.sum[p]
             updated = Mux(tag.first, 0, acc) + partial
             with m.If(take):
                 with m.If(tag.last):

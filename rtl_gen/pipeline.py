@@ -43,3 +43,25 @@ def stall_pipeline(
         for k in range(1, stages):
             m.d.sync += valids[k].eq(valids[k - 1])
     return advance
+
+
+def skid_buffer(m: Module, i: stream.Interface, o: stream.Interface, name: str) -> None:
+    """A register of one beat between ``i`` and ``o`` that takes no cycle: ``i.ready`` is a
+    register (``~full``), not ``o.ready``, so back-pressure stops here.
+
+    Empty, a beat passes straight through; when the output refuses it, the beat is held
+    (``full``) and given first, while ``i`` waits. The output always ready, nothing is ever
+    held: timing without stalls is as without the buffer.
+    """
+    full = Signal(name=f"{name}_full")
+    held = Signal.like(i.payload, name=f"{name}_held")
+    m.d.comb += [i.ready.eq(~full), o.valid.eq(full | i.valid)]
+    with m.If(full):
+        m.d.comb += o.payload.eq(held)
+        with m.If(o.ready):
+            m.d.sync += full.eq(0)
+    with m.Else():
+        m.d.comb += o.payload.eq(i.payload)
+        m.d.sync += held.eq(i.payload)
+        with m.If(i.valid & ~o.ready):
+            m.d.sync += full.eq(1)

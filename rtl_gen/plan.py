@@ -168,6 +168,21 @@ class LayerPlan:
         return not self.unrolled and self.pipeline_every > 0
 
     @property
+    def output_skid(self) -> bool:
+        """A pipelined layer gives its results through a skid buffer: its ``o.ready`` reaches
+        no further than one register, so the next block's back-pressure does not run through
+        the requantizer, accumulators and tree into the weight memory's read enable (the
+        critical path before it). It adds no latency (:func:`rtl_gen.pipeline.skid_buffer`)."""
+        return self.pipeline_every > 0
+
+    @property
+    def tree_skid(self) -> bool:
+        """A pipelined folded layer also puts a skid buffer between its tree and accumulators:
+        the tree's stage enables and the weight memory's read enable then wait on one register
+        instead of the requantizer and the accumulators' hand-over. No latency either."""
+        return self.output_skid and not self.unrolled
+
+    @property
     def static_constants(self) -> bool:
         """One neuron fold: every lane always holds the same neuron, its constants are wiring."""
         return self.neuron_folds == 1

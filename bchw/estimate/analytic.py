@@ -233,6 +233,17 @@ def _requantizer(plan: LayerPlan) -> Counts:
     return c
 
 
+def _output_skid(plan: LayerPlan) -> Counts:
+    """The skid buffer on a pipelined engine's output: a held beat, a full bit and a
+    multiplexer per output bit."""
+    c = Counts()
+    if plan.output_skid:
+        bits = plan.pe * plan.layer.output_bits
+        c.reg += bits + 1
+        c.mux += bits
+    return c
+
+
 def layer_counts(plan: LayerPlan) -> Counts:
     """Primitive counts of one layer engine (binary, its folded tree ``plan.unit.adder_tree``,
     or the MAC baseline's, as ``plan.unit`` says)."""
@@ -261,6 +272,7 @@ def layer_counts(plan: LayerPlan) -> Counts:
             c.reg += reg
         c.reg += plan.tree_latency  # valid bits
         c += _requantizer(plan)
+        c += _output_skid(plan)
         return c
 
     tag_width = 2  # first, last
@@ -305,6 +317,10 @@ def layer_counts(plan: LayerPlan) -> Counts:
         c.reg += 1 + counter_bits(sf) + counter_bits(nf * sf) + tag_width
     else:
         c.reg += simd * b
+    if plan.tree_skid:  # the skid buffer between the tree and the accumulators
+        sum_bits = pe * range_bits(*plan.lane_range) + tag_width
+        c.reg += sum_bits + 1
+        c.mux += sum_bits
     # Accumulators (clear on a fold's first beat), and the hand-over register to requantize.
     acc_width = plan.acc_width
     c.gate += pe * acc_width
@@ -314,6 +330,7 @@ def layer_counts(plan: LayerPlan) -> Counts:
     if nf > 1:
         c.memories.append((max(2, sf), simd * b, False, False))
     c += _requantizer(plan)
+    c += _output_skid(plan)
     return c
 
 
