@@ -150,10 +150,10 @@ def test_missing_yosys_is_a_one_line_error(tmp_path):
 
 
 # The shipped digits model's Verilog and manifest, as generated since the requantizer, the
-# argmax and the folded trees were pipelined and the engines got output skid buffers, for
-# timing (on the AMD machines; the hashes before them had been the same on the Intel machines
-# that trained the model): the same bytes on every machine. Recorded for the Amaranth release that wrote them; another one may emit other text,
-# and then the test says so instead of failing.
+# argmax and the folded trees were pipelined and the engines got skid buffers, for timing (on
+# the AMD machines; the hashes before them had been the same on the Intel machines that
+# trained the model): the same bytes on every machine. Recorded for the Amaranth release that
+# wrote them; another one may emit other text, and then the test says so instead of failing.
 GOLDEN = {
     "demo": ([(8, 2), (8, 8), (1, 8)], "d96460eb187c04f0", "766ef4716dfdcefe"),
     "default": ([(32, 8), (32, 32), (1, 32)], "199eeb2c10139ad3", "63b3e3f01f9bb01b"),
