@@ -233,15 +233,15 @@ def _requantizer(plan: LayerPlan) -> Counts:
     return c
 
 
+def _skid(bits: int) -> Counts:
+    """A skid buffer (``rtl_gen.pipeline.skid_buffer``) of ``bits``: the held beat, a full bit
+    and a multiplexer per bit."""
+    return Counts(reg=bits + 1, mux=bits)
+
+
 def _output_skid(plan: LayerPlan) -> Counts:
-    """The skid buffer on a pipelined engine's output: a held beat, a full bit and a
-    multiplexer per output bit."""
-    c = Counts()
-    if plan.output_skid:
-        bits = plan.pe * plan.layer.output_bits
-        c.reg += bits + 1
-        c.mux += bits
-    return c
+    """The skid buffer on a pipelined engine's output."""
+    return _skid(plan.pe * plan.layer.output_bits) if plan.output_skid else Counts()
 
 
 def layer_counts(plan: LayerPlan) -> Counts:
@@ -317,10 +317,8 @@ def layer_counts(plan: LayerPlan) -> Counts:
         c.reg += 1 + counter_bits(sf) + counter_bits(nf * sf) + tag_width
     else:
         c.reg += simd * b
-    if plan.tree_skid:  # the skid buffer between the tree and the accumulators
-        sum_bits = pe * range_bits(*plan.lane_range) + tag_width
-        c.reg += sum_bits + 1
-        c.mux += sum_bits
+    if plan.tree_skid:  # between the tree and the accumulators: the sums and the tag
+        c += _skid(pe * range_bits(*plan.lane_range) + tag_width)
     # Accumulators (clear on a fold's first beat), and the hand-over register to requantize.
     acc_width = plan.acc_width
     c.gate += pe * acc_width
