@@ -19,6 +19,7 @@ from bchw.core import intmodel
 from bchw.estimate import synth
 from bchw.estimate.pnr import DEVICES, place_and_route_design
 from bchw.estimate.run import images_per_second
+from rtl_gen import DEFAULT_PIPELINE_EVERY
 from rtl_gen.generate import generate
 from rtl_gen.plan import folding_from_lists, plan_design
 
@@ -31,13 +32,16 @@ def main() -> None:
     parser.add_argument("--target", default="ecp5", choices=sorted(DEVICES))
     parser.add_argument("--device", help="device name (default: the target's default)")
     parser.add_argument("--work", default="build/binary-pnr")
+    parser.add_argument(
+        "--pipeline-every", type=int, default=DEFAULT_PIPELINE_EVERY, help="as bchw generate's"
+    )
     args = parser.parse_args()
     model = intmodel.load(args.model)
     folding = folding_from_lists(
         model, [int(v) for v in args.pe.split(",")], [int(v) for v in args.simd.split(",")]
     )
     work = Path(args.work)
-    design = generate(plan_design(model, folding), work / "design")
+    design = generate(plan_design(model, folding, args.pipeline_every), work / "design")
     manifest = design.manifest
     start = time.monotonic()
     plain = synth.synthesize(design.verilog, manifest.top, args.target, True, work)

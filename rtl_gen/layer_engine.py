@@ -146,6 +146,7 @@ class LayerEngine(wiring.Component):
             plan.requant_registered,
             plan.requant_share,
             offsets,
+            plan.constants_in_logic,
         )
         rq = self.requantizer
         assert (rq.units, rq.steps, rq.latency) == (

@@ -56,6 +56,10 @@ FIFO_LATENCY = 2
 # the shifted terms, t, then the output (after the ``steps`` cycles of a time-shared unit).
 REQUANT_STATIC_STAGES = 2
 REQUANT_ROM_STAGES = 3
+# A requantizer's constants ROM this shallow is built in logic, not block RAM: each of its bits
+# is one or two LUT4s of the address (some 35 to 70 LUTs a word of constants), where block RAM
+# would take a whole block per 16 or 36 bits of width (3 of an iCE40UP5K's 30 for digits).
+SHALLOW_ROM_DEPTH = 16
 
 
 def argmax_every(pipeline_every: int) -> int:
@@ -186,6 +190,11 @@ class LayerPlan:
     def static_constants(self) -> bool:
         """One neuron fold: every lane always holds the same neuron, its constants are wiring."""
         return self.neuron_folds == 1
+
+    @property
+    def constants_in_logic(self) -> bool:
+        """Per-beat constants from a ROM shallow enough for logic (:data:`SHALLOW_ROM_DEPTH`)."""
+        return not self.static_constants and self.requant_rom_depth <= SHALLOW_ROM_DEPTH
 
     @property
     def cycles_per_vector(self) -> int:

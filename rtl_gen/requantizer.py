@@ -86,10 +86,12 @@ class Requantizer(wiring.Component):
         registered: bool = True,
         share: int = 1,
         offsets=None,
+        constants_in_logic: bool = False,
     ) -> None:
         if share > 1 and (static_neurons is not None or not registered):
             raise ValueError("only a registered requantizer with per-beat constants is shared")
         self.layer = layer
+        self.constants_in_logic = constants_in_logic
         self.offsets = [int(o) for o in (layer.offset if offsets is None else offsets)]
         self.consts_layout = constants_layout(layer)
         self.n_lanes = n_lanes
@@ -174,8 +176,9 @@ class Requantizer(wiring.Component):
             shape=self.word_layout,
             depth=depth,
             init=self.constant_words(),
-            # Yosys and Vivado honour rom_style; left alone, Yosys may build it in LUTs.
-            attrs={"rom_style": "block"},
+            # Yosys honours rom_style (Vivado too, for "block"); left alone, Yosys may build a
+            # deep ROM in LUTs, and a shallow one in a block RAM of which it uses a sliver.
+            attrs={"rom_style": "logic" if self.constants_in_logic else "block"},
         )
         rd = rom.read_port()
         addr = Signal(range(depth), name="consts_addr")

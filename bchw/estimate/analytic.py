@@ -208,9 +208,15 @@ def _requantizer(plan: LayerPlan) -> Counts:
         c.gate += units * k * t
         c.add += units * k * t
         # The constants ROM: one word of ``units`` constants per step of each neuron fold,
-        # read in order (an address counter and a primed bit), in block RAM.
+        # read in order (an address counter and a primed bit), in block RAM; a shallow one in
+        # logic, each bit a LUT4 function per 16 words, its read register beside it.
         words = plan.requant_rom_depth
-        c.memories.append((words, units * constants_bits(layer), True, True))
+        word_bits = units * constants_bits(layer)
+        if plan.constants_in_logic:
+            c.leaf += word_bits * math.ceil(words / 16)
+            c.reg += word_bits
+        else:
+            c.memories.append((words, word_bits, True, True))
         c.add += counter_bits(words)
         c.reg += counter_bits(words) + 1
         if steps > 1:

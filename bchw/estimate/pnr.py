@@ -142,8 +142,15 @@ def critical_path(report: dict[str, Any]) -> dict[str, Any] | None:
     memory_read = delay["clk-to-q"] > 2.0  # a block RAM's output, not a flip-flop's
     blocks = f"{start} {'(a block RAM read) ' if memory_read else ''}to {end}"
     advice = next((a for key, a in PATH_ADVICE if key in start + " " + end), None)
+    if memory_read and cells <= 1:
+        # Nothing of the design's own logic to cut: registering more cannot shorten it.
+        advice = (
+            "the block RAM's own clock-to-out bounds this path (the design registers its read "
+            "at once); only the memory's output register, a cycle more, would shorten it"
+        )
     words = (
-        f"{total:.1f} ns from {blocks}: {delay['logic']:.1f} ns in {cells} logic cells, "
+        f"{total:.1f} ns from {blocks}: {delay['logic']:.1f} ns in {cells} logic "
+        f"cell{'' if cells == 1 else 's'}, "
         f"{delay['routing']:.1f} ns routing, {delay['clk-to-q'] + delay['setup']:.1f} ns "
         "clock-to-out and setup"
     )

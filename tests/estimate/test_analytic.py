@@ -12,6 +12,7 @@ from bchw.estimate.calibration import CALIBRATION_DESIGNS
 from bchw.estimate.run import pareto, sweep_foldings
 from rtl_gen.baseline import mac_model
 from rtl_gen.plan import (
+    SHALLOW_ROM_DEPTH,
     DotProduct,
     LayerFolding,
     default_folding,
@@ -75,16 +76,24 @@ def test_counted_memories_are_the_generated_ones(weight_bits):
     mac = weight_bits if weight_bits > 1 else None
     if mac:
         model = mac_model(model, weight_bits)
-    plan = design_plan(model, [(4, 8), (3, 5)], mac=mac)
-    for layer_plan in plan.layers:
-        counted = analytic.layer_counts(layer_plan).memories
-        engine = elaborate(LayerEngine(layer_plan))
-        words = engine.nf * engine.sf
-        assert counted[0] == (words, layer_plan.weight_word_bits, True, True)
-        assert len(engine.unit.weight_words()) == words
-        rq = engine.requantizer
-        consts_bits = rq.units * rq.consts_layout.size
-        assert counted[2] == (rq.constant_depth, consts_bits, True, True)
+    # Layer 0's constants ROM is 20 words deep either way (20 folds of 1 neuron; 5 folds of
+    # 4 lanes, time-shared over 4 steps): block RAM. Layer 1's is 2 or 3 words: logic.
+    in_logic = []
+    for folding in ([(1, 8), (3, 5)], [(4, 8), (2, 5)]):
+        plan = design_plan(model, folding, mac=mac)
+        for layer_plan in plan.layers:
+            counted = analytic.layer_counts(layer_plan).memories
+            engine = elaborate(LayerEngine(layer_plan))
+            words = engine.nf * engine.sf
+            assert counted[0] == (words, layer_plan.weight_word_bits, True, True)
+            assert len(engine.unit.weight_words()) == words
+            rq = engine.requantizer
+            consts_bits = rq.units * rq.consts_layout.size
+            in_logic.append(rq.constants_in_logic)
+            assert rq.constants_in_logic == (rq.constant_depth <= SHALLOW_ROM_DEPTH)
+            consts = (rq.constant_depth, consts_bits, True, True)
+            assert (consts in counted) != rq.constants_in_logic
+    assert in_logic == [False, True, False, True]
 
 
 def test_resources_are_the_sum_of_the_parts():

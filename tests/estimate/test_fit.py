@@ -272,6 +272,7 @@ def test_critical_path_in_words():
                     segment("clk-to-q", 5.8, ram, ram),
                     segment("routing", 1.5, ram, out + "_LUT4_Z"),
                     segment("logic", 0.4, out + "_LUT4_Z", out + "_LUT4_Z"),
+                    segment("logic", 0.4, out + "_LUT4_Z", out + "_LUT4_Z"),
                     segment("routing", 1.0, out + "_LUT4_Z", out),
                     segment("setup", 0.3, out, out),
                 ],
@@ -281,9 +282,15 @@ def test_critical_path_in_words():
     path = critical_path(report)
     assert path["from"] == "layer1.requantizer.constants"  # the memory, not its block index
     assert path["to"] == "layer1.requantizer.o__payload[3]"
-    assert path["ns"] == 9.0 and path["logic_cells"] == 1 and path["block_ram_read"]
+    assert path["ns"] == 9.4 and path["logic_cells"] == 2 and path["block_ram_read"]
     assert "(a block RAM read)" in path["words"] and "keep it registered" in path["words"]
     assert critical_path({"critical_paths": []}) is None
+    # A block RAM read into a register through one LUT: the memory bounds the path, and the
+    # advice says so instead of asking for more registers.
+    del report["critical_paths"][1]["path"][3]
+    path = critical_path(report)
+    assert path["logic_cells"] == 1 and "in 1 logic cell," in path["words"]
+    assert "clock-to-out bounds this path" in path["words"] and "registered" not in path["words"]
 
 
 def test_estimate_runs_no_tool_on_a_mac_design_that_fits_nowhere(monkeypatch, tmp_path):
