@@ -56,6 +56,7 @@ from rtl_gen.plan import (
     LayerPlan,
     VectorBufferLink,
     candidates,
+    folding_text,
     plan_layer,
 )
 
@@ -113,7 +114,7 @@ class FitResult:
             "initiation_interval_cycles": self.interval,
             "clock_mhz": self.clock_mhz,
             "images_per_second": self.images_per_second,
-            "usage": self.usage,
+            "usage": {k: round(v, 1) for k, v in self.usage.items()},
             "limits": self.limits,
             "utilization": {
                 k: round(self.usage[k] / cap, 3) if (cap := self.device.capacity[k]) else None
@@ -418,9 +419,28 @@ def fit(
     )
     raise NoFitError(
         f"{model.arch()} does not fit the {device.name} at any folding: its smallest design "
-        f"needs {best.reason}; {where}",
+        f"needs {best.reason}{_unpipelined_hint(search, device, margin)}; {where}",
         best.smallest,
     )
+
+
+def _unpipelined_hint(search: _Search, device: Device, margin: float) -> str:
+    """Where the pipeline registers are what does not fit (small chips: the digits model on an
+    iCE40UP5K), the folding that fits without them, to say so in the error."""
+    if search.pipeline_every == 0:
+        return ""
+    light = _Search(search.model, search.unit, 0, search.coefficients)
+    for dsp in _flows(search.unit, device):
+        try:
+            result = light.run(device, margin, dsp, None, None)
+        except _NoFit:
+            continue
+        return (
+            f" (without pipeline registers, --pipeline-every 0, PE/SIMD "
+            f"{folding_text(result.folding, compact=True)} fits, at a lower clock than "
+            f"{device.clock_mhz:g} MHz: --pnr measures it)"
+        )
+    return ""
 
 
 def _too_slow(failure: _NoFit) -> BchwError:

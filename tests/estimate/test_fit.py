@@ -26,7 +26,7 @@ from bchw.estimate.fit import (
 from rtl_gen.baseline import mac_model
 from rtl_gen.conv_plan import plan_conv_design
 from rtl_gen.manifest import Manifest
-from rtl_gen.plan import DotProduct, LayerFolding, candidates, plan_design
+from rtl_gen.plan import DotProduct, LayerFolding, candidates, folding_text, plan_design
 from tests.commands import assert_one_line_error, cli
 from tests.conftest import DIGITS, MNIST, REPO
 from tests.streams import random_model
@@ -129,6 +129,20 @@ def test_nothing_fits_names_the_resource_and_the_smallest_device_that_fits():
     with pytest.raises(NoFitError):
         fit(model, smaller)
     assert caught.value.smallest is not None  # the folding a report can show
+
+
+def test_a_design_that_fits_only_without_pipeline_registers_is_named():
+    """The digits model fits an iCE40UP5K only without pipeline registers: the error says so,
+    and that folding does fit at --pipeline-every 0."""
+    model = intmodel.load(DIGITS)
+    device = fit_device("ice40-up5k")
+    with pytest.raises(NoFitError) as caught:
+        fit(model, device)
+    message = str(caught.value)
+    assert "\n" not in message and "without pipeline registers, --pipeline-every 0" in message
+    light = fit(model, device, pipeline_every=0)
+    assert f"PE/SIMD {folding_text(light.folding, compact=True)} fits" in message
+    assert light.usage["lut"] <= light.limits["lut"] and light.usage["bram"] <= device.bram
 
 
 def test_mac_fit_uses_dsp_blocks_within_the_chip():
