@@ -65,7 +65,8 @@ class Requantizer(wiring.Component):
     The constants ROM holds one word per step: the constants of the ``units`` lanes computed
     then (``folds * steps`` words of ``units`` constants). Deep and narrow, it fits block RAM
     (which it asks for) instead of being built as a wide LUT ROM and a ``steps``-way
-    multiplexer.
+    multiplexer; with ``constants_in_logic`` (a ROM of a few words, where a block would be
+    mostly empty) it asks for logic instead. Either way the read is registered: same timing.
 
     Ports
     -----
