@@ -55,6 +55,12 @@ TERMS = {
     },
 }
 THRESHOLD_BITS = [0, 32, 64, 96, 128, 192, 256, 384, 512, 1024]
+# Thresholds measured on bare memories instead of fitted (the calibration designs' RAMs do not
+# tell them apart): Yosys puts an ECP5 RAM in block RAM from 49 words deep (more than three
+# 16-word LUT-RAM banks) when it holds more than 1,024 bits per block (48 x 128 and 128 x 8 stay
+# in LUT RAM; 56 x 128, 64 x 64 and 192 x 8 go to block RAM). Checked against Yosys by
+# tests/estimate/test_analytic.py::test_ecp5_ram_mapping_is_yosys.
+MEASURED_THRESHOLDS = {"ecp5": {"min_ram_depth": 49, "min_bits_per_block": 1025}}
 THRESHOLD_DEPTH = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128]
 
 
@@ -127,6 +133,7 @@ def fit_family(name: str, rows: list[dict]) -> dict:
                 if best is None or (cost <= best[0] if lutram else cost < best[0]):
                     best = (cost, rom_depth, ram_depth, bits)
     family.update(min_rom_depth=best[1], min_ram_depth=best[2], min_bits_per_block=best[3])
+    family.update(MEASURED_THRESHOLDS.get(name, {}))
     # Constant multipliers go to DSP blocks from a product width up (Yosys's mul2dsp limits).
     dsp_rows = [r for r in fit_rows if r["mode"] == "dsp" and r["kind"] == "mac"]
     family["dsp_min_width"] = min(

@@ -548,9 +548,9 @@ def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
     """Where each memory goes, as Yosys's memory mapping puts it: block RAM where the generator
     asks for it (the weights) or where the memory is deep enough (``min_rom_depth`` for ROMs,
     ``min_ram_depth`` for RAMs) and fills its blocks well enough (``min_bits_per_block``), else
-    LUT RAM (writable, shallow enough), else logic (ROM bits become LUT functions of the
-    address; RAM bits become registers and multiplexers). The thresholds are fitted per
-    family."""
+    LUT RAM (writable, where the family has it), else logic (ROM bits become LUT functions of
+    the address; RAM bits become registers and multiplexers). The thresholds are fitted per
+    family (ECP5's RAM thresholds measured, ``benchmarks/fit_estimates.py``)."""
     out = {"bram": 0, "bram_cost": 0, "lutram": 0, "rom": 0, "ram": 0, "mem_reg": 0}
     for depth, width, rom, block in memories:
         cost, blocks = _cheapest(depth, width, family["bram_shapes"])
@@ -565,7 +565,9 @@ def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
         read_register = width
         if rom:
             out["rom"] += depth * width
-        elif family["lutram_shapes"] and depth <= max(d for d, _ in family["lutram_shapes"]):
+        elif family["lutram_shapes"]:
+            # Deeper than one LUT-RAM cell, Yosys stacks cells in banks behind a multiplexer
+            # (ECP5: 48 x 128 bits in 96 TRELLIS_DPR16X4, tests/estimate/test_analytic.py).
             read_register = max(1, (depth - 1).bit_length())
             out["lutram"] += _blocks(depth, width, family["lutram_shapes"])
         else:

@@ -232,3 +232,24 @@ def test_a_cnns_counts_hold_its_windows_pools_and_engines():
         for k, lp in enumerate(plan.layers[:2])
     )
     assert energy_pj["arithmetic_pj"] > per_pixel * 0.03  # every add at least an 8-bit add's
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth, width", [(48, 128), (56, 128), (128, 8), (192, 8)])
+def test_ecp5_ram_mapping_is_yosys(tmp_path, depth, width):
+    """A writable memory goes to block RAM or LUT RAM on ECP5 as Yosys puts it (the shapes on
+    either side of the thresholds: 48 and 56 words of 128 bits, 128 and 192 words of 8)."""
+    from bchw.estimate import synth
+
+    verilog = tmp_path / "ram.v"
+    verilog.write_text(
+        f"module ram(input clk, input we, input [{depth.bit_length() - 1}:0] wa, ra,\n"
+        f"           input [{width - 1}:0] wd, output reg [{width - 1}:0] rd);\n"
+        f"  reg [{width - 1}:0] mem [0:{depth - 1}];\n"
+        "  always @(posedge clk) begin if (we) mem[wa] <= wd; rd <= mem[ra]; end\n"
+        "endmodule\n"
+    )
+    built = synth.synthesize(verilog, "ram", "ecp5", True, tmp_path / "synth")
+    family = analytic.load_coefficients()["families"]["ecp5"]
+    mapped = analytic.map_memories([(depth, width, False, False)], family)
+    assert (mapped["bram"], mapped["lutram"]) == (built["bram"], built["lutram"])
