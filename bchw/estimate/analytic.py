@@ -509,6 +509,7 @@ GEOMETRY: dict[str, dict[str, Any]] = {
     "ecp5": {  # DP16KD / PDPW16KD; TRELLIS_DPR16X4
         "bram_shapes": [[512, 36], [1024, 18], [2048, 9], [4096, 4], [8192, 2], [16384, 1]],
         "lutram_shapes": [[16, 4]],
+        "lutram_banks": True,
         "dsp_per_mul": 1,  # MULT18X18D
     },
     "xc7": {  # RAMB18E1 / RAMB36E1; RAM32M, RAM64M
@@ -518,6 +519,7 @@ GEOMETRY: dict[str, dict[str, Any]] = {
             *([d, w, 1] for d, w in [[512, 36], [1024, 18], [2048, 9], [4096, 4], [8192, 2]]),
         ],
         "lutram_shapes": [[32, 6], [64, 3]],
+        "lutram_banks": True,
         "dsp_per_mul": 1,  # DSP48E1: 25 x 18
     },
     "gowin": {  # SDPB / DPB; RAM16SDP4
@@ -565,9 +567,12 @@ def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
         read_register = width
         if rom:
             out["rom"] += depth * width
-        elif family["lutram_shapes"]:
+        elif family["lutram_shapes"] and (
+            family.get("lutram_banks") or depth <= max(d for d, _ in family["lutram_shapes"])
+        ):
             # Deeper than one LUT-RAM cell, Yosys stacks cells in banks behind a multiplexer
-            # (ECP5: 48 x 128 bits in 96 TRELLIS_DPR16X4, tests/estimate/test_analytic.py).
+            # (ECP5: 48 x 128 bits in 96 TRELLIS_DPR16X4, tests/estimate/test_analytic.py);
+            # modelled so where the calibration measured it ("lutram_banks").
             read_register = max(1, (depth - 1).bit_length())
             out["lutram"] += _blocks(depth, width, family["lutram_shapes"])
         else:
