@@ -44,11 +44,16 @@ def main() -> None:
         def error(predicted: float, measured: float) -> str:
             return f"{(predicted - measured) / measured:+.0%}" if measured else "-"
 
+        label = (
+            run["kind"]
+            if run["kind"] == "binary"
+            else ("MAC, DSP blocks" if run["dsp_allowed"] else "MAC in LUTs")
+        )
         cells = [error(model[k], run[k]) for k in ("lut", "ff", "carry", "bram")] + [
             error(lut_sites(model, fam), lut_sites(run, fam))
         ]
         print(
-            f"| {run['name']} ({run['role']}), {run['kind']} | {fam} | {run['lut']:,} | "
+            f"| {run['name']} ({run['role']}), {label} | {fam} | {run['lut']:,} | "
             + " | ".join(cells)
             + " |"
         )
