@@ -163,7 +163,12 @@ def fit_family(name: str, rows: list[dict]) -> dict:
                 and (mode != "dsp" or r["kind"] == "mac")
             ]
             a = np.array([[total_features(r["parts"], family)[t] for t in terms] for r in chosen])
-            y = np.array([r[resource] for r in chosen], dtype=float)
+            # LUTs the model counts as they are (a shallow ROM in logic) are not fitted.
+            fixed = [
+                total_features(r["parts"], family)["rom_lut"] if resource == "lut" else 0.0
+                for r in chosen
+            ]
+            y = np.array([r[resource] - f for r, f in zip(chosen, fixed, strict=True)])
             weights, _ = nnls(a / y[:, None], np.ones(len(y)))
             fitted = {t: round(float(w), 4) for t, w in zip(terms, weights, strict=True) if w > 0}
             for flow in ("dsp", "nodsp") if mode == "both" else (mode,):

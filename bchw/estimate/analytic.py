@@ -32,7 +32,11 @@ family-independent primitives from the integer model, the folding and the widths
     multipliers that a DSP block can take (one block each: every one here is at most 16 x 16);
 ``memories``
     each memory's depth, width, whether it is read-only and whether the generator asks for
-    block RAM (the weights and the requantizers' constants: ``rom_style = "block"``).
+    block RAM (the weights and all but the shallowest requantizer constants: ``rom_style =
+    "block"``);
+``rom_lut``
+    LUTs of a shallow constants ROM that the generator asks to build in logic, added to the
+    LUT figure as counted (no fitted cost).
 
 The counts come from the design plan (:mod:`rtl_gen.plan`: folds, ranges, widths, sharing),
 not from a circuit. :func:`resources` turns them into LUT, FF, carry, LUT-RAM, block-RAM and
@@ -78,7 +82,7 @@ from rtl_gen.ranges import (
 from rtl_gen.ranges import width as range_bits
 
 PRIMITIVES = (
-    "tree", "ftree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul"
+    "tree", "ftree", "leaf", "add", "gate", "mux", "reg", "preg", "mul", "cmul", "n_mul", "rom_lut"
 )  # fmt: skip
 RESOURCES = ("lut", "ff", "carry", "lutram", "bram", "dsp")
 # Package data (benchmarks/fit_estimates.py rewrites it in a checkout).
@@ -100,6 +104,9 @@ class Counts:
     mul: int = 0
     cmul: int = 0
     n_mul: int = 0
+    # LUTs counted as they are, not through a fitted cost: a shallow constants ROM built in
+    # logic, one LUT4 per bit per 16 words (an upper bound: Yosys folds the constant bits).
+    rom_lut: int = 0
     # Constant multipliers (not by a power of two) by product width: DSP candidates.
     cmul_widths: dict[int, int] = field(default_factory=dict)
     # depth, width, read-only, block RAM asked for
@@ -126,6 +133,7 @@ class Counts:
             "mul": self.mul,
             "cmul": self.cmul,
             "n_mul": self.n_mul,
+            "rom_lut": self.rom_lut,
             "memories": [list(m) for m in self.memories],
             "cmul_widths": dict(self.cmul_widths),
         }
@@ -213,7 +221,7 @@ def _requantizer(plan: LayerPlan) -> Counts:
         words = plan.requant_rom_depth
         word_bits = units * constants_bits(layer)
         if plan.constants_in_logic:
-            c.leaf += word_bits * math.ceil(words / 16)
+            c.rom_lut += word_bits * math.ceil(words / 16)
             c.reg += word_bits
         else:
             c.memories.append((words, word_bits, True, True))
@@ -622,7 +630,8 @@ def resources(
             # Logic without multipliers has costs of its own where the family's fit has them.
             weights = fam[resource].get("binary") if plain else None
             weights = weights or fam[resource][part_mode]
-            row[resource] = max(0, round(sum(w * x[k] for k, w in weights.items())))
+            fixed = x["rom_lut"] if resource == "lut" else 0.0  # counted, not fitted
+            row[resource] = max(0, round(fixed + sum(w * x[k] for k, w in weights.items())))
         row["lutram"] = mapped["lutram"]
         row["bram"] = mapped["bram"]
         row["bram_cost"] = mapped["bram_cost"]

@@ -430,17 +430,20 @@ def _unpipelined_hint(search: _Search, device: Device, margin: float) -> str:
     if search.pipeline_every == 0:
         return ""
     light = _Search(search.model, search.unit, 0, search.coefficients)
+    results = []
     for dsp in _flows(search.unit, device):
         try:
-            result = light.run(device, margin, dsp, None, None)
+            results.append(light.run(device, margin, dsp, None, None))
         except _NoFit:
             continue
-        return (
-            f" (without pipeline registers, --pipeline-every 0, PE/SIMD "
-            f"{folding_text(result.folding, compact=True)} fits, at a lower clock than "
-            f"{device.clock_mhz:g} MHz: --pnr measures it)"
-        )
-    return ""
+    if not results:
+        return ""
+    best = min(results, key=lambda r: (r.interval, r.usage["lut"]))  # as fit() chooses
+    return (
+        f" (without pipeline registers, --pipeline-every 0, PE/SIMD "
+        f"{folding_text(best.folding, compact=True)} fits, at a lower clock than "
+        f"{device.clock_mhz:g} MHz: --pnr measures it)"
+    )
 
 
 def _too_slow(failure: _NoFit) -> BchwError:

@@ -145,8 +145,9 @@ def critical_path(report: dict[str, Any]) -> dict[str, Any] | None:
     if memory_read and cells <= 1:
         # Nothing of the design's own logic to cut: registering more cannot shorten it.
         advice = (
-            "the block RAM's own clock-to-out bounds this path (the design registers its read "
-            "at once); only the memory's output register, a cycle more, would shorten it"
+            "the block RAM's clock-to-out and the routing from it bound this path (the design "
+            "registers its read at once); only a registered block-RAM output, a cycle more "
+            "where the family has one (ECP5 does, iCE40 does not), would shorten it"
         )
     words = (
         f"{total:.1f} ns from {blocks}: {delay['logic']:.1f} ns in {cells} logic "

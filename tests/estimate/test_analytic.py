@@ -93,6 +93,9 @@ def test_counted_memories_are_the_generated_ones(weight_bits):
             assert rq.constants_in_logic == (rq.constant_depth <= SHALLOW_ROM_DEPTH)
             consts = (rq.constant_depth, consts_bits, True, True)
             assert (consts in counted) != rq.constants_in_logic
+            # In logic it is priced as counted LUTs instead: one per bit per 16 words.
+            rom_luts = analytic.layer_counts(layer_plan).rom_lut
+            assert rom_luts == (consts_bits if rq.constants_in_logic else 0)
     assert in_logic == [False, True, False, True]
 
 
