@@ -399,15 +399,9 @@ def fit(
     if target_fps is not None and not 0 < target_fps < math.inf:
         raise BchwError(f"--target-fps must be a positive number of images/s, got {target_fps}")
     search = _Search(model, unit, pipeline_every, coefficients or load_coefficients())
-    results, failures = [], []
-    for dsp in _flows(unit, device):
-        try:
-            results.append(search.run(device, margin, dsp, target_fps, progress))
-        except _NoFit as exc:
-            failures.append(exc)
-    if results:
-        # The most images per second; then the fewest LUTs.
-        return min(results, key=lambda r: (r.interval, r.usage["lut"]))
+    chosen, failures = _over_flows(search, device, margin, target_fps, progress)
+    if chosen is not None:
+        return chosen
     best = min(failures, key=lambda exc: exc.worst)
     if best.best is not None:  # fits, but not at the rate asked
         raise _too_slow(best)
@@ -430,20 +424,29 @@ def _unpipelined_hint(search: _Search, device: Device, margin: float) -> str:
     if search.pipeline_every == 0:
         return ""
     light = _Search(search.model, search.unit, 0, search.coefficients)
-    results = []
-    for dsp in _flows(search.unit, device):
-        try:
-            results.append(light.run(device, margin, dsp, None, None))
-        except _NoFit:
-            continue
-    if not results:
+    best = _over_flows(light, device, margin, None, None)[0]
+    if best is None:
         return ""
-    best = min(results, key=lambda r: (r.interval, r.usage["lut"]))  # as fit() chooses
     return (
         f" (without pipeline registers, --pipeline-every 0, PE/SIMD "
         f"{folding_text(best.folding, compact=True)} fits, at a lower clock than "
         f"{device.clock_mhz:g} MHz: --pnr measures it)"
     )
+
+
+def _over_flows(
+    search: _Search, device: Device, margin: float, target_fps, progress
+) -> tuple[FitResult | None, list[_NoFit]]:
+    """The search in each flow (:func:`_flows`): the fit with the most images per second, then
+    the fewest LUTs (``None`` where none fits), and each flow's failure."""
+    results, failures = [], []
+    for dsp in _flows(search.unit, device):
+        try:
+            results.append(search.run(device, margin, dsp, target_fps, progress))
+        except _NoFit as exc:
+            failures.append(exc)
+    chosen = min(results, key=lambda r: (r.interval, r.usage["lut"])) if results else None
+    return chosen, failures
 
 
 def _too_slow(failure: _NoFit) -> BchwError:
