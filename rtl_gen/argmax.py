@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl_gen.pipeline import stall_pipeline
+from rtl_gen.plan import argmax_every, scan_latency
 from rtl_gen.ranges import registers_after, tree_levels
 
 
@@ -78,3 +79,93 @@ class Argmax(wiring.Component):
                 scores = delayed
         m.d.comb += [self.o.payload.index.eq(nodes[0][1]), self.o.payload.scores.eq(scores)]
         return m
+
+
+class ScanArgmax(wiring.Component):
+    """The same answer as :class:`Argmax` (ties to the lowest index), one comparison a cycle:
+    for a folded design, whose images are many cycles apart, one comparator, one multiplexer
+    and a running maximum instead of a tree and its copies of the scores.
+
+    The scores are read where they stand: ``i.ready`` stays low until the result leaves, and
+    the block upstream must hold its beat (valid and payload) until then, as every block of a
+    design does. Score ``k`` is read into a register on one cycle and compared on the next, so
+    that neither the multiplexer nor the comparator waits on the other. Taking a beat at cycle
+    ``t`` gives its result at ``t + n + 1`` (``latency``), and the beat is released then: a new
+    one starts ``n + 2`` cycles after the last (:attr:`cycles_per_vector`). Only used where the
+    design's interval is at least twice that (:func:`rtl_gen.plan.scan_argmax`), so it never
+    slows the design.
+
+    Ports: as :class:`Argmax`'s.
+    """
+
+    def __init__(self, n: int, score_shape) -> None:
+        if n < 2:
+            raise ValueError("a scanning argmax needs at least two scores")
+        self.n = n
+        self.score_shape = score_shape
+        self.index_shape = unsigned(max(1, (n - 1).bit_length()))
+        self.latency = scan_latency(n)
+        self.cycles_per_vector = self.latency + 1
+        self.fault_ties_to_highest = False  # as Argmax's
+        scores = data.ArrayLayout(score_shape, n)
+        super().__init__(
+            {
+                "i": In(stream.Signature(scores)),
+                "o": Out(
+                    stream.Signature(
+                        data.StructLayout({"index": self.index_shape, "scores": scores})
+                    )
+                ),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n = self.n
+        busy = Signal(name="scan_busy")  # reading scores 1 .. n - 1
+        k = Signal(self.index_shape, name="scan_k")  # the next to read; 0 when idle
+        read = Signal(name="scan_read")  # score_r holds score read_index, to compare
+        score = Signal(self.score_shape, name="scan_read_score")  # score k
+        score_r = Signal(self.score_shape, name="scan_score")
+        read_index = Signal(self.index_shape, name="scan_read_index")
+        best = Signal(self.score_shape, name="scan_best")
+        best_index = Signal(self.index_shape, name="scan_index")
+        done = Signal(name="scan_done")
+        start = Signal(name="scan_start")
+        # A case per score, not ``payload[k]``: that indexes by ``k * width``, a multiplier
+        # until synthesis folds it, and a binary design has none.
+        with m.Switch(k):
+            for index in range(n):
+                with m.Case(index):
+                    m.d.comb += score.eq(self.i.payload[index])
+        m.d.comb += [
+            start.eq(~busy & ~read & ~done & self.i.valid),
+            self.o.valid.eq(done),
+            self.i.ready.eq(done & self.o.ready),
+            self.o.payload.index.eq(best_index),
+            self.o.payload.scores.eq(self.i.payload),
+        ]
+        with m.If(busy | start):
+            m.d.sync += [score_r.eq(score), read_index.eq(k), read.eq(1)]
+            with m.If(k == n - 1):
+                m.d.sync += [busy.eq(0), k.eq(0)]
+            with m.Else():
+                m.d.sync += [busy.eq(1), k.eq(k + 1)]
+        with m.Else():
+            m.d.sync += read.eq(0)
+        greater = score_r >= best if self.fault_ties_to_highest else score_r > best
+        with m.If(read):
+            with m.If((read_index == 0) | greater):
+                m.d.sync += [best.eq(score_r), best_index.eq(read_index)]
+            with m.If(read_index == n - 1):
+                m.d.sync += done.eq(1)
+        with m.If(done & self.o.ready):
+            m.d.sync += done.eq(0)
+        return m
+
+
+def argmax_block(classes: int, score_shape, scan: bool, pipeline_every: int):
+    """The argmax a plan names: a scan (:class:`ScanArgmax`) or a tree (:class:`Argmax`)."""
+    if scan:
+        return ScanArgmax(classes, score_shape)
+    return Argmax(classes, score_shape, argmax_every(pipeline_every))

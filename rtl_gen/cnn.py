@@ -20,11 +20,11 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl_gen.argmax import Argmax
+from rtl_gen.argmax import argmax_block
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.conv_plan import ArgmaxStage, ConvDesignPlan, PoolStage, WindowStage
 from rtl_gen.layer_engine import LayerEngine
-from rtl_gen.plan import FifoLink, LayerPlan, VectorBufferLink, argmax_every
+from rtl_gen.plan import FifoLink, LayerPlan, VectorBufferLink
 from rtl_gen.window import MaxPool, SlidingWindow
 
 
@@ -63,8 +63,9 @@ class ConvNetwork(wiring.Component):
                 lanes = stage.out_lanes
             else:
                 assert isinstance(stage, ArgmaxStage) and previous is not None
-                every = argmax_every(plan.pipeline_every)
-                block = self.argmax = Argmax(stage.classes, shape, every)
+                block = self.argmax = argmax_block(
+                    stage.classes, shape, stage.scan, plan.pipeline_every
+                )
                 assert block.latency == stage.latency
             self.chain.append(block)
         assert lanes == model.num_classes

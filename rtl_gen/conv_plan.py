@@ -36,7 +36,7 @@ from rtl_gen.plan import (
     LayerFolding,
     LayerPlan,
     VectorBufferLink,
-    argmax_every,
+    argmax_latency,
     candidates,
     check_pipelining,
     check_synapses_per_cycle,
@@ -44,8 +44,8 @@ from rtl_gen.plan import (
     link_between,
     plan_design,
     plan_layer,
+    scan_argmax,
 )
-from rtl_gen.ranges import tree_latency
 
 # Images the cycle model runs at most to find the steady interval between results.
 MAX_TIMING_IMAGES = 8
@@ -174,9 +174,13 @@ class PoolStage:
 class ArgmaxStage:
     classes: int
     latency: int
+    scan: bool = False  # a scanning argmax (rtl_gen.plan.scan_argmax), else a tree
 
     kind = "argmax"
-    cycles_per_vector = 1
+
+    @property
+    def cycles_per_vector(self) -> int:
+        return self.latency + 1 if self.scan else 1
 
 
 Stage = WindowStage | LayerPlan | VectorBufferLink | FifoLink | PoolStage | ArgmaxStage
@@ -315,7 +319,15 @@ def conv_stages(
     last, classes = engines[-1], model.num_classes
     if last.pe != classes:
         stages.append(VectorBufferLink(classes, last.pe, classes))
-    stages.append(ArgmaxStage(classes, tree_latency(classes, argmax_every(pipeline_every))))
+    # The slowest stage's own cycles bound the interval from below: enough to decide the scan.
+    interval = max(stage_cycles(stage) for stage in stages)
+    stages.append(
+        ArgmaxStage(
+            classes,
+            argmax_latency(classes, interval, pipeline_every),
+            scan_argmax(classes, interval),
+        )
+    )
     return tuple(engines), tuple(stages)
 
 

@@ -337,6 +337,34 @@ class Window(Block):
         self.ahead += int(row_done) - (h if image_done else 0)
 
 
+class ScanArgmax(Block):
+    """``rtl_gen.argmax.ScanArgmax``: from a beat, a cycle to read each of the ``classes``
+    scores, each compared on the next; then done until the output takes the result and, with
+    it, the input's beat."""
+
+    def __init__(self, classes: int) -> None:
+        self.classes = classes
+        self.busy = self.read = self.done = False
+        self.k = self.read_index = 0
+
+    def valid(self, v_in: bool) -> bool:
+        return self.done
+
+    def ready(self, r_out: bool, v_in: bool) -> bool:
+        return self.done and r_out
+
+    def tick(self, v_in: bool, r_in: bool, v_out: bool, r_out: bool) -> None:
+        last = self.classes - 1
+        start = v_in and not (self.busy or self.read or self.done)
+        done = (self.done and not r_out) or (self.read and self.read_index == last)
+        if self.busy or start:
+            self.read, self.read_index = True, self.k
+            self.busy, self.k = (False, 0) if self.k == last else (True, self.k + 1)
+        else:
+            self.read = False
+        self.done = done
+
+
 class MaxPool(Block):
     """``rtl_gen.window.MaxPool``: a two-stage pipeline that holds a finished block until the
     output takes it."""
@@ -397,7 +425,7 @@ def block_model(stage) -> Block:
     if kind == "maxpool":
         return MaxPool(stage)
     if kind == "argmax":
-        return StallPipeline(stage.latency)
+        return ScanArgmax(stage.classes) if stage.scan else StallPipeline(stage.latency)
     raise TypeError(f"no cycle model for {stage!r}")
 
 

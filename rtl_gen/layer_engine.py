@@ -211,8 +211,10 @@ class LayerEngine(wiring.Component):
         fold = Signal(range(max(2, nf)), name="fold")
         beat = Signal(range(max(2, sf)), name="beat")
         waddr = Signal(range(max(2, nf * sf)), name="waddr")
-        from_stream = Signal(name="from_stream")
-        m.d.comb += from_stream.eq(fold == 0)
+        # fold == 0, kept in a register: it enables the input buffer's writes (on iCE40, which
+        # has no LUT RAM, hundreds of flip-flops), and a comparison of the fold counter in
+        # front of them was a UP5K design's critical path.
+        from_stream = Signal(name="from_stream", init=1)
 
         valid_a = Signal(name="valid_a")
         tag_a = Signal(self.tag_layout, name="tag_a")
@@ -234,7 +236,11 @@ class LayerEngine(wiring.Component):
         with m.If(fire):
             m.d.sync += waddr.eq(Mux(waddr == nf * sf - 1, 0, waddr + 1))
             with m.If(beat == sf - 1):
-                m.d.sync += [beat.eq(0), fold.eq(Mux(fold == nf - 1, 0, fold + 1))]
+                m.d.sync += [
+                    beat.eq(0),
+                    fold.eq(Mux(fold == nf - 1, 0, fold + 1)),
+                    from_stream.eq(fold == nf - 1),
+                ]
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
 

@@ -6,10 +6,10 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl_gen.argmax import Argmax
+from rtl_gen.argmax import argmax_block
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.layer_engine import LayerEngine
-from rtl_gen.plan import DesignPlan, FifoLink, VectorBufferLink, argmax_every
+from rtl_gen.plan import DesignPlan, FifoLink, VectorBufferLink
 
 
 def link_component(link: FifoLink | VectorBufferLink, engine: LayerEngine) -> wiring.Component:
@@ -28,7 +28,9 @@ class Network(wiring.Component):
     two layers sits a FIFO of one vector plus two beats when ``pe_l == simd_{l+1}`` (the beats
     match), else a double-buffered :class:`VectorBuffer` that re-beats the vector. After the
     last layer a vector buffer gathers all scores into one beat (unless the layer gives them at
-    once), and :class:`Argmax` picks the class (ties to the lowest index). Latency and
+    once), and the argmax picks the class (ties to the lowest index): a scan,
+    :class:`~rtl_gen.argmax.ScanArgmax`, where the design is folded enough
+    (``plan.argmax_scan``), else a tree, :class:`~rtl_gen.argmax.Argmax`. Latency and
     initiation interval are the plan's (``plan.latency``, ``plan.initiation_interval``).
 
     Ports
@@ -52,8 +54,9 @@ class Network(wiring.Component):
             if collect is None
             else VectorBuffer(collect.n, last.output_shape, collect.in_lanes, collect.out_lanes)
         )
-        every = argmax_every(plan.pipeline_every)
-        self.argmax = Argmax(model.num_classes, last.output_shape, every)
+        self.argmax = argmax_block(
+            model.num_classes, last.output_shape, plan.argmax_scan, plan.pipeline_every
+        )
         assert self.argmax.latency == plan.argmax_latency
         self.input_layout = data.ArrayLayout(unsigned(model.input_bits), plan.input_lanes)
         self.output_layout = self.argmax.o.payload.shape()
@@ -101,6 +104,6 @@ class Network(wiring.Component):
             return f"layer{self.engines.index(stage)}"
         if stage is self.collector:
             return "collector"
-        if isinstance(stage, Argmax):
+        if stage is self.argmax:
             return "argmax"
         return f"link{self.links.index(stage)}"

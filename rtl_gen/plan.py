@@ -70,6 +70,30 @@ def argmax_every(pipeline_every: int) -> int:
     return 1 if pipeline_every > 0 else 0
 
 
+def scan_latency(classes: int) -> int:
+    """Cycles from a scanning argmax's beat to its result (:class:`rtl_gen.argmax.ScanArgmax`):
+    a cycle to read each score, and one to compare the last."""
+    return classes + 1
+
+
+def scan_argmax(classes: int, interval: int) -> bool:
+    """Whether the argmax scans the scores, one comparison a cycle
+    (:class:`rtl_gen.argmax.ScanArgmax`), instead of comparing them in a tree: where the rest of
+    the design takes at least twice the scan's cycles per image, so it never waits on the scan.
+    A folded design's images are thousands of cycles apart; the tree's comparators and its
+    registered copies of the scores were some 500 logic cells of an iCE40UP5K's 5,280 (digits
+    at PE/SIMD 2/16, 1/2, 10/1)."""
+    return classes >= 2 and interval >= 2 * (scan_latency(classes) + 1)
+
+
+def argmax_latency(classes: int, interval: int, pipeline_every: int) -> int:
+    """Cycles from the argmax's input beat to its result: a scan's, else one a register level
+    of the tree."""
+    if scan_argmax(classes, interval):
+        return scan_latency(classes)
+    return tree_latency(classes, argmax_every(pipeline_every))
+
+
 DOT_PRODUCT_KINDS = ("binary", "mac")
 
 
@@ -426,6 +450,7 @@ class DesignPlan:
     links: tuple[FifoLink | VectorBufferLink, ...]
     collector: VectorBufferLink | None
     argmax_latency: int
+    argmax_scan: bool  # a scanning argmax (scan_argmax), else a tree of comparators
 
     @property
     def adder_tree(self) -> str:
@@ -442,11 +467,9 @@ class DesignPlan:
 
     @property
     def initiation_interval(self) -> int:
-        """Cycles between images in a full pipeline: the slowest stage's cycles per image."""
-        stages = [*self.layers, *self.links]
-        if self.collector is not None:
-            stages.append(self.collector)
-        return max(stage.cycles_per_vector for stage in stages)
+        """Cycles between images in a full pipeline: the slowest stage's cycles per image (the
+        argmax's never is: a scanning one is used only where it is not)."""
+        return _slowest_stage(self.layers, self.links, self.collector)
 
     @property
     def latency(self) -> int:
@@ -497,6 +520,7 @@ def plan_design(
     classes = model.num_classes
     last = layers[-1]
     collector = None if last.pe == classes else VectorBufferLink(classes, last.pe, classes)
+    interval = _slowest_stage(layers, links, collector)
     return DesignPlan(
         model=model,
         folding=tuple(folding),
@@ -505,8 +529,16 @@ def plan_design(
         layers=layers,
         links=tuple(links),
         collector=collector,
-        argmax_latency=tree_latency(classes, argmax_every(pipeline_every)),
+        argmax_latency=argmax_latency(classes, interval, pipeline_every),
+        argmax_scan=scan_argmax(classes, interval),
     )
+
+
+def _slowest_stage(layers, links, collector: VectorBufferLink | None) -> int:
+    stages = [*layers, *links]
+    if collector is not None:
+        stages.append(collector)
+    return max(stage.cycles_per_vector for stage in stages)
 
 
 # -- foldings -----------------------------------------------------------------------------------

@@ -364,8 +364,17 @@ def vector_buffer_counts(link: VectorBufferLink, width: int) -> Counts:
     )
 
 
-def argmax_counts(n: int, width: int, pipeline_every: int) -> Counts:
+def argmax_counts(n: int, width: int, pipeline_every: int, scan: bool = False) -> Counts:
+    """The argmax: a tree of ``n - 1`` comparators and multiplexers, registered per level when
+    pipelined, or a scan (``ScanArgmax``): an ``n``-way multiplexer of the scores into one
+    comparator, the running maximum and its index, the counter."""
     index = max(1, (n - 1).bit_length())
+    if scan:
+        return Counts(
+            add=width + 2 * index,  # the comparator, the counter and its end
+            mux=(n - 1) * width + width + index,  # the n-way read, the maximum's load
+            reg=width + 2 * index + 2,
+        )
     levels = registers_after(tree_levels(n), argmax_every(pipeline_every))
     c = Counts(add=(n - 1) * width, mux=(n - 1) * (width + index))
     # Each register level holds the surviving candidates and a copy of all scores.
@@ -471,8 +480,8 @@ def conv_design_counts(plan: ConvDesignPlan) -> list[dict[str, Any]]:
             parts.append(
                 {"part": f"layer {k} streams", "multiplier_free": True, **streams[k].as_dict()}
             )
-    last = plan.model.layers[-1]
-    out = argmax_counts(plan.model.num_classes, last.output_bits, plan.pipeline_every)
+    last, argmax = plan.model.layers[-1], plan.stages[-1]
+    out = argmax_counts(argmax.classes, last.output_bits, plan.pipeline_every, argmax.scan)
     parts.append({"part": "output", **out.as_dict()})
     return parts
 
@@ -494,7 +503,7 @@ def design_counts(plan: DesignPlan | ConvDesignPlan) -> list[dict[str, Any]]:
                 c += vector_buffer_counts(link, bits)
         parts.append({"part": f"layer {index}", **c.as_dict()})
     last, classes = plan.model.layers[-1], plan.model.num_classes
-    out = argmax_counts(classes, last.output_bits, plan.pipeline_every)
+    out = argmax_counts(classes, last.output_bits, plan.pipeline_every, plan.argmax_scan)
     if plan.collector is not None:
         out += vector_buffer_counts(plan.collector, last.output_bits)
     parts.append({"part": "output", **out.as_dict()})

@@ -11,7 +11,7 @@ from bchw.core.intmodel import output_range
 from bchw.errors import BchwError
 from rtl_gen import ADDER_TREES
 from rtl_gen.adder_tree import AdderTree
-from rtl_gen.argmax import Argmax
+from rtl_gen.argmax import Argmax, ScanArgmax
 from rtl_gen.buffers import BeatFIFO, VectorBuffer
 from rtl_gen.layer_engine import LayerEngine
 from rtl_gen.pipeline import range_shape
@@ -205,21 +205,36 @@ def test_requantizer_padding_lanes_give_zero():
     assert [int(v) for v in outs[0]] == expected[0].tolist() + [0]
 
 
-@pytest.mark.parametrize("n", [1, 3, 10, 37])
-@pytest.mark.parametrize("pipeline_every", [0, 1])
+@pytest.mark.parametrize(
+    "n, pipeline_every",
+    [(n, p) for n in (1, 3, 10, 37) for p in (0, 1)] + [(n, "scan") for n in (2, 3, 10, 37)],
+)
 def test_argmax_ties_to_the_lowest_index(n, pipeline_every):
+    """Both argmaxes, the tree and the scan: the class and the scores it passes on, beat for
+    beat under random stalls (and gaps); a scan's result ``n + 1`` cycles after its beat."""
     from amaranth.hdl import signed
 
     rng = np.random.default_rng(n)
     vectors = [np.zeros(n), np.full(n, -128), np.full(n, 127)]
     vectors += [rng.integers(-3, 3, size=n) for _ in range(30)]  # many ties
-    dut = Argmax(n, signed(8), pipeline_every)
+    vectors.append(np.arange(n))  # the last score the largest: the scan's final compare
+    if pipeline_every == "scan":
+        dut = ScanArgmax(n, signed(8))
+    else:
+        dut = Argmax(n, signed(8), pipeline_every)
+    # The scan reads the scores where they stand: its source must hold a beat until it is
+    # taken, as every block of a design does (this driver's gaps withdraw beats).
+    gap = 0.0 if pipeline_every == "scan" else 0.3
     outs, _, _ = simulate(
-        dut, [[int(v) for v in x] for x in vectors], len(vectors), gap=0.3, stall=0.3
+        dut, [[int(v) for v in x] for x in vectors], len(vectors), gap=gap, stall=0.3
     )
     expected = reference.argmax_lowest(np.array(vectors, dtype=np.int64))
     assert [int(o.index) for o in outs] == expected.tolist()
     assert [[int(v) for v in o.scores] for o in outs] == [list(map(int, x)) for x in vectors]
+    # Back to back from cycle 0: the first result after ``latency``, then one a vector's cycles.
+    _, out_cycles, _ = simulate(dut, [[0] * n] * 3, 3)
+    spacing = n + 2 if pipeline_every == "scan" else 1
+    assert out_cycles == [dut.latency + k * spacing for k in range(3)]
 
 
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)

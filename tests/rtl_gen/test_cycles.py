@@ -115,7 +115,7 @@ def test_the_cycle_model_agrees_with_the_mlp_formulas(sizes, folding, pipeline_e
             stages.append(plan.links[index])
     if plan.collector is not None:
         stages.append(plan.collector)
-    stages.append(ArgmaxStage(model.num_classes, plan.argmax_latency))
+    stages.append(ArgmaxStage(model.num_classes, plan.argmax_latency, plan.argmax_scan))
     timing = cycles.run(stages, plan.input_beats, 6, 10**6)
     assert timing.latency == plan.latency
     assert timing.gaps[-1] == plan.initiation_interval

