@@ -8,10 +8,12 @@ block RAMs counted the way synthesis builds them: a W-bit by D-word memory fills
 intervals the layers can reach from the shortest up; at each it takes per layer the cheapest
 option that meets it (for an MLP by dynamic programming over the layers, the links between
 them priced in), weighing LUTs, flip-flops, block RAM and DSP blocks by how much of the chip's
-allowance each uses, and reweighs towards a resource that overflows before giving the interval
-up. The first interval whose whole design fits wins; the next shorter one says which resource
-binds. With ``target_fps`` it takes the longest interval that still meets the rate instead,
-so the design is the smallest that does.
+allowance each uses, and reweighs towards a resource that overflows; where that finds nothing
+(a small chip full in both logic and block RAM) an MLP's search keeps, per layer, a few partial
+foldings within every resource at once, before giving the interval up. The first interval
+whose whole design fits wins; the next shorter one says which resource binds. With
+``target_fps`` it takes the longest interval that still meets the rate instead, so the design
+is the smallest that does.
 
 The allowance is the chip's LUTs and flip-flops less ``margin`` (room for placement and
 routing, and for the model's error) and all of its block RAMs and DSP blocks (counted, not
@@ -188,7 +190,7 @@ class _Pricer:
 
     def __init__(self, device: Device, dsp: bool, coefficients: dict[str, Any]):
         self.device, self.dsp, self.coefficients = device, dsp, coefficients
-        self._empty = self._use(Counts())
+        self.empty = self._use(Counts())  # a part's constant cost
 
     def _use(self, counts: Counts) -> dict[str, float]:
         part = {"part": "p", **counts.as_dict()}
@@ -198,7 +200,7 @@ class _Pricer:
     def use(self, counts: Counts) -> dict[str, float]:
         """The part's resources without the per-part constant (parts are summed)."""
         raw = self._use(counts)
-        return {k: raw[k] - self._empty[k] for k in FIT_RESOURCES}
+        return {k: raw[k] - self.empty[k] for k in FIT_RESOURCES}
 
 
 def _scalar(use: dict[str, float], weights: dict[str, float], allowed: dict[str, float]) -> float:
@@ -342,6 +344,82 @@ def _choose_mlp(
         )
 
     return [o.folding for o in min(best.values(), key=finish)[1]]
+
+
+# Partial foldings the fallback search keeps per last layer option: the best few by each
+# resource alone and by their weighed sum.
+DIVERSE_KEEP = 4
+
+
+def _choose_mlp_within(
+    model: IntegerModel,
+    options: list[list[_Option]],
+    target: int,
+    allowed: dict[str, float],
+    pricer: _Pricer,
+    link_cache: dict,
+    option_use: dict,
+) -> list[LayerFolding] | None:
+    """Like :func:`_choose_mlp`, but only foldings whose summed resources stay within
+    ``allowed`` at every layer, and per state a few partial foldings instead of one: the
+    cheapest by each resource alone and by their sum. Where each resource has its own
+    cheapest folding and none of those fits (a small chip full in both logic and block RAM:
+    the digits model on an iCE40UP5K), reweighing the sum swings between them; this finds
+    the folding that is cheap enough in every resource at once."""
+    layers = model.layers
+    unit_weights = dict.fromkeys(FIT_RESOURCES, 1.0)
+    # Each part of a design has the family's constant cost; the layers' prices leave it out.
+    constant = {k: v * (len(layers) + 1) for k, v in pricer.empty.items()}
+
+    def within(use: dict[str, float]) -> bool:
+        return all(use[k] <= allowed[k] for k in FIT_RESOURCES)
+
+    def diverse(entries: list[tuple[dict, list]]) -> list[tuple[dict, list]]:
+        kept: dict[tuple, tuple[dict, list]] = {}
+        orders = [lambda e: _scalar(e[0], unit_weights, allowed)]
+        orders += [
+            lambda e, k=k: (e[0][k], _scalar(e[0], unit_weights, allowed)) for k in FIT_RESOURCES
+        ]
+        for order in orders:
+            for entry in sorted(entries, key=order)[:DIVERSE_KEEP]:
+                kept.setdefault(tuple(o.folding for o in entry[1]), entry)
+        return list(kept.values())
+
+    best: dict[int, list[tuple[dict, list[_Option]]]] = {}
+    for index, layer_options in enumerate(options):
+        step: dict[int, list[tuple[dict, list[_Option]]]] = {}
+        for k, option in enumerate(layer_options):
+            if option.cycles > target:
+                continue
+            own = option_use[index, k]
+            found = []
+            if index == 0:
+                found.append((_add(constant, own), [option]))
+            for entries in best.values():
+                for use, chain in entries:
+                    prev = chain[-1]
+                    key = (index, prev.folding, option.folding.simd)
+                    if key not in link_cache:
+                        link = _mlp_link_counts(prev.folding, layers[index - 1], option.folding)
+                        link_cache[key] = pricer.use(link)
+                    found.append((_add(_add(use, own), link_cache[key]), [*chain, option]))
+            found = [entry for entry in found if within(entry[0])]
+            if found:
+                step[k] = diverse(found)
+        if not step:
+            return None
+        best = step
+    classes = model.num_classes
+    finished = []
+    for entries in best.values():
+        for use, chain in entries:
+            last = chain[-1].folding
+            if last.pe != classes:
+                link = VectorBufferLink(classes, last.pe, classes)
+                use = _add(use, pricer.use(vector_buffer_counts(link, layers[-1].output_bits)))
+            if within(use):
+                finished.append((_scalar(use, unit_weights, allowed), [o.folding for o in chain]))
+    return min(finished, key=lambda entry: entry[0])[1] if finished else None
 
 
 def _choose_independent(
@@ -552,6 +630,16 @@ class _Search:
             for k, ratio in ratios.items():
                 if ratio > 1:
                     weights[k] *= 4
+        if self.model.is_mlp:  # the reweighing found none: look for one within every resource
+            folding = _choose_mlp_within(
+                self.model, self.options, target, allowed, pricer, link_cache, option_use
+            )
+            if folding is not None and tuple(folding) not in tried:
+                plan = plan_network(self.model, folding, self.pipeline_every, self.unit)
+                total = _design_total(plan, device, dsp, self.coefficients)
+                use = usage(total, device)
+                if max(overflow(use, allowed).values()) <= 1:
+                    return (folding, plan, use, total["dsp"] > 0), closest
         return None, closest
 
     def run(self, device, margin, dsp, target_fps, progress) -> FitResult:

@@ -145,6 +145,25 @@ def test_a_design_that_fits_only_without_pipeline_registers_is_named():
     assert light.usage["lut"] <= light.limits["lut"] and light.usage["bram"] <= device.bram
 
 
+def test_a_chip_full_in_logic_and_block_ram_still_gets_the_folding_that_fits(monkeypatch):
+    """Pipelined digits on an iCE40UP5K with a 4 % margin: the foldings cheapest in logic need
+    32 of its 30 block RAMs, those cheapest in block RAM overflow the logic, and reweighing
+    swings between them. The search within every resource finds 2/16, 1/2, 10/1 (placed: 4,834
+    of 5,280 cells, 42.7 MHz; docs/benchmarks.md), which the whole-design model confirms."""
+    import bchw.estimate.fit as fit_module
+
+    model = intmodel.load(DIGITS)
+    device = fit_device("ice40-up5k")
+    chosen = fit(model, device, margin=0.04)
+    assert [(f.pe, f.simd) for f in chosen.folding] == [(2, 16), (1, 2), (10, 1)]
+    use = usage(_design_total(chosen.plan, device, False, load_coefficients()), device)
+    assert max(overflow(use, limits(device, 0.04)).values()) <= 1
+    # Without it, the reweighing alone finds nothing: the test exercises the fallback.
+    monkeypatch.setattr(fit_module, "_choose_mlp_within", lambda *args: None)
+    with pytest.raises(NoFitError):
+        fit(model, device, margin=0.04)
+
+
 def test_mac_fit_uses_dsp_blocks_within_the_chip():
     model = random_model([64, 32, 10], seed=3, input_bits=8, act_bits=8, out_bits=8)
     mac = mac_model(model, 8)
