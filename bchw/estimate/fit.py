@@ -491,9 +491,37 @@ def fit(
     )
     raise NoFitError(
         f"{model.arch()} does not fit the {device.name} at any folding: its smallest design "
-        f"needs {best.reason}{_unpipelined_hint(search, device, margin)}; {where}",
+        f"needs {best.reason}{_hints(search, device, margin)}; {where}",
         best.smallest,
     )
+
+
+def _hints(search: _Search, device: Device, margin: float) -> str:
+    """What would fit instead, in parentheses for the no-fit error (or nothing)."""
+    found = [hint(search, device, margin) for hint in (_smaller_margin_hint, _unpipelined_hint)]
+    found = [text for text in found if text]
+    return f" ({'; '.join(found)})" if found else ""
+
+
+# Margins the error tries, when nothing fits at the one asked for, to say which would do.
+SMALLER_MARGINS = (0.1, 0.08, 0.06, 0.04, 0.02)
+
+
+def _smaller_margin_hint(search: _Search, device: Device, margin: float) -> str:
+    """Where a design fits only with less room kept free than asked (a small chip nearly full:
+    the pipelined digits model on an iCE40UP5K fits with 4 %, places in 92 % of it and closes
+    timing), the largest such margin and its folding, to say so in the error."""
+    for smaller in SMALLER_MARGINS:
+        if smaller >= margin:
+            continue
+        best = _over_flows(search, device, smaller, None, None)[0]
+        if best is not None:
+            return (
+                f"with --margin {smaller:g}, PE/SIMD {folding_text(best.folding, compact=True)} "
+                f"fits, {best.usage['lut'] / device.capacity['lut']:.0%} of the LUTs: --pnr "
+                f"checks that it places"
+            )
+    return ""
 
 
 def _unpipelined_hint(search: _Search, device: Device, margin: float) -> str:
@@ -506,9 +534,9 @@ def _unpipelined_hint(search: _Search, device: Device, margin: float) -> str:
     if best is None:
         return ""
     return (
-        f" (without pipeline registers, --pipeline-every 0, PE/SIMD "
+        f"without pipeline registers, --pipeline-every 0, PE/SIMD "
         f"{folding_text(best.folding, compact=True)} fits, at a lower clock than "
-        f"{device.clock_mhz:g} MHz: --pnr measures it)"
+        f"{device.clock_mhz:g} MHz: --pnr measures it"
     )
 
 

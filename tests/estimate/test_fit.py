@@ -132,8 +132,9 @@ def test_nothing_fits_names_the_resource_and_the_smallest_device_that_fits():
 
 
 def test_a_design_that_fits_only_without_pipeline_registers_is_named():
-    """The digits model fits an iCE40UP5K only without pipeline registers: the error says so,
-    and that folding does fit at --pipeline-every 0."""
+    """The digits model fits an iCE40UP5K within the default margin only without pipeline
+    registers: the error says so, and that folding does fit at --pipeline-every 0; it also
+    names the smaller margin with which the pipelined design fits."""
     model = intmodel.load(DIGITS)
     device = fit_device("ice40-up5k")
     with pytest.raises(NoFitError) as caught:
@@ -141,8 +142,14 @@ def test_a_design_that_fits_only_without_pipeline_registers_is_named():
     message = str(caught.value)
     assert "\n" not in message and "without pipeline registers, --pipeline-every 0" in message
     light = fit(model, device, pipeline_every=0)
-    assert f"PE/SIMD {folding_text(light.folding, compact=True)} fits" in message
+    assert f"PE/SIMD {folding_text(light.folding, compact=True)} fits, at a lower" in message
     assert light.usage["lut"] <= light.limits["lut"] and light.usage["bram"] <= device.bram
+    # And the smaller margin with which the pipelined design fits, which does.
+    named = re.search(r"with --margin ([0-9.]+), PE/SIMD (\S+(?:, \S+)*) fits", message)
+    assert named is not None, message
+    tight = fit(model, device, margin=float(named.group(1)))
+    assert folding_text(tight.folding, compact=True) == named.group(2)
+    assert tight.usage["lut"] <= tight.limits["lut"] and tight.usage["bram"] <= device.bram
 
 
 def test_a_chip_full_in_logic_and_block_ram_still_gets_the_folding_that_fits(monkeypatch):
