@@ -59,8 +59,12 @@ THRESHOLD_BITS = [0, 32, 64, 96, 128, 192, 256, 384, 512, 1024]
 # tell them apart): Yosys puts an ECP5 RAM in block RAM from 49 words deep (more than three
 # 16-word LUT-RAM banks) when it holds more than 1,024 bits per block (48 x 128 and 128 x 8 stay
 # in LUT RAM; 56 x 128, 64 x 64 and 192 x 8 go to block RAM). Checked against Yosys by
-# tests/estimate/test_analytic.py::test_ecp5_ram_mapping_is_yosys.
-MEASURED_THRESHOLDS = {"ecp5": {"min_ram_depth": 49, "min_bits_per_block": 1025}}
+# tests/estimate/test_analytic.py::test_ram_mapping_is_yosys.
+MEASURED_THRESHOLDS = {
+    "ecp5": {"min_ram_depth": 49, "min_bits_per_block": 1025},
+    # 7-series RAMs by cost (bchw.estimate.analytic._lutram_costs_more), measured on 21 shapes.
+    "xc7": {"ram_choice_costs": {"lutram_bit": 8 / 7, "bank_mux_bit": 3.0, "bram_unit": 128.5}},
+}
 THRESHOLD_DEPTH = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128]
 
 

@@ -569,12 +569,18 @@ def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
     ``min_ram_depth`` for RAMs) and fills its blocks well enough (``min_bits_per_block``), else
     LUT RAM (writable, where the family has it), else logic (ROM bits become LUT functions of
     the address; RAM bits become registers and multiplexers). The thresholds are fitted per
-    family (ECP5's RAM thresholds measured, ``benchmarks/fit_estimates.py``)."""
+    family (ECP5's RAM thresholds measured, ``benchmarks/fit_estimates.py``); a 7-series RAM
+    goes where it costs less (``ram_choice_costs``, measured: :func:`_lutram_costs_more`)."""
     out = {"bram": 0, "bram_cost": 0, "lutram": 0, "rom": 0, "ram": 0, "mem_reg": 0}
+    choice = family.get("ram_choice_costs")
     for depth, width, rom, block in memories:
         cost, blocks = _cheapest(depth, width, family["bram_shapes"])
-        deep = depth >= family["min_rom_depth" if rom else "min_ram_depth"]
-        if block or deep and depth * width >= family["min_bits_per_block"] * blocks:
+        if choice and not rom:
+            to_block = _lutram_costs_more(depth, width, cost, choice, family["lutram_shapes"])
+        else:
+            deep = depth >= family["min_rom_depth" if rom else "min_ram_depth"]
+            to_block = deep and depth * width >= family["min_bits_per_block"] * blocks
+        if block or to_block:
             out["bram"] += blocks
             out["bram_cost"] += cost  # a 7-series RAMB36 costs 2, a RAMB18 1; else 1 a block
             continue
@@ -596,6 +602,20 @@ def map_memories(memories: list, family: dict[str, Any]) -> dict[str, int]:
             out["ram"] += depth * width
         out["mem_reg"] += read_register
     return out
+
+
+def _lutram_costs_more(
+    depth: int, width: int, bram_cost: int, costs: dict[str, float], lutram_shapes: list
+) -> bool:
+    """Whether Yosys puts a RAM in block RAM rather than LUT RAM, by costs as its memory
+    mapping weighs them (7-series): LUT RAM per bit of each bank of cells, plus a read
+    multiplexer per bit for each bank past the first, against block RAM per cost unit (a
+    RAMB18 one, a RAMB36 two). Fitted to 21 bare memories synthesized by Yosys, from 32 x 64
+    to 4096 x 1 (tests/estimate/test_analytic.py checks some): 1024 x 2, 256 x 8 and 96 x 16
+    stay in LUT RAM, 2048 x 1, 512 x 8 and 65 x 64 go to block RAM."""
+    banks = math.ceil(depth / max(d for d, _ in lutram_shapes))
+    lutram = width * banks * costs["lutram_bit"] + width * (banks - 1) * costs["bank_mux_bit"]
+    return lutram > bram_cost * costs["bram_unit"]
 
 
 def features(part: dict[str, Any], family: dict[str, Any]) -> dict[str, float]:

@@ -238,10 +238,18 @@ def test_a_cnns_counts_hold_its_windows_pools_and_engines():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("depth, width", [(48, 128), (56, 128), (128, 8), (192, 8)])
-def test_ecp5_ram_mapping_is_yosys(tmp_path, depth, width):
-    """A writable memory goes to block RAM or LUT RAM on ECP5 as Yosys puts it (the shapes on
-    either side of the thresholds: 48 and 56 words of 128 bits, 128 and 192 words of 8)."""
+@pytest.mark.parametrize(
+    "family, depth, width",
+    [
+        *(("ecp5", d, w) for d, w in [(48, 128), (56, 128), (128, 8), (192, 8)]),
+        *(("xc7", d, w) for d, w in [(1024, 2), (2048, 1), (256, 8), (512, 8), (64, 64), (65, 64)]),
+    ],
+)
+def test_ram_mapping_is_yosys(tmp_path, family, depth, width):
+    """A writable memory goes to block RAM or LUT RAM as Yosys puts it, the shapes on either
+    side of the rule: on ECP5 its thresholds (48 and 56 words of 128 bits, 128 and 192 words of
+    8), on 7-series its costs (1024 x 2 in LUT RAM, 2048 x 1 in block RAM; 256 x 8 and 512 x 8;
+    64 and 65 words of 64 bits)."""
     from bchw.estimate import synth
 
     verilog = tmp_path / "ram.v"
@@ -252,7 +260,7 @@ def test_ecp5_ram_mapping_is_yosys(tmp_path, depth, width):
         "  always @(posedge clk) begin if (we) mem[wa] <= wd; rd <= mem[ra]; end\n"
         "endmodule\n"
     )
-    built = synth.synthesize(verilog, "ram", "ecp5", True, tmp_path / "synth")
-    family = analytic.load_coefficients()["families"]["ecp5"]
-    mapped = analytic.map_memories([(depth, width, False, False)], family)
+    built = synth.synthesize(verilog, "ram", family, True, tmp_path / "synth")
+    costs = analytic.load_coefficients()["families"][family]
+    mapped = analytic.map_memories([(depth, width, False, False)], costs)
     assert (mapped["bram"], mapped["lutram"]) == (built["bram"], built["lutram"])
