@@ -319,8 +319,14 @@ def conv_stages(
     last, classes = engines[-1], model.num_classes
     if last.pe != classes:
         stages.append(VectorBufferLink(classes, last.pe, classes))
-    # The slowest stage's own cycles bound the interval from below: enough to decide the scan.
-    interval = max(stage_cycles(stage) for stage in stages)
+    # A bound on the interval from below, enough to decide the scan: each stage's own cycles
+    # per image, an engine's without its pipeline's depth (it overlaps the positions).
+    interval = max(
+        stage.layer.positions * stage.cycles_per_vector
+        if isinstance(stage, LayerPlan)
+        else stage_cycles(stage)
+        for stage in stages
+    )
     stages.append(
         ArgmaxStage(
             classes,

@@ -662,7 +662,11 @@ class _Search:
             folding = _choose_mlp_within(
                 self.model, self.options, target, allowed, pricer, link_cache, option_use
             )
-            if folding is not None and tuple(folding) not in tried:
+            if (
+                folding is not None
+                and tuple(folding) not in tried
+                and sum(f.pe * f.simd for f in folding) <= MAX_SYNAPSES_PER_CYCLE
+            ):
                 plan = plan_network(self.model, folding, self.pipeline_every, self.unit)
                 total = _design_total(plan, device, dsp, self.coefficients)
                 use = usage(total, device)

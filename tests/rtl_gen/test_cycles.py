@@ -34,6 +34,7 @@ DESIGNS = [
     ("2x9x9-4C3-MP2-3C3-6-5-3", [(4, 18), (3, 36), (2, 6), (5, 6), (3, 5)]),
     ("2x9x9-4C3-MP2-3C3-6-5-3", [(2, 2), (3, 7), (2, 5), (2, 3), (1, 2)]),
     ("3x7x9-5C5-MP2-4C3p0-3", [(5, 75), (2, 45), (1, 2)]),
+    ("1x2x2-8C1-3", [(8, 1), (3, 32)]),  # 4 cycles per image: the tree argmax, not the scan
 ]
 
 
@@ -81,7 +82,7 @@ def test_every_handshake_matches_the_circuit_under_gaps_and_back_pressure(arch, 
 @pytest.mark.parametrize("pipeline_every", [0, 2])
 @pytest.mark.parametrize(
     "arch, folding",
-    [DESIGNS[1], DESIGNS[4], DESIGNS[6], ("2x9x9-4C3-MP2-3C3-6-5-3", None)],
+    [DESIGNS[1], DESIGNS[4], DESIGNS[6], DESIGNS[-1], ("2x9x9-4C3-MP2-3C3-6-5-3", None)],
 )
 def test_the_plans_latency_and_interval_are_the_circuits(arch, folding, pipeline_every):
     """Back-to-back images, the output always ready: the first image's latency and the steady
@@ -119,6 +120,20 @@ def test_the_cycle_model_agrees_with_the_mlp_formulas(sizes, folding, pipeline_e
     timing = cycles.run(stages, plan.input_beats, 6, 10**6)
     assert timing.latency == plan.latency
     assert timing.gaps[-1] == plan.initiation_interval
+
+
+def test_the_scan_argmax_is_used_only_where_it_cannot_slow_the_design():
+    """A scanning argmax takes classes + 2 cycles per image: it is chosen only where the
+    design's interval is at least twice that, and the interval is the tree argmax's."""
+    for arch, folding in DESIGNS:
+        plan = _plan(arch, folding)
+        argmax = plan.stages[-1]
+        tree_stages = (*plan.stages[:-1], ArgmaxStage(argmax.classes, 0))
+        interval = cycles.run(tree_stages, plan.input_beats, 5, 10**7).gaps[-1]
+        if argmax.scan:  # decided on a bound from below of this interval
+            assert interval >= 2 * (argmax.classes + 2), arch
+        assert plan.initiation_interval == interval, arch
+    assert not _plan(*DESIGNS[-1]).stages[-1].scan
 
 
 def test_flattening_needs_no_whole_vector_buffer_when_simd_fits_the_pixels():
