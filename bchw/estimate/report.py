@@ -68,15 +68,18 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
                 f"| analytical LUTs (LUT only) | {num(ab['lut_nodsp'])} | {num(am['lut_nodsp'])} | "
                 f"{num(round(am['lut_nodsp'] / ab['lut_nodsp'], 2) if ab['lut_nodsp'] else None)} |"
             )
-        if "device" in b:
-            lines.append(f"| device | {b['device']} | {m['device']} | |")
-            lines.append(f"| fmax (MHz) | {num(b['fmax_mhz'])} | {num(m['fmax_mhz'])} | |")
+        if "device" in b or "device" in m:
+            # A design that fits no folding of a --fit chip is not placed: its cells say "-".
+            lines.append(f"| device | {b.get('device', '-')} | {m.get('device', '-')} | |")
             lines.append(
-                f"| images per second | {num(b['images_per_second'])} | "
-                f"{num(m['images_per_second'])} | |"
+                f"| fmax (MHz) | {num(b.get('fmax_mhz'))} | {num(m.get('fmax_mhz'))} | |"
+            )
+            lines.append(
+                f"| images per second | {num(b.get('images_per_second'))} | "
+                f"{num(m.get('images_per_second'))} | |"
             )
             for name, design in (("binary", b), ("MAC", m)):
-                if not design["fits"]:
+                if not design.get("fits", True):
                     lines += ["", f"The {name} design {design['reason']}."]
         lines.append("")
         if report["source"] == "yosys":
@@ -104,10 +107,13 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
             )
         lines.append("")
     clock = report["images_per_second_at_clock"]
+    if "fit" not in report:  # with --fit each design has its own folding and interval
+        lines += [
+            f"Throughput at {clock['clock_mhz']:g} MHz: {num(clock['images_per_second'])} images "
+            "per second (both designs have the same interval).",
+            "",
+        ]
     lines += [
-        f"Throughput at {clock['clock_mhz']:g} MHz: {num(clock['images_per_second'])} images per "
-        "second (both designs have the same interval).",
-        "",
         "## Energy per inference (estimate)",
         "",
         "| | binary | MAC | MAC / binary |",

@@ -282,6 +282,23 @@ def test_estimate_fit_a_mac_design_that_fits_nowhere_is_a_result(tmp_path):
     assert report["mac"]["xc7"]["bram"] > fit_device("xc7z020").bram * 2  # RAMB18 halves
 
 
+def test_report_of_a_placed_binary_design_beside_a_mac_design_that_fits_nowhere(tmp_path):
+    """With --pnr, the binary design is placed and the MAC design, fitting no folding, is not:
+    the Markdown report shows both (it used to stop on the MAC design's missing device)."""
+    from bchw.estimate.report import markdown
+
+    result = cli(
+        "estimate", MNIST, "--fit", "xc7z020", "--analytic", "-o", tmp_path / "e", "--json"
+    )
+    report = result.json()
+    placed = {"device": "iCE40UP5K", "fmax_mhz": 42.6, "images_per_second": 1302, "fits": True}
+    report["binary"]["xc7"] |= placed
+    text = markdown(report)
+    assert "| device | iCE40UP5K | - | |" in text and "| fmax (MHz) | 42.60 | - | |" in text
+    assert "The MAC design 784-1024-1024-1024-10 does not fit the XC7Z020" in text
+    assert "both designs have the same interval" not in text  # their foldings differ
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
