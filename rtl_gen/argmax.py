@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl_gen.pipeline import stall_pipeline
 from rtl_gen.plan import argmax_every, scan_latency
 from rtl_gen.ranges import registers_after, tree_levels
+
+
+def argmax_ports(n: int, score_shape) -> tuple[Shape, dict]:
+    """Both argmaxes' index shape and ports: ``i`` a stream of ``n`` scores, ``o`` a stream of
+    the class index and the scores."""
+    index_shape = unsigned(max(1, (n - 1).bit_length()))
+    scores = data.ArrayLayout(score_shape, n)
+    ports = {
+        "i": In(stream.Signature(scores)),
+        "o": Out(stream.Signature(data.StructLayout({"index": index_shape, "scores": scores}))),
+    }
+    return index_shape, ports
 
 
 class Argmax(wiring.Component):
@@ -26,22 +38,12 @@ class Argmax(wiring.Component):
     def __init__(self, n: int, score_shape, pipeline_every: int = 0) -> None:
         self.n = n
         self.score_shape = score_shape
-        self.index_shape = unsigned(max(1, (n - 1).bit_length()))
         self.register_levels = registers_after(tree_levels(n), pipeline_every)
         self.latency = len(self.register_levels)
         # A deliberate bug for the cosimulation self-check (rtl_gen/faults.py): ties to highest.
         self.fault_ties_to_highest = False
-        scores = data.ArrayLayout(score_shape, n)
-        super().__init__(
-            {
-                "i": In(stream.Signature(scores)),
-                "o": Out(
-                    stream.Signature(
-                        data.StructLayout({"index": self.index_shape, "scores": scores})
-                    )
-                ),
-            }
-        )
+        self.index_shape, ports = argmax_ports(n, score_shape)
+        super().__init__(ports)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -103,21 +105,11 @@ class ScanArgmax(wiring.Component):
             raise ValueError("a scanning argmax needs at least two scores")
         self.n = n
         self.score_shape = score_shape
-        self.index_shape = unsigned(max(1, (n - 1).bit_length()))
         self.latency = scan_latency(n)
         self.cycles_per_vector = self.latency + 1
         self.fault_ties_to_highest = False  # as Argmax's
-        scores = data.ArrayLayout(score_shape, n)
-        super().__init__(
-            {
-                "i": In(stream.Signature(scores)),
-                "o": Out(
-                    stream.Signature(
-                        data.StructLayout({"index": self.index_shape, "scores": scores})
-                    )
-                ),
-            }
-        )
+        self.index_shape, ports = argmax_ports(n, score_shape)
+        super().__init__(ports)
 
     def elaborate(self, platform) -> Module:
         m = Module()
