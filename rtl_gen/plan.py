@@ -81,7 +81,7 @@ def scan_argmax(classes: int, interval: int) -> bool:
     (:class:`rtl_gen.argmax.ScanArgmax`), instead of comparing them in a tree: where the rest of
     the design takes at least twice the scan's cycles per image, so it never waits on the scan.
     A folded design's images are thousands of cycles apart; the tree's comparators and its
-    registered copies of the scores were some 500 logic cells of an iCE40UP5K's 5,280 (digits
+    registered copies of the scores were 485 logic cells of an iCE40UP5K's 5,280 (digits
     at PE/SIMD 2/16, 1/2, 10/1)."""
     return classes >= 2 and interval >= 2 * (scan_latency(classes) + 1)
 
