@@ -292,6 +292,24 @@ def _mlp_link_counts(a: LayerFolding, layer_a, b: LayerFolding) -> Counts:
     return vector_buffer_counts(link, bits)
 
 
+def _link_use(pricer, link_cache: dict, layers, index: int, prev: _Option, option: _Option):
+    """What the link from layer ``index - 1`` at ``prev`` into ``option`` uses (cached)."""
+    key = (index, prev.folding, option.folding.simd)
+    if key not in link_cache:
+        link = _mlp_link_counts(prev.folding, layers[index - 1], option.folding)
+        link_cache[key] = pricer.use(link)
+    return link_cache[key]
+
+
+def _collector_use(pricer, model: IntegerModel, last: LayerFolding) -> dict | None:
+    """What the collector after the last layer uses, where its PE is not all the classes."""
+    classes = model.num_classes
+    if last.pe == classes:
+        return None
+    link = VectorBufferLink(classes, last.pe, classes)
+    return pricer.use(vector_buffer_counts(link, model.layers[-1].output_bits))
+
+
 def _choose_mlp(
     model: IntegerModel,
     options: list[list[_Option]],
@@ -318,12 +336,8 @@ def _choose_mlp(
                 continue
             choice = None
             for cost, chain in best.values():
-                prev = chain[-1]
-                key = (index, prev.folding, option.folding.simd)
-                if key not in link_cache:
-                    link = _mlp_link_counts(prev.folding, layers[index - 1], option.folding)
-                    link_cache[key] = pricer.use(link)
-                total = cost + own + _scalar(link_cache[key], weights, allowed)
+                link = _link_use(pricer, link_cache, layers, index, chain[-1], option)
+                total = cost + own + _scalar(link, weights, allowed)
                 if choice is None or total < choice[0]:
                     choice = (total, [*chain, option])
             if choice is not None:
@@ -331,17 +345,11 @@ def _choose_mlp(
         if not step:
             return None
         best = step
-    # The collector after the last layer, where its PE is not all the classes.
-    classes = model.num_classes
 
+    # The collector after the last layer, where its PE is not all the classes.
     def finish(entry: tuple[float, list[_Option]]) -> float:
-        last = entry[1][-1].folding
-        if last.pe == classes:
-            return entry[0]
-        link = VectorBufferLink(classes, last.pe, classes)
-        return entry[0] + _scalar(
-            pricer.use(vector_buffer_counts(link, layers[-1].output_bits)), weights, allowed
-        )
+        collector = _collector_use(pricer, model, entry[1][-1].folding)
+        return entry[0] + (_scalar(collector, weights, allowed) if collector else 0.0)
 
     return [o.folding for o in min(best.values(), key=finish)[1]]
 
@@ -397,26 +405,20 @@ def _choose_mlp_within(
                 found.append((_add(constant, own), [option]))
             for entries in best.values():
                 for use, chain in entries:
-                    prev = chain[-1]
-                    key = (index, prev.folding, option.folding.simd)
-                    if key not in link_cache:
-                        link = _mlp_link_counts(prev.folding, layers[index - 1], option.folding)
-                        link_cache[key] = pricer.use(link)
-                    found.append((_add(_add(use, own), link_cache[key]), [*chain, option]))
+                    link = _link_use(pricer, link_cache, layers, index, chain[-1], option)
+                    found.append((_add(_add(use, own), link), [*chain, option]))
             found = [entry for entry in found if within(entry[0])]
             if found:
                 step[k] = diverse(found)
         if not step:
             return None
         best = step
-    classes = model.num_classes
     finished = []
     for entries in best.values():
         for use, chain in entries:
-            last = chain[-1].folding
-            if last.pe != classes:
-                link = VectorBufferLink(classes, last.pe, classes)
-                use = _add(use, pricer.use(vector_buffer_counts(link, layers[-1].output_bits)))
+            collector = _collector_use(pricer, model, chain[-1].folding)
+            if collector:
+                use = _add(use, collector)
             if within(use):
                 finished.append((_scalar(use, unit_weights, allowed), [o.folding for o in chain]))
     return min(finished, key=lambda entry: entry[0])[1] if finished else None
