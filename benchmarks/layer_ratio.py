@@ -27,7 +27,7 @@ from amaranth.back import verilog
 
 from bchw.core import intmodel
 from bchw.estimate.synth import FAMILIES, family, synthesize
-from rtl_gen import ADDER_TREES, DEFAULT_PIPELINE_EVERY
+from rtl_gen import ADDER_TREES, DEFAULT_ADDER_TREE, DEFAULT_PIPELINE_EVERY
 from rtl_gen.baseline import mac_model
 from rtl_gen.layer_engine import LayerEngine
 from rtl_gen.plan import DotProduct, folding_from_lists, plan_layer
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--weight-bits", type=int, default=8)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--layers", help="comma-separated layer indices (default: all)")
-    parser.add_argument("--adder-tree", choices=ADDER_TREES, default="xor")
+    parser.add_argument("--adder-tree", choices=ADDER_TREES, default=DEFAULT_ADDER_TREE)
     parser.add_argument("--work", default="build/layer-ratio")
     args = parser.parse_args()
     model = intmodel.load(args.model)

@@ -17,7 +17,8 @@ The constants below need no import at all: the command line offers them in ``--h
 """
 
 # How a folded binary layer's tree applies its weight bits (AdderTree's sign-bit modes).
-ADDER_TREES = ("xor", "relative")
+ADDER_TREES = ("xor", "relative", "pair")
+DEFAULT_ADDER_TREE = "pair"
 # A pipeline register after every this many adder levels.
 DEFAULT_PIPELINE_EVERY = 2
 # The default folding spends about this many binary synapses (adder-tree inputs) per cycle on

@@ -16,6 +16,8 @@ from rtl_gen.ranges import (
     flipped_range,
     ones,
     pair_up,
+    paired_excess,
+    paired_lane_range,
     registers_after,
     relative_root_range,
     signed_node,
@@ -170,6 +172,14 @@ class AdderTree(wiring.Component):
         there costs a second LUT per bit); on iCE40, ECP5 and Gowin it costs as many LUTs as
         XOR leaves or more. The lane then gives the dot product plus a constant per weight word that
         :meth:`excess` states (the caller absorbs it, as with XOR leaves).
+    paired:
+        With ``sign_bits``, paired leaves instead of XOR leaves: the inputs go in pairs
+        ``(a, b)``, whose sum ``S = a + b`` and difference ``D = a + ~b`` are added once for all
+        lanes; a lane's leaf is then ``S``, ``D``, ``~D`` or ``~S`` (over ``w + 1`` bits) as its
+        two weight bits say, one 4-input LUT per bit. That does the first adder level once per
+        layer instead of once per lane, and drops a lane's ``w`` XOR gates per input: about a
+        third of a folded binary layer's logic with 8-bit inputs. A lane's sum lies above its
+        dot product by :meth:`excess`, as with XOR leaves.
     pipeline_every:
         Adder levels between pipeline registers.
     register_inputs:
@@ -195,6 +205,7 @@ class AdderTree(wiring.Component):
         sign_bits: bool = False,
         relative: bool = False,
         register_inputs: bool = False,
+        paired: bool = False,
     ) -> None:
         if input_range[0] < 0:
             raise ValueError("adder tree inputs must be non-negative")
@@ -202,7 +213,10 @@ class AdderTree(wiring.Component):
             raise ValueError("a tree with per-beat sign bits has no constant signs")
         if relative and not sign_bits:
             raise ValueError("a relative-sign tree takes per-beat sign bits")
+        if paired and (relative or not sign_bits):
+            raise ValueError("paired leaves take per-beat sign bits, in place of a relative tree")
         self.relative = relative
+        self.paired = paired
         self.n_lanes = n_lanes
         self.n_inputs = n_inputs
         self.input_range = input_range
@@ -220,6 +234,8 @@ class AdderTree(wiring.Component):
         if relative:
             root = relative_root_range(n_inputs, input_range)
             self.lane_ranges = [flipped_range(*root)] * n_lanes
+        elif paired:
+            self.lane_ranges = [paired_lane_range(n_inputs, self.ones)] * n_lanes
         else:
             leaf = (0, self.ones) if sign_bits else input_range
             self.lane_ranges = [sum_range(row, *leaf) for row in self.signs]
@@ -239,6 +255,8 @@ class AdderTree(wiring.Component):
         """How far a sign-bit lane's sum lies above its signed dot product, for weight bits
         ``plus`` (true: +1): ``ones`` per -1 leaf (``~x = ones - x``), and in a relative tree
         less each node's :func:`flip_correction`. It depends on the weight bits alone."""
+        if self.paired:
+            return paired_excess(plus, self.ones)
         if not self.relative:
             return self.ones * sum(1 for p in plus if not p)
 
@@ -275,6 +293,44 @@ class AdderTree(wiring.Component):
         root = pair_up(nodes, combine, registers)
         return Mux(root.flip, ~root.value, root.value)
 
+    def _pair_sums(self, m: Module, x) -> list[tuple[Signal, Signal]]:
+        """``S = a + b`` and ``D = a + ~b`` of every input pair, shared by all lanes."""
+        sums = []
+        for k in range(self.n_inputs // 2):
+            a, b = x[2 * k], x[2 * k + 1]
+            # keep: each is one carry-chain add; Yosys would otherwise fold them into the
+            # lanes' leaves and trees, once per lane.
+            s = Signal(range_shape(0, 2 * self.ones), name=f"pair{k}_s", attrs={"keep": 1})
+            d = Signal(range_shape(0, 2 * self.ones), name=f"pair{k}_d", attrs={"keep": 1})
+            m.d.comb += [s.eq(a + b), d.eq(a + (b ^ self.ones))]
+            sums.append((s, d))
+        return sums
+
+    def _elaborate_paired(self, m: Module, lane: int, advance, x, pair_sums, signs) -> Term:
+        sign = signs[lane]
+        full = 2 * self.ones + 1  # all ones over a pair's w + 1 bits
+        terms = []
+        for k, (s, d) in enumerate(pair_sums):
+            plus_a, plus_b = sign[2 * k], sign[2 * k + 1]
+            # S for (+, +), D for (+, -), ~D for (-, +), ~S for (-, -): one LUT4 per bit.
+            value = Mux(plus_a ^ plus_b, d, s) ^ Mux(plus_a, 0, full)
+            terms.append(Term(value, 1, 0, full))
+        if self.n_inputs % 2:  # the odd input: an XOR leaf
+            last = self.n_inputs - 1
+            terms.append(Term(x[last] ^ Mux(sign[last], 0, self.ones), 1, 0, self.ones))
+        # The pairs are the tree's first adder level: the leaves take that level's register
+        # (and a folded layer's input register), so the latency is the XOR tree's.
+        levels = self.register_levels
+        for r in range(int(self.register_inputs) + int(1 in levels)):
+            terms = [
+                register_term(m, term, advance, f"l{lane}_leaf{r}_{k}")
+                for k, term in enumerate(terms)
+            ]
+        later = [level - 1 for level in levels if level > 1]
+        root = reduce_terms(m, terms, later, advance, f"l{lane}")
+        assert (root.lo, root.hi) == self.lane_ranges[lane], "paired tree range bookkeeping"
+        return root
+
     def elaborate(self, platform) -> Module:
         m = Module()
         advance = stall_pipeline(m, self.i, self.o, self.latency, "tree")
@@ -286,10 +342,16 @@ class AdderTree(wiring.Component):
         register = self.register_inputs and not xor_leaves
         inputs = input_stage(m, self.i.payload, self.in_fields, register, advance)
         x = inputs["x"]
+        if self.paired:
+            pair_sums = self._pair_sums(m, x)
         for lane in range(self.n_lanes):
             if self.relative:
                 root = self._elaborate_relative(m, lane, advance, x, inputs["sign"])
                 m.d.comb += self.o.payload.sum[lane].eq(root)
+                continue
+            if self.paired:
+                root = self._elaborate_paired(m, lane, advance, x, pair_sums, inputs["sign"])
+                m.d.comb += self.o.payload.sum[lane].eq(root.value)
                 continue
             if self.sign_bits:
                 sign = inputs["sign"][lane]

@@ -37,7 +37,9 @@ class BinaryDotProduct:
     Unrolled, the weights are constants folded into one add/subtract tree per neuron. Folded,
     the tree over ``simd`` inputs takes one weight bit per synapse with each beat and adds
     ``x_i`` where it is 1 (+1) and its ones' complement ``ones - x_i`` where it is 0 (XOR
-    gates, no subtraction), or steers a relative-sign tree (``adder_tree = "relative"``). The
+    gates, no subtraction), takes inputs in pairs (``adder_tree = "pair"``: each pair's sum and
+    difference once for all neurons, one of them or its complement per neuron), or steers a
+    relative-sign tree (``adder_tree = "relative"``). The
     accumulator of neuron ``j`` so ends a constant above its dot product
     (:func:`sign_bit_excess`), which the requantizer's offset absorbs.
     """
@@ -64,6 +66,7 @@ class BinaryDotProduct:
             sign_bits=True,
             relative=plan.unit.adder_tree == "relative",
             register_inputs=plan.register_tree_inputs,
+            paired=plan.unit.adder_tree == "pair",
         )
 
     def weight_words(self) -> list[int]:

@@ -25,6 +25,7 @@ from bchw.core.intmodel import IntegerLayer, IntegerModel, require_mlp
 from bchw.errors import BchwError
 from rtl_gen import (
     ADDER_TREES,
+    DEFAULT_ADDER_TREE,
     DEFAULT_PIPELINE_EVERY,
     DEFAULT_SYNAPSES_PER_CYCLE,
     MAC_WEIGHT_BITS,
@@ -33,6 +34,7 @@ from rtl_gen.ranges import (
     Range,
     flipped_range,
     ones,
+    paired_lane_range,
     product_range,
     range_width,
     relative_root_range,
@@ -116,7 +118,7 @@ class DotProduct:
     """
 
     kind: str = "binary"
-    adder_tree: str = "xor"
+    adder_tree: str = DEFAULT_ADDER_TREE
     weight_bits: int = 1
 
     def __post_init__(self) -> None:
@@ -133,7 +135,7 @@ class DotProduct:
             )
 
     @classmethod
-    def binary(cls, adder_tree: str = "xor") -> DotProduct:
+    def binary(cls, adder_tree: str = DEFAULT_ADDER_TREE) -> DotProduct:
         return cls("binary", adder_tree, 1)
 
     @classmethod
@@ -292,6 +294,8 @@ def folded_lane_range(layer: IntegerLayer, simd: int, unit: DotProduct) -> Range
         return -simd * bound, simd * bound
     if unit.adder_tree == "relative":
         return flipped_range(*relative_root_range(simd, (0, x_max)))
+    if unit.adder_tree == "pair":
+        return paired_lane_range(simd, ones(x_max))
     return 0, simd * ones(x_max)  # XOR leaves: x or its ones' complement
 
 

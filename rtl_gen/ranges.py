@@ -142,6 +142,24 @@ def relative_root_range(n_inputs: int, input_range: Range) -> Range:
 # -- the requantizer ----------------------------------------------------------------------------
 
 
+def paired_lane_range(n_inputs: int, ones_: int) -> Range:
+    """One lane's range of a paired-leaf tree over ``n_inputs`` inputs whose ones' complement
+    is ``ones_``: a pair's leaf lies in ``0..2 * ones_ + 1`` (``w + 1`` bits), the odd input's
+    in ``0..ones_``."""
+    return 0, (n_inputs // 2) * (2 * ones_ + 1) + (n_inputs % 2) * ones_
+
+
+def paired_excess(plus, ones_: int) -> int:
+    """How far a paired-leaf lane lies above its dot product, for weight bits ``plus`` (true:
+    +1): per pair ``(a, b)`` nothing for ``S = a + b``, ``ones_`` for ``D = a - b + ones_``,
+    ``ones_ + 1`` for ``~D`` and ``2 * ones_ + 1`` for ``~S`` (complements over ``w + 1``
+    bits), that is ``ones_`` per -1 weight plus one per pair whose first weight is -1; the odd
+    input an XOR leaf's ``ones_`` where its weight is -1."""
+    plus = [bool(p) for p in plus]
+    pairs = plus[: len(plus) // 2 * 2]
+    return ones_ * sum(1 for p in plus if not p) + sum(1 for p in pairs[0::2] if not p)
+
+
 def requant_width(layer: IntegerLayer) -> int:
     """Signed width of ``t`` for every neuron and for padding lanes (all-zero constants)."""
     lo, hi = layer.requant_range()

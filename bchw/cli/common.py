@@ -16,7 +16,12 @@ from typing import Any, NoReturn
 
 from bchw.core.options import BUILTIN_DATASETS, DATA_DIR_ENV, ExportOptions
 from bchw.errors import BchwError
-from rtl_gen import ADDER_TREES, DEFAULT_PIPELINE_EVERY, DEFAULT_SYNAPSES_PER_CYCLE
+from rtl_gen import (
+    ADDER_TREES,
+    DEFAULT_ADDER_TREE,
+    DEFAULT_PIPELINE_EVERY,
+    DEFAULT_SYNAPSES_PER_CYCLE,
+)
 
 EPILOG = (
     "Data: digits (scikit-learn's 8x8 digits) needs no download; mnist reads the four IDX files "
@@ -215,10 +220,12 @@ def add_folding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adder-tree",
         choices=ADDER_TREES,
-        default="xor",
-        help="how a folded binary layer's tree applies its weight bits: xor (each input or its "
-        "complement, then adds; smallest on iCE40, ECP5 and Gowin) or relative (a relative-sign "
-        "tree of subtractions; smallest on Xilinx 7-series) (default: %(default)s)",
+        default=DEFAULT_ADDER_TREE,
+        help="how a folded binary layer's tree applies its weight bits: pair (inputs in pairs, "
+        "each pair's sum and difference added once for all neurons, then one LUT per bit picks "
+        "one or its complement; smallest on every family measured), xor (each input or its "
+        "complement, then adds) or relative (a relative-sign tree of subtractions) "
+        "(default: %(default)s)",
     )
 
 

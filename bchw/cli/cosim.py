@@ -22,7 +22,7 @@ from bchw.cli.common import (
     positive_int,
 )
 from bchw.errors import BchwError
-from rtl_gen import DEFAULT_PIPELINE_EVERY
+from rtl_gen import DEFAULT_ADDER_TREE, DEFAULT_PIPELINE_EVERY
 from sim.options import SIMULATORS, CosimOptions
 
 
@@ -143,7 +143,7 @@ def _plan(args: argparse.Namespace, model):
     if (
         has_folding(args)
         or args.pipeline_every != DEFAULT_PIPELINE_EVERY
-        or args.adder_tree != "xor"
+        or args.adder_tree != DEFAULT_ADDER_TREE
     ):
         raise BchwError(
             "--design takes its folding, pipelining and adder tree from its manifest: drop "

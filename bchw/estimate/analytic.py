@@ -139,9 +139,13 @@ class Counts:
         }
 
 
-def tree_counts(leaves: list[tuple[int, int, int]], pipeline_every: int) -> tuple[int, int]:
-    """Adder bits and register bits of one balanced tree."""
-    register_levels = registers_after(tree_levels(len(leaves)), pipeline_every)
+def tree_counts(
+    leaves: list[tuple[int, int, int]], pipeline_every: int, first_level: int = 1
+) -> tuple[int, int]:
+    """Adder bits and register bits of one balanced tree, whose first adder level is level
+    ``first_level`` of the pipeline's count (2 over paired leaves)."""
+    levels = tree_levels(len(leaves)) + first_level - 1
+    register_levels = [r - first_level + 1 for r in registers_after(levels, pipeline_every)]
     add = reg = level = 0
     terms = leaves
     while len(terms) > 1:
@@ -298,6 +302,23 @@ def layer_counts(plan: LayerPlan) -> Counts:
         c.ftree += pe * lane_add
         c.leaf += pe * lane_leaf
         c.reg += pe * lane_reg
+    elif binary and plan.unit.adder_tree == "pair":
+        # Each input pair's sum and difference once per layer (the first adder level), then per
+        # lane a LUT per bit picking one or its complement (counted as a leaf), and the tree
+        # over those; the pair leaves take the first level's register.
+        x_width = range_bits(0, x_max)
+        pairs, odd = divmod(simd, 2)
+        full = 2 * ones(x_max) + 1
+        shared = 2 * pairs * range_bits(0, full - 1)
+        leaves = [(1, 0, full)] * pairs + [(1, 0, ones(x_max))] * odd
+        lane_add, lane_reg = tree_counts(leaves, plan.pipeline_every, first_level=2)
+        leaf_bits = pairs * range_bits(0, full) + odd * x_width
+        c.tree += pe * lane_add + shared
+        c.ftree += pe * lane_add + shared
+        c.reg += pe * lane_reg
+        c.leaf += pe * leaf_bits
+        if 1 in registers_after(tree_levels(simd), plan.pipeline_every):
+            c.reg += pe * leaf_bits
     elif binary:
         # Leaves x_i or its ones' complement (XOR with the weight bit); the accumulators end
         # ones * zeros_j high, which the requantizer's offsets absorb.
@@ -318,7 +339,9 @@ def layer_counts(plan: LayerPlan) -> Counts:
         c.mul += pe * simd * b * weight_bits
         c.n_mul += pe * simd
     c.reg += plan.tree_latency * (1 + tag_width)
-    if plan.register_tree_inputs and binary and plan.unit.adder_tree != "relative":
+    if plan.register_tree_inputs and binary and plan.unit.adder_tree == "pair":
+        c.reg += pe * leaf_bits  # the pair leaves
+    elif plan.register_tree_inputs and binary and plan.unit.adder_tree != "relative":
         c.reg += pe * simd * range_bits(0, x_max)  # the XOR leaves
     elif plan.register_tree_inputs:
         c.reg += simd * b + plan.weight_word_bits  # the inputs and the weight word

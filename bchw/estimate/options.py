@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bchw.errors import BchwError
-from rtl_gen import DEFAULT_MAC_WEIGHT_BITS, MAC_WEIGHT_BITS
+from rtl_gen import DEFAULT_ADDER_TREE, DEFAULT_MAC_WEIGHT_BITS, MAC_WEIGHT_BITS
 
 # One family by default: the digits model at its default folding synthesizes for ECP5 in about
 # three minutes; the same designs take iCE40's flow some fourteen (docs/benchmarks.md).
@@ -64,7 +64,7 @@ class EstimateOptions:
     clock_mhz: float = DEFAULT_CLOCK_MHZ
     jobs: int = 1
     scheduler: str | None = None
-    adder_tree: str = "xor"
+    adder_tree: str = DEFAULT_ADDER_TREE
     mac_dsp: bool = True
     mac_tools: bool = True
 

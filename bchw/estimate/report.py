@@ -22,6 +22,8 @@ def num(value: Any) -> str:
 TREE_WORDS = {
     "xor": "XOR each input with its weight bit (--adder-tree xor)",
     "relative": "are relative-sign trees (--adder-tree relative)",
+    "pair": "take inputs in pairs, each pair's sum and difference shared by all neurons "
+    "(--adder-tree pair)",
 }
 
 
@@ -71,9 +73,7 @@ def markdown(report: dict[str, Any], sweep_rows: list[dict] | None = None) -> st
         if "device" in b or "device" in m:
             # A design that fits no folding of a --fit chip is not placed: its cells say "-".
             lines.append(f"| device | {b.get('device', '-')} | {m.get('device', '-')} | |")
-            lines.append(
-                f"| fmax (MHz) | {num(b.get('fmax_mhz'))} | {num(m.get('fmax_mhz'))} | |"
-            )
+            lines.append(f"| fmax (MHz) | {num(b.get('fmax_mhz'))} | {num(m.get('fmax_mhz'))} | |")
             lines.append(
                 f"| images per second | {num(b.get('images_per_second'))} | "
                 f"{num(m.get('images_per_second'))} | |"

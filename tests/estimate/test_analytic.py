@@ -49,6 +49,29 @@ def test_relative_tree_counts_follow_the_generator():
     assert (add, leaf, reg) == (9 + 9 + 10, 8 + 8 + 9 + 10, 10 + 1)
 
 
+def test_paired_tree_counts_follow_the_generator():
+    # Four leaves of 0..255 in two pairs: each pair's sum and difference (9 bits each) once per
+    # layer; per lane two 9-bit leaves (0..511) and one 10-bit add. The pairs are adder level
+    # 1, so the register after level 2 follows that add: tree_counts numbers it from level 2.
+    assert analytic.tree_counts([(1, 0, 511)] * 2, 2, first_level=2) == (10, 10)
+    assert analytic.tree_counts([(1, 0, 511)] * 2, 1, first_level=2) == (10, 10)
+    assert analytic.tree_counts([(1, 0, 511)] * 2, 3, first_level=2) == (10, 0)
+    model = random_model([8, 4, 3], seed=2, input_bits=8, act_bits=8, out_bits=8)
+    unit = {tree: DotProduct.binary(tree) for tree in ("xor", "pair")}
+    plans = {
+        tree: plan_design(model, [LayerFolding(2, 4), LayerFolding(1, 2)], 2, u)
+        for tree, u in unit.items()
+    }
+    xor, pair = (analytic.layer_counts(plans[t].layers[0]) for t in ("xor", "pair"))
+    x_width = model.layers[0].input_bits
+    # XOR: per lane 4 leaves of x_width bits and a tree of 2 + 1 adds; pairs: 2 x 2 shared
+    # adds of x_width + 1 bits, per lane 2 leaves of x_width + 1 bits and one add.
+    assert xor.leaf == 2 * 4 * x_width and pair.leaf == 2 * 2 * (x_width + 1)
+    assert pair.tree == 2 * 2 * (x_width + 1) + 2 * (x_width + 2)
+    assert xor.tree == 2 * (2 * (x_width + 1) + (x_width + 2))
+    assert plans["pair"].layers[0].tree_latency == plans["xor"].layers[0].tree_latency
+
+
 def test_counts_scale_with_folding_and_weights():
     model = random_model([64, 32, 10], seed=1, input_bits=8, act_bits=8, out_bits=8)
     narrow = analytic.design_counts(design_plan(model, [(2, 8), (2, 4)]))

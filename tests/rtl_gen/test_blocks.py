@@ -51,14 +51,15 @@ def test_adder_tree_constant_signs(n_inputs, pipeline_every, gap, stall):
 
 
 @pytest.mark.parametrize("gap, stall", HANDSHAKES)
-@pytest.mark.parametrize("n_inputs", [1, 5, 37])
-@pytest.mark.parametrize("relative", [False, True])
-def test_adder_tree_sign_bits(n_inputs, relative, gap, stall):
-    """Per-beat sign bits (XOR leaves or a relative-sign tree): each lane's sum is the signed
-    dot product plus an excess that depends on the weight bits alone (every vector here meets
-    every weight word), the one ``excess`` states, within the declared range."""
+@pytest.mark.parametrize("n_inputs", [1, 5, 8, 37])
+@pytest.mark.parametrize("tree", ["xor", "relative", "pair"])
+def test_adder_tree_sign_bits(n_inputs, tree, gap, stall):
+    """Per-beat sign bits (XOR leaves, a relative-sign tree or paired leaves): each lane's sum
+    is the signed dot product plus an excess that depends on the weight bits alone (every vector
+    here meets every weight word), the one ``excess`` states, within the declared range."""
     rng = np.random.default_rng(7)
-    dut = AdderTree(3, n_inputs, (0, 12), None, 2, sign_bits=True, relative=relative)
+    relative, paired = tree == "relative", tree == "pair"
+    dut = AdderTree(3, n_inputs, (0, 12), None, 2, sign_bits=True, relative=relative, paired=paired)
     assert dut.ones == 15  # 12 needs 4 bits: the complement is taken in 4 bits
     vectors = extreme_vectors(n_inputs, 12, 10, seed=2)
     words = rng.integers(0, 2, size=(4, 3, n_inputs))
@@ -83,8 +84,11 @@ def test_adder_tree_sign_bits(n_inputs, relative, gap, stall):
     lo, hi = dut.lane_ranges[0]
     assert lo <= got.min() and got.max() <= hi
     assert range_shape(lo, hi).width == range_shape(0, 15 * n_inputs).width  # no wider
-    if not relative:  # XOR leaves: 15 per -1 weight (~x = 15 - x)
+    if tree == "xor":  # 15 per -1 weight (~x = 15 - x)
         assert np.array_equal(excess, 15 * (bits == 0).sum(axis=2))
+    if tree == "pair":  # and one more per pair whose first weight is -1
+        first = (bits[:, :, 0 : n_inputs // 2 * 2 : 2] == 0).sum(axis=2)
+        assert np.array_equal(excess, 15 * (bits == 0).sum(axis=2) + first)
 
 
 def unsaturated_accs(layer, lanes: int, count: int) -> np.ndarray:

@@ -83,7 +83,7 @@ def test_impossible_folding_is_refused(small_model, folding, message):
         plan_design(small_model, folding)
 
 
-@pytest.mark.parametrize("unit", ["xor", "relative", "mac4", "mac16"])
+@pytest.mark.parametrize("unit", ["xor", "relative", "pair", "mac4", "mac16"])
 @pytest.mark.parametrize(
     "sizes, folding",
     [

@@ -17,6 +17,7 @@ from bchw.core import intmodel, reference
 from bchw.core.data import load_dataset
 from bchw.core.synthetic import random_network
 from bchw.errors import BchwError
+from rtl_gen import ADDER_TREES, DEFAULT_ADDER_TREE
 from rtl_gen.faults import FAULT_KINDS, Fault, flip_weight
 from rtl_gen.generate import generate
 from rtl_gen.manifest import MANIFEST_NAME, VERILOG_NAME, Manifest
@@ -167,17 +168,18 @@ def test_self_check_on_a_cnn_catches_convolution_faults(tmp_path):
     assert check["detected"] == check["injected"] == 7 and check["kill_rate"] == 1.0
 
 
-def test_relative_adder_tree_design_is_bit_exact(tmp_path):
-    """``--adder-tree relative`` reaches the Verilog and the manifest, and that design, run from
-    its folder (the manifest says which tree), matches the reference bit for bit, on time."""
+@pytest.mark.parametrize("tree", [t for t in ADDER_TREES if t != DEFAULT_ADDER_TREE])
+def test_other_adder_tree_design_is_bit_exact(tmp_path, tree):
+    """``--adder-tree`` reaches the Verilog and the manifest, and that design, run from its
+    folder (the manifest says which tree), matches the reference bit for bit, on time."""
     design = tmp_path / "design"
     folding = ("--pe", "8,8,1", "--simd", "8,8,8")
-    made = cli("generate", DIGITS, "-o", design, *folding, "--adder-tree", "relative")
+    made = cli("generate", DIGITS, "-o", design, *folding, "--adder-tree", tree)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert json.loads((design / MANIFEST_NAME).read_text())["adder_tree"] == "relative"
-    xor = tmp_path / "xor"
-    assert cli("generate", DIGITS, "-o", xor, *folding).returncode == 0
-    assert (design / VERILOG_NAME).read_bytes() != (xor / VERILOG_NAME).read_bytes()
+    assert json.loads((design / MANIFEST_NAME).read_text())["adder_tree"] == tree
+    default = tmp_path / "default"
+    assert cli("generate", DIGITS, "-o", default, *folding).returncode == 0
+    assert (design / VERILOG_NAME).read_bytes() != (default / VERILOG_NAME).read_bytes()
     result = cli("cosim", DIGITS, "--design", design, "--limit", "40", "-o", tmp_path, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _run_json(result)
