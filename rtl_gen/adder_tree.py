@@ -177,9 +177,9 @@ class AdderTree(wiring.Component):
         ``(a, b)``, whose sum ``S = a + b`` and difference ``D = a + ~b`` are added once for all
         lanes; a lane's leaf is then ``S``, ``D``, ``~D`` or ``~S`` (over ``w + 1`` bits) as its
         two weight bits say, one 4-input LUT per bit. That does the first adder level once per
-        layer instead of once per lane, and drops a lane's ``w`` XOR gates per input: about a
-        third of a folded binary layer's logic with 8-bit inputs. A lane's sum lies above its
-        dot product by :meth:`excess`, as with XOR leaves.
+        layer instead of once per lane, and drops a lane's ``w`` XOR gates per input (18 to 29
+        % of a folded design's LUTs, docs/benchmarks.md). A lane's sum lies above its dot
+        product by :meth:`excess`, as with XOR leaves.
     pipeline_every:
         Adder levels between pipeline registers.
     register_inputs:
@@ -253,7 +253,8 @@ class AdderTree(wiring.Component):
 
     def excess(self, plus) -> int:
         """How far a sign-bit lane's sum lies above its signed dot product, for weight bits
-        ``plus`` (true: +1): ``ones`` per -1 leaf (``~x = ones - x``), and in a relative tree
+        ``plus`` (true: +1): ``ones`` per -1 leaf (``~x = ones - x``), with paired leaves one
+        more per pair whose first weight is -1 (:func:`paired_excess`), and in a relative tree
         less each node's :func:`flip_correction`. It depends on the weight bits alone."""
         if self.paired:
             return paired_excess(plus, self.ones)
