@@ -373,3 +373,31 @@ def test_estimate_runs_no_tool_on_a_mac_design_that_fits_nowhere(monkeypatch, tm
     assert ran == ["binary"]
     assert report["binary"]["ecp5"]["lut"] == 1  # the tool's figure
     assert report["mac"]["ecp5"]["lut"] == report["mac"]["ecp5"]["analytic"]["lut"]
+
+
+@pytest.mark.parametrize(
+    "family, name, router", [("ecp5", "85k", "router2"), ("ice40", None, None)]
+)
+def test_nextpnr_router_per_family(tmp_path, monkeypatch, family, name, router):
+    """ECP5 is routed with router2 (router1 did not route the MNIST MLP at its fit in 2.5
+    hours); iCE40 keeps nextpnr's default. The command is read, nextpnr not run."""
+    import subprocess
+
+    from bchw.estimate import pnr
+
+    seen = []
+
+    def fake_run(command, **_):
+        seen.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: not run here")
+
+    monkeypatch.setattr(pnr.subprocess, "run", fake_run)
+    monkeypatch.setattr(pnr, "_nextpnr", lambda fam: f"nextpnr-{fam}")
+    monkeypatch.setattr(pnr, "_nextpnr_version", lambda fam: "test")
+    netlist = tmp_path / "netlist.json"
+    netlist.write_text("{}")
+    with pytest.raises(BchwError, match="not run here"):
+        pnr.place_and_route(netlist, pnr.device(family, name), tmp_path)
+    (command,) = seen
+    routers = [command[k + 1] for k, arg in enumerate(command) if arg == "--router"]
+    assert routers == ([router] if router else [])
