@@ -139,9 +139,6 @@ def relative_root_range(n_inputs: int, input_range: Range) -> Range:
     return pair_up([input_range] * n_inputs, lambda a, b, *_: flip_node_range(a, b))
 
 
-# -- the requantizer ----------------------------------------------------------------------------
-
-
 def paired_lane_range(n_inputs: int, ones_: int) -> Range:
     """One lane's range of a paired-leaf tree over ``n_inputs`` inputs whose ones' complement
     is ``ones_``: a pair's leaf lies in ``0..2 * ones_ + 1`` (``w + 1`` bits), the odd input's
@@ -158,6 +155,9 @@ def paired_excess(plus, ones_: int) -> int:
     plus = [bool(p) for p in plus]
     pairs = plus[: len(plus) // 2 * 2]
     return ones_ * sum(1 for p in plus if not p) + sum(1 for p in pairs[0::2] if not p)
+
+
+# -- the requantizer ----------------------------------------------------------------------------
 
 
 def requant_width(layer: IntegerLayer) -> int:
