@@ -21,6 +21,7 @@ from pathlib import Path
 from bchw.errors import BchwError
 from bchw.estimate.calibration import CALIBRATION_DESIGNS, calibration_plans
 from bchw.estimate.synth import FAMILIES, synthesize
+from rtl_gen import DEFAULT_ADDER_TREE
 from rtl_gen.generate import generate
 from rtl_gen.manifest import TOP_NAME
 
@@ -55,6 +56,7 @@ def main() -> None:
             "kind": kind,
             "family": family,
             "dsp_allowed": dsp,
+            "adder_tree": DEFAULT_ADDER_TREE,
             "seconds": round(time.time() - start, 1),
         } | {k: v for k, v in result.items() if k != "cells"}
 

@@ -75,9 +75,11 @@ def load_rows(path: Path) -> list[dict]:
     for line in path.read_text().splitlines():
         run = json.loads(line)
         spec = specs[run["name"]]
-        key = (run["name"], run["kind"])
+        # Runs written before the field existed synthesized XOR-leaf trees.
+        tree = run.get("adder_tree", "xor")
+        key = (run["name"], run["kind"], tree)
         if key not in parts_cache:
-            parts_cache[key] = design_counts(calibration_plans(spec)[run["kind"]])
+            parts_cache[key] = design_counts(calibration_plans(spec, tree)[run["kind"]])
         # A binary design has no multiplier: its one run stands for both flows, and for the
         # costs of designs without multipliers ("binary").
         modes = (

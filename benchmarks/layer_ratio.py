@@ -1,7 +1,7 @@
 """LUTs of whole layer engines: each binary layer against the same layer of the MAC baseline.
 
 ``python benchmarks/layer_ratio.py MODEL --pe 8,8,1 --simd 16,16,16 [--families ...]
-[--adder-tree xor|relative]``
+[--adder-tree pair|xor|relative]``
 
 A layer engine is everything one layer of a generated design holds: the issue stage and its
 counters, the input buffer, the weight memory (block RAM in both designs), the dot-product unit,

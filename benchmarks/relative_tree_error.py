@@ -1,4 +1,4 @@
-"""The analytical model's error on binary designs built with ``--adder-tree relative``.
+"""The analytical model's error on binary designs built with each ``--adder-tree``.
 
 ``python benchmarks/relative_tree_error.py [--families xc7] [--work build/calibration-v5]``
 

@@ -140,7 +140,8 @@ class DotProduct:
 
     @classmethod
     def mac(cls, weight_bits: int) -> DotProduct:
-        # A multiply tree has no sign-bit leaves: the manifest records the default tree.
+        # A multiply tree has no sign-bit leaves: the manifest records "xor", as manifests
+        # written before the field existed do.
         return cls("mac", "xor", weight_bits)
 
     def check(self, model: IntegerModel) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from bchw.core.intmodel import IntegerModel
 from bchw.core.synthetic import random_model
+from rtl_gen import DEFAULT_ADDER_TREE
 from rtl_gen.baseline import mac_model
 from rtl_gen.plan import DesignPlan, DotProduct, LayerFolding, plan_design
 
@@ -145,13 +146,15 @@ def calibration_design(spec: dict[str, Any]) -> tuple[IntegerModel, list[LayerFo
     return model, folding
 
 
-def calibration_plans(spec: dict[str, Any]) -> dict[str, DesignPlan]:
-    """The binary design of a calibration spec and its MAC baseline (``bits``-bit weights, 8
-    unless the spec says; none where ``kinds`` leaves it out), at the spec's folding and
-    pipelining."""
+def calibration_plans(
+    spec: dict[str, Any], adder_tree: str = DEFAULT_ADDER_TREE
+) -> dict[str, DesignPlan]:
+    """The binary design of a calibration spec (its folded trees ``adder_tree``) and its MAC
+    baseline (``bits``-bit weights, 8 unless the spec says; none where ``kinds`` leaves it
+    out), at the spec's folding and pipelining."""
     model, folding = calibration_design(spec)
     bits, pipe = spec.get("bits", 8), spec.get("pipe", 2)
-    plans = {"binary": plan_design(model, folding, pipe)}
+    plans = {"binary": plan_design(model, folding, pipe, DotProduct.binary(adder_tree))}
     if "mac" in spec.get("kinds", ["binary", "mac"]):
         plans["mac"] = plan_design(mac_model(model, bits), folding, pipe, DotProduct.mac(bits))
     return plans

@@ -45,7 +45,7 @@ class EstimateOptions:
     scheduler:
         The address of a Dask scheduler to run the tool runs on instead (``tcp://HOST:8786``).
     adder_tree:
-        The binary design's folded trees (``xor`` or ``relative``).
+        The binary design's folded trees (``pair``, the default, ``xor`` or ``relative``).
     mac_dsp:
         Synthesize (and place) the MAC design with DSP blocks allowed, the default; False
         when ``--fit`` put its multipliers in LUTs, so that its main figures are that flow's.
