@@ -305,7 +305,8 @@ def layer_counts(plan: LayerPlan) -> Counts:
     elif binary and plan.unit.adder_tree == "pair":
         # Each input pair's sum and difference once per layer (the first adder level), then per
         # lane a LUT per bit picking one or its complement (counted as a leaf), and the tree
-        # over those; the pair leaves take the first level's register.
+        # over those; the pair leaves take the first level's register and a folded layer's
+        # input register, as AdderTree registers them.
         x_width = range_bits(0, x_max)
         pairs, odd = divmod(simd, 2)
         full = 2 * ones(x_max) + 1
@@ -317,8 +318,8 @@ def layer_counts(plan: LayerPlan) -> Counts:
         c.ftree += pe * lane_add + shared
         c.reg += pe * lane_reg
         c.leaf += pe * leaf_bits
-        if 1 in registers_after(tree_levels(simd), plan.pipeline_every):
-            c.reg += pe * leaf_bits
+        first_level = 1 in registers_after(tree_levels(simd), plan.pipeline_every)
+        c.reg += pe * leaf_bits * (int(plan.register_tree_inputs) + int(first_level))
     elif binary:
         # Leaves x_i or its ones' complement (XOR with the weight bit); the accumulators end
         # ones * zeros_j high, which the requantizer's offsets absorb.
@@ -339,11 +340,11 @@ def layer_counts(plan: LayerPlan) -> Counts:
         c.mul += pe * simd * b * weight_bits
         c.n_mul += pe * simd
     c.reg += plan.tree_latency * (1 + tag_width)
-    if plan.register_tree_inputs and binary and plan.unit.adder_tree == "pair":
-        c.reg += pe * leaf_bits  # the pair leaves
-    elif plan.register_tree_inputs and binary and plan.unit.adder_tree != "relative":
+    # What a folded pipelined layer registers in front of its tree (pair leaves: above).
+    tree = plan.unit.adder_tree if binary else "mac"
+    if plan.register_tree_inputs and tree == "xor":
         c.reg += pe * simd * range_bits(0, x_max)  # the XOR leaves
-    elif plan.register_tree_inputs:
+    elif plan.register_tree_inputs and tree in ("relative", "mac"):
         c.reg += simd * b + plan.weight_word_bits  # the inputs and the weight word
     # Issue stage: counters, valid bits, the tag; with one neuron fold the input register,
     # with more the buffer and a read stage (valid, addresses, tag) in front of it.
